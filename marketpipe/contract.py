@@ -1,0 +1,152 @@
+"""The payload contract between fetcher, transformer and loader.
+
+A fetched API body travels as a :class:`RawPayload` (JSON, stored once in Redis under its
+content-addressed ``payload_id``); the transformer's result travels as a :class:`Batch` of Arrow
+tables. The OLAP column list here is the single definition the transformer's output, the loader
+and ``db/init`` agree on (a unit test compares it with the SQL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, Field
+
+AssetClass = Literal["stock", "crypto", "forex"]
+
+SCHEMA: Final = "marketpipe"
+
+
+class RawPayload(BaseModel):
+    """One symbol's raw API answer with where and when it came from (never the API key)."""
+
+    payload_id: str
+    source: Literal["demo", "twelvedata"]
+    endpoint: str = "time_series"
+    symbol: str
+    interval: str
+    fetched_at: datetime
+    request: dict[str, Any] = Field(default_factory=dict)
+    body: Any
+    instrument: dict[str, Any] = Field(default_factory=dict)
+
+    @staticmethod
+    def make_id(symbol: str, interval: str, body: Any) -> str:
+        """Content address: the same answer for the same series always gets the same id."""
+        canonical = json.dumps([symbol, interval, body], sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        source: Literal["demo", "twelvedata"],
+        symbol: str,
+        interval: str,
+        body: Any,
+        request: dict[str, Any] | None = None,
+        instrument: dict[str, Any] | None = None,
+        fetched_at: datetime | None = None,
+    ) -> RawPayload:
+        return cls(
+            payload_id=cls.make_id(symbol, interval, body),
+            source=source,
+            symbol=symbol,
+            interval=interval,
+            fetched_at=fetched_at or datetime.now(UTC),
+            request=request or {},
+            body=body,
+            instrument=instrument or {},
+        )
+
+
+# (column, SQL type) of marketpipe.bars in table order; the key is (symbol, interval, bar_time).
+OLAP_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("symbol", "text"),
+    ("interval", "text"),
+    ("bar_time", "timestamptz"),
+    ("bar_time_local", "timestamp"),
+    ("exchange_timezone", "text"),
+    ("trading_date", "date"),
+    ("asset_class", "text"),
+    ("instrument_name", "text"),
+    ("instrument_type", "text"),
+    ("exchange", "text"),
+    ("mic_code", "text"),
+    ("currency", "text"),
+    ("currency_base", "text"),
+    ("currency_quote", "text"),
+    ("country", "text"),
+    ("open", "double precision"),
+    ("high", "double precision"),
+    ("low", "double precision"),
+    ("close", "double precision"),
+    ("volume", "double precision"),
+    ("previous_close", "double precision"),
+    ("change", "double precision"),
+    ("pct_change", "double precision"),
+    ("log_return", "double precision"),
+    ("sma_20", "double precision"),
+    ("sma_50", "double precision"),
+    ("sma_200", "double precision"),
+    ("ema_12", "double precision"),
+    ("ema_26", "double precision"),
+    ("macd", "double precision"),
+    ("macd_signal", "double precision"),
+    ("macd_hist", "double precision"),
+    ("rsi_14", "double precision"),
+    ("bb_middle", "double precision"),
+    ("bb_upper", "double precision"),
+    ("bb_lower", "double precision"),
+    ("atr_14", "double precision"),
+    ("volatility_20", "double precision"),
+    ("vwap_session", "double precision"),
+    ("high_52w", "double precision"),
+    ("low_52w", "double precision"),
+    ("pct_from_52w_high", "double precision"),
+    ("pct_from_52w_low", "double precision"),
+    ("is_complete", "boolean"),
+    ("payload_id", "text"),
+    ("transformed_at", "timestamptz"),
+)
+OLAP_KEY: Final = ("symbol", "interval", "bar_time")
+
+# marketpipe.daily_bars: one row per symbol and trading day (exchange session or UTC day).
+DAILY_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("symbol", "text"),
+    ("trading_date", "date"),
+    ("asset_class", "text"),
+    ("open", "double precision"),
+    ("high", "double precision"),
+    ("low", "double precision"),
+    ("close", "double precision"),
+    ("volume", "double precision"),
+    ("vwap", "double precision"),
+    ("change", "double precision"),
+    ("pct_change", "double precision"),
+    ("range", "double precision"),
+    ("bar_count", "integer"),
+    ("is_complete", "boolean"),
+    ("payload_id", "text"),
+    ("transformed_at", "timestamptz"),
+)
+DAILY_KEY: Final = ("symbol", "trading_date")
+
+# marketpipe.quarantine: a rejected payload or row, with why, and where it came from.
+QUARANTINE_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("payload_id", "text"),
+    ("symbol", "text"),
+    ("interval", "text"),
+    ("row_key", "text"),
+    ("reason", "text"),
+    ("raw", "jsonb"),
+    ("quarantined_at", "timestamptz"),
+)
+QUARANTINE_KEY: Final = ("payload_id", "row_key", "reason")
+
+
+def column_names(columns: tuple[tuple[str, str], ...]) -> list[str]:
+    return [name for name, _ in columns]

@@ -1,0 +1,15 @@
+"""Queue names, job names and retry policy shared by producers and workers."""
+
+from __future__ import annotations
+
+from typing import Final
+
+TRANSFORM_QUEUE: Final = "marketpipe-transform"
+LOAD_QUEUE: Final = "marketpipe-load"
+
+# Jobs are enqueued by dotted name so a producer never imports a consumer's code.
+TRANSFORM_JOB: Final = "services.transformer.jobs.transform_payload"
+LOAD_JOB: Final = "services.loader.jobs.load_batch"
+
+# Seconds between retries of a failed job (RQ's scheduler re-enqueues it).
+RETRY_INTERVALS: Final = (5, 15, 60, 120, 300)

@@ -1,0 +1,153 @@
+"""Typed settings for every marketpipe service, read from the environment.
+
+Each field maps to the upper-case environment variable of the same name (``symbols`` ->
+``SYMBOLS``). :func:`load_settings` is the entry point for services: a malformed value stops the
+process at start with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from functools import cached_property
+from typing import Annotated, Literal
+
+from cronsim import CronSim, CronSimError
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+
+from datetime import datetime, timezone
+
+Interval = Literal[
+    "1min", "5min", "15min", "30min", "45min", "1h", "2h", "4h", "8h", "1day", "1week", "1month"
+]
+
+REAL_API_BASE_URL = "https://api.twelvedata.com"
+DEFAULT_SANDBOX_URL = "http://127.0.0.1:8090"
+DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "BTC/USD", "ETH/USD", "SOL/USD")
+
+# Ticker, optional /QUOTE for crypto and forex pairs; nothing that could reach SQL text or a path.
+SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}(/[A-Z0-9]{2,12})?$")
+
+LOADER_ROLE = "marketpipe_loader"
+READER_ROLE = "marketpipe_reader"
+
+
+def validate_symbol(raw: str) -> str:
+    """Return the canonical (upper-case, stripped) symbol or raise ValueError."""
+    symbol = raw.strip().upper()
+    if not SYMBOL_PATTERN.fullmatch(symbol):
+        raise ValueError(f"{raw!r} is not a valid symbol (expected e.g. AAPL or BTC/USD)")
+    return symbol
+
+
+class Settings(BaseSettings):
+    """Every knob of the pipeline; see the configuration table in README.md."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    twelve_data_api_key: SecretStr = SecretStr("")
+    twelve_data_base_url: str = ""
+    sandbox_api_key: SecretStr = SecretStr("marketpipe-sandbox")
+    http_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/pagila"
+    loader_db_password: SecretStr = SecretStr("marketpipe-loader")
+    reader_db_password: SecretStr = SecretStr("marketpipe-reader")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
+    interval: Interval = "1h"
+    fetch_schedule: str = "5 * * * *"
+    fetch_outputsize: int = Field(default=300, ge=1, le=5000)
+
+    blob_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    job_timeout_seconds: int = Field(default=300, ge=1)
+    dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        symbols = tuple(dict.fromkeys(validate_symbol(str(s)) for s in items if str(s).strip()))
+        if not symbols:
+            raise ValueError("at least one symbol is required")
+        return symbols
+
+    @field_validator("fetch_schedule")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        try:
+            CronSim(value, datetime(2000, 1, 1, tzinfo=timezone.utc))
+        except CronSimError as exc:
+            raise ValueError(f"not a cron expression ({exc})") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        url = make_url(value)
+        if not url.drivername.startswith("postgresql") or not url.database:
+            raise ValueError("expected postgresql://user[:password]@host:port/database")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://host:port/db")
+        return value
+
+    @field_validator("twelve_data_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("expected an http(s) URL")
+        return value.rstrip("/")
+
+    @property
+    def demo_mode(self) -> bool:
+        """True without an API key: data comes from our sandbox, never from Twelve Data."""
+        return not self.twelve_data_api_key.get_secret_value()
+
+    @property
+    def api_base_url(self) -> str:
+        if self.twelve_data_base_url:
+            return self.twelve_data_base_url
+        return DEFAULT_SANDBOX_URL if self.demo_mode else REAL_API_BASE_URL
+
+    @property
+    def api_key(self) -> SecretStr:
+        return self.sandbox_api_key if self.demo_mode else self.twelve_data_api_key
+
+    @property
+    def data_source(self) -> str:
+        return "demo" if self.demo_mode else "twelvedata"
+
+    @cached_property
+    def admin_url(self) -> URL:
+        return make_url(self.database_url)
+
+    def role_url(self, role: Literal["loader", "reader"]) -> URL:
+        """The database URL with the credentials of the loader's or the dashboard's role."""
+        name, password = (
+            (LOADER_ROLE, self.loader_db_password)
+            if role == "loader"
+            else (READER_ROLE, self.reader_db_password)
+        )
+        return self.admin_url.set(username=name, password=password.get_secret_value())
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment, or exit naming every malformed variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        sys.stderr.write("marketpipe: invalid configuration\n" + "\n".join(lines) + "\n")
+        raise SystemExit(2) from None
