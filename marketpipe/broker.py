@@ -1,0 +1,97 @@
+"""Redis access shared by the services: RQ queues (JSON serializer only) and payload blobs.
+
+Jobs carry ids, not data: a raw payload is stored once under its content address and a
+transformed batch under its batch id, both with a TTL, so a job's arguments stay small JSON.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.ipc
+from redis import Redis
+from rq import Queue, Retry
+from rq.serializers import JSONSerializer
+
+from marketpipe.contract import RawPayload
+from marketpipe.queues import RETRY_INTERVALS
+from marketpipe.settings import Settings
+
+KEY_PREFIX = "marketpipe"
+
+
+class MissingBlobError(LookupError):
+    """A job names a payload or batch that is no longer in Redis (expired or Redis was lost)."""
+
+
+def redis_from(settings: Settings) -> Redis:
+    return Redis.from_url(settings.redis_url, health_check_interval=30)
+
+
+def queue(name: str, connection: Redis, settings: Settings) -> Queue:
+    return Queue(
+        name,
+        connection=connection,
+        serializer=JSONSerializer,
+        default_timeout=settings.job_timeout_seconds,
+    )
+
+
+def default_retry() -> Retry:
+    return Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS))
+
+
+def _payload_key(payload_id: str) -> str:
+    return f"{KEY_PREFIX}:payload:{payload_id}"
+
+
+def _batch_key(batch_id: str) -> str:
+    return f"{KEY_PREFIX}:batch:{batch_id}"
+
+
+def put_payload(redis: Redis, payload: RawPayload, ttl_seconds: int) -> None:
+    redis.set(_payload_key(payload.payload_id), payload.model_dump_json(), ex=ttl_seconds)
+
+
+def get_payload(redis: Redis, payload_id: str) -> RawPayload:
+    raw = redis.get(_payload_key(payload_id))
+    if raw is None:
+        raise MissingBlobError(f"payload {payload_id} is not in Redis (expired or lost)")
+    return RawPayload.model_validate_json(raw)
+
+
+def frame_to_ipc(frame: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def ipc_to_frame(data: bytes) -> pd.DataFrame:
+    with pa.ipc.open_stream(data) as reader:
+        frame: pd.DataFrame = reader.read_all().to_pandas()
+    return frame
+
+
+def put_batch(
+    redis: Redis, batch_id: str, frames: dict[str, pd.DataFrame], ttl_seconds: int
+) -> None:
+    """Store named frames as Arrow IPC in one hash (types survive exactly, unlike JSON)."""
+    key = _batch_key(batch_id)
+    mapping: dict[str, Any] = {name: frame_to_ipc(f) for name, f in frames.items()}
+    with redis.pipeline() as pipe:
+        pipe.delete(key)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, ttl_seconds)
+        pipe.execute()
+
+
+def get_batch(redis: Redis, batch_id: str) -> dict[str, pd.DataFrame]:
+    stored = redis.hgetall(_batch_key(batch_id))
+    if not stored:
+        raise MissingBlobError(f"batch {batch_id} is not in Redis (expired or lost)")
+    return {name.decode(): ipc_to_frame(data) for name, data in stored.items()}

@@ -1,0 +1,11 @@
+"""Loader worker: transformed batches -> PostgreSQL, the only writer of the marketpipe schema."""
+
+import pandas  # noqa: F401  (imported before the fork, see marketpipe.worker)
+import pyarrow  # noqa: F401
+
+import services.loader.jobs  # noqa: F401
+from marketpipe.queues import LOAD_QUEUE
+from marketpipe.worker import run_worker
+
+if __name__ == "__main__":
+    run_worker(LOAD_QUEUE, __doc__ or "")

@@ -1,0 +1,12 @@
+"""Transformer worker: raw payloads -> denormalized OLAP batches (RQ, JSON serializer)."""
+
+# Imported before the worker forks, so each job starts with pandas and the transforms loaded.
+import pandas  # noqa: F401
+import pyarrow  # noqa: F401
+
+import services.transformer.jobs  # noqa: F401
+from marketpipe.queues import TRANSFORM_QUEUE
+from marketpipe.worker import run_worker
+
+if __name__ == "__main__":
+    run_worker(TRANSFORM_QUEUE, __doc__ or "")

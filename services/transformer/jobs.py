@@ -1,0 +1,46 @@
+"""RQ jobs of the transformer: raw payload id in, transformed batch out, load job enqueued."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+
+from marketpipe import broker
+from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
+from marketpipe.settings import Settings, load_settings
+from services.transformer.transform import transform_payloads
+
+
+@cache
+def _settings() -> Settings:
+    return load_settings()
+
+
+def load_job_id(batch_id: str) -> str:
+    return f"load-{batch_id}"
+
+
+def transform_payload(payload_id: str) -> dict[str, int]:
+    """Transform one landed payload; the batch id is the payload id, so replays overwrite."""
+    settings = _settings()
+    redis = broker.redis_from(settings)
+    payload = broker.get_payload(redis, payload_id)
+    result = transform_payloads([payload], now=datetime.now(UTC))
+    broker.put_batch(
+        redis,
+        payload_id,
+        {"bars": result.bars, "daily": result.daily, "quarantine": result.quarantine},
+        settings.blob_ttl_seconds,
+    )
+    broker.queue(LOAD_QUEUE, redis, settings).enqueue(
+        LOAD_JOB,
+        args=(payload_id,),
+        job_id=load_job_id(payload_id),
+        retry=broker.default_retry(),
+        description=f"load {payload.symbol} {payload.interval}",
+    )
+    return {
+        "bars": len(result.bars),
+        "daily": len(result.daily),
+        "quarantined": len(result.quarantine),
+    }
