@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+from datetime import datetime, timezone
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -16,8 +17,6 @@ from cronsim import CronSim, CronSimError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
-
-from datetime import datetime, timezone
 
 Interval = Literal[
     "1min", "5min", "15min", "30min", "45min", "1h", "2h", "4h", "8h", "1day", "1week", "1month"
@@ -49,6 +48,7 @@ class Settings(BaseSettings):
 
     twelve_data_api_key: SecretStr = SecretStr("")
     twelve_data_base_url: str = ""
+    sandbox_url: str = DEFAULT_SANDBOX_URL
     sandbox_api_key: SecretStr = SecretStr("marketpipe-sandbox")
     http_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
             raise ValueError("expected redis://host:port/db")
         return value
 
-    @field_validator("twelve_data_base_url")
+    @field_validator("twelve_data_base_url", "sandbox_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         if value and not value.startswith(("http://", "https://")):
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     def api_base_url(self) -> str:
         if self.twelve_data_base_url:
             return self.twelve_data_base_url
-        return DEFAULT_SANDBOX_URL if self.demo_mode else REAL_API_BASE_URL
+        return self.sandbox_url.rstrip("/") if self.demo_mode else REAL_API_BASE_URL
 
     @property
     def api_key(self) -> SecretStr:

@@ -1,0 +1,64 @@
+# marketpipe — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# Local servers used by `make test` (each test session creates its own database and Redis db).
+export TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): requirements-dev.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with the locked dependencies
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (all code) and mypy (the shared package)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+.PHONY: test
+test: $(STAMP) lint ## install everything, lint, run all tests against local Postgres/Redis
+	$(BIN)/pytest
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## unit tests only (no servers)
+	$(BIN)/pytest -m unit
+
+.PHONY: run
+run: $(STAMP) ## the whole stack as local processes (no Docker); Ctrl-C stops it
+	$(BIN)/python scripts/run_stack.py
+
+.PHONY: up
+up: ## the whole stack in Docker Compose
+	docker compose up --build
+
+.PHONY: migrate
+migrate: $(STAMP) ## create the database if missing and apply migrations
+	$(BIN)/python -m marketpipe.migrate --create-database
+
+.PHONY: bench
+bench: $(STAMP) ## benchmarks, each with its baseline measured in the same run
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+.PHONY: lock
+lock: ## re-resolve pyproject's pins into requirements*.lock
+	scripts/lock.sh
+
+.PHONY: clean
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

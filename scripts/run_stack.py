@@ -1,0 +1,85 @@
+"""The compose stack without Docker: every service as a local process, stopped together on Ctrl-C.
+
+Creates the database if missing and migrates it first; starts the sandbox too when no
+TWELVE_DATA_API_KEY is set (demo mode). Settings come from the environment as in compose.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from marketpipe.migrate import create_database_if_missing, migrate
+from marketpipe.settings import load_settings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD_PORT = os.environ.get("DASHBOARD_PORT", "8501")
+
+
+def _pump(name: str, process: subprocess.Popen[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        sys.stdout.write(f"{name:<12}| {line}")
+        sys.stdout.flush()
+
+
+def main() -> int:
+    settings = load_settings()
+    create_database_if_missing(settings)
+    migrate(settings)
+    python = sys.executable
+    commands: dict[str, list[str]] = {}
+    if settings.demo_mode and not settings.twelve_data_base_url:
+        port = settings.sandbox_url.rsplit(":", 1)[-1]
+        commands["sandbox"] = [python, "-m", "services.sandbox"]
+        os.environ.setdefault("SANDBOX_PORT", port)
+    commands |= {
+        "transformer": [python, "-m", "services.transformer"],
+        "loader": [python, "-m", "services.loader"],
+        "dashboard": [
+            python, "-m", "streamlit", "run", "services/dashboard/app.py",
+            f"--server.port={DASHBOARD_PORT}", "--server.headless=true",
+            "--browser.gatherUsageStats=false",
+        ],
+        "fetcher": [python, "-m", "services.fetcher"],
+    }
+    processes: dict[str, subprocess.Popen[str]] = {}
+    for name, command in commands.items():
+        processes[name] = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
+        )
+        threading.Thread(target=_pump, args=(name, processes[name]), daemon=True).start()
+    print(f"\nmarketpipe is running: dashboard at http://127.0.0.1:{DASHBOARD_PORT}  (Ctrl-C stops all)\n",
+          flush=True)
+
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    exit_code = 0
+    try:
+        while not stopping.wait(1.0):
+            dead = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
+            if dead:
+                print(f"service(s) exited: {dead}; stopping the rest", flush=True)
+                exit_code = 1
+                break
+    except KeyboardInterrupt:
+        pass
+    for process in reversed(processes.values()):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes.values():
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    print("marketpipe stopped", flush=True)
+    return exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

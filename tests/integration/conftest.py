@@ -1,0 +1,159 @@
+"""Real servers for integration tests, never the user's data.
+
+PostgreSQL and Redis come from TEST_DATABASE_URL / TEST_REDIS_URL (``make test`` points them at
+the local servers); without them, testcontainers starts both when a Docker engine answers; with
+neither, the session fails with a message saying what to set. Each session creates its own
+database and claims an empty Redis db index, and drops / flushes them at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from redis import Redis
+from sqlalchemy.engine import make_url
+
+from marketpipe.migrate import migrate
+from marketpipe.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+OUR_TABLES = ("bars", "daily_bars", "quarantine", "pipeline_runs", "watermarks", "raw_payloads")
+CLAIM_KEY = "marketpipe:test-session-claim"
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def server_urls() -> Iterator[tuple[str, str]]:
+    pg_url, redis_url = os.environ.get("TEST_DATABASE_URL"), os.environ.get("TEST_REDIS_URL")
+    if pg_url and redis_url:
+        yield pg_url, redis_url
+        return
+    if not _docker_available():
+        pytest.fail(
+            "integration tests need PostgreSQL and Redis: set TEST_DATABASE_URL (e.g."
+            " postgresql://postgres@127.0.0.1:5432/postgres) and TEST_REDIS_URL (e.g."
+            " redis://127.0.0.1:6379/0), or run where a Docker engine answers so"
+            " testcontainers can start them (`make test` sets the local defaults)",
+            pytrace=False,
+        )
+    from testcontainers.postgres import PostgresContainer
+    from testcontainers.redis import RedisContainer
+
+    with PostgresContainer("postgres:15", driver=None) as pg, RedisContainer("redis:7") as rd:
+        host, port = rd.get_container_host_ip(), rd.get_exposed_port(6379)
+        yield pg_url or pg.get_connection_url(), redis_url or f"redis://{host}:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def database_url(server_urls: tuple[str, str]) -> Iterator[str]:
+    """A fresh database for this session, dropped afterwards."""
+    server = make_url(server_urls[0])
+    name = f"marketpipe_test_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(
+        host=server.host, port=server.port or 5432, user=server.username,
+        password=server.password, dbname=server.database or "postgres",
+    )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_urls: tuple[str, str]) -> Iterator[str]:
+    """An empty Redis db index claimed for this session, flushed afterwards."""
+    base = server_urls[1].rsplit("/", 1)[0] if server_urls[1].count("/") > 2 else server_urls[1]
+    token = secrets.token_hex(8)
+    for index in range(15, 0, -1):
+        client = Redis.from_url(f"{base}/{index}")
+        if client.dbsize() == 0 and client.set(CLAIM_KEY, token, nx=True):
+            try:
+                yield f"{base}/{index}"
+            finally:
+                client.flushdb()
+                client.close()
+            return
+        client.close()
+    pytest.fail("no empty Redis db index (1-15) to claim for the tests", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def base_settings(database_url: str, redis_url: str) -> Settings:
+    settings = Settings(database_url=database_url, redis_url=redis_url)
+    migrate(settings)
+    return settings
+
+
+@pytest.fixture
+def redis(base_settings: Settings) -> Iterator[Redis]:
+    """The session's Redis db, emptied before each test (the claim key is kept)."""
+    client = Redis.from_url(base_settings.redis_url)
+    token = client.get(CLAIM_KEY)
+    client.flushdb()
+    client.set(CLAIM_KEY, token or b"claimed")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def clean_db(base_settings: Settings) -> Settings:
+    """Our tables emptied before the test (the schema and roles stay)."""
+    conn = psycopg2.connect(base_settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            sql.SQL("TRUNCATE {}").format(
+                sql.SQL(", ").join(sql.Identifier("marketpipe", t) for t in OUR_TABLES)
+            )
+        )
+    conn.close()
+    return base_settings
+
+
+def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:
+    """The environment a service process needs to run with ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TWELVE_DATA_", "SANDBOX_"))}
+    env.update(
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        SYMBOLS=",".join(settings.symbols),
+        INTERVAL=settings.interval,
+        FETCH_OUTPUTSIZE=str(settings.fetch_outputsize),
+        TWELVE_DATA_BASE_URL=settings.twelve_data_base_url,
+        LOG_LEVEL="INFO",
+    )
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_service(module: str, *args: str, env: dict[str, str], timeout: float = 120) -> str:
+    """Run ``python -m module args`` to completion; fail the test with its output if it fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args], env=env, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+    if done.returncode != 0:
+        pytest.fail(f"{module} {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")
+    return done.stdout + done.stderr
