@@ -1,0 +1,246 @@
+"""Row validation: every bar either flows on or lands in quarantine with its reason.
+
+Rules, checked in this order (a bar is recorded once, under the first rule it breaks):
+
+1. flatten's findings: ``malformed_row``, ``bad_datetime``, ``missing_value: <field>``,
+   ``non_numeric: <field>`` (also NaN / inf);
+2. ``nonexistent_local_time``: a stock wall time inside the spring-forward gap;
+3. ``non_positive_price``: any of open, high, low, close <= 0;
+4. ``high_below_open_close`` / ``low_above_open_close``;
+5. ``negative_volume``;
+6. ``future_bar``: the bar opens after the transform time;
+7. ``out_of_order``: read in the payload's own direction (the API's default is newest first),
+   the bar is earlier than a bar listed before it;
+8. ``duplicate_datetime``: another bar of the same symbol and interval has the same UTC time; the
+   newest version is kept: the one from the most recently fetched payload, and within a payload
+   the one listed last in time order (it overwrote the earlier one, as an upsert would).
+
+Ambiguous wall times (the hour repeated when clocks fall back) are resolved by order: bars come
+in time order, so the first occurrence of a wall time is the DST reading, the repeat is standard
+time. A third occurrence reads as DST again and is then caught as a duplicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from services.transformer.flatten import FlatBatch, PayloadRejection, to_json
+from services.transformer.timeconv import (
+    NAIVE_DTYPE,
+    ambiguous_mask,
+    local_to_utc,
+)
+
+QUARANTINE_ORDER = ["payload_id", "symbol", "interval", "row_key", "reason", "raw"]
+
+
+@dataclass(frozen=True)
+class ValidatedBatch:
+    """``bars``: valid bars sorted by (series, bar_time), one row per series and time.
+
+    Columns: series (int, one per symbol+interval), payload (index into ``payloads``),
+    bar_time (UTC, naive datetime64[us]), local (exchange wall time, naive), open..volume.
+    ``quarantine``: QUARANTINE_ORDER columns (quarantined_at is added by the caller).
+    """
+
+    payloads: pd.DataFrame
+    bars: pd.DataFrame
+    quarantine: pd.DataFrame
+
+
+def validate(flat: FlatBatch, *, now: datetime) -> ValidatedBatch:
+    rows = flat.rows
+    payloads = flat.payloads
+    issue = rows["issue"].to_numpy(dtype=object, copy=True)
+    payload_index = rows["payload"].to_numpy()
+    position = rows["position"].to_numpy()
+    local = rows["local"].to_numpy().astype(NAIVE_DTYPE)
+
+    descending = _descending_payloads(payload_index, local, len(payloads))
+    # Position in time order: the API lists newest first unless asked otherwise.
+    oriented = np.where(descending[payload_index], -position, position)
+    utc = _to_utc(payloads, payload_index, local, oriented, issue)
+
+    prices = rows[["open", "high", "low", "close"]].to_numpy()
+    open_, high, low, close = prices.T
+    _flag(issue, np.any(prices <= 0, axis=1), "non_positive_price")
+    _flag(issue, high < np.maximum(open_, close), "high_below_open_close")
+    _flag(issue, low > np.minimum(open_, close), "low_above_open_close")
+    _flag(issue, rows["volume"].to_numpy() < 0, "negative_volume")
+    now_utc = np.datetime64(pd.Timestamp(now).tz_convert("UTC").tz_localize(None), "us")
+    _flag(issue, utc > now_utc, "future_bar")
+
+    series_of_payload = _series_codes(payloads)
+    series = series_of_payload[payload_index] if len(payloads) else np.zeros(0, np.int64)
+    fetched_rank = _fetched_rank(payloads)[payload_index] if len(payloads) else series
+
+    # Out of order: earlier than a bar listed before it in the payload's time direction.
+    valid = pd.isna(issue)
+    order = np.lexsort((oriented, payload_index))
+    ordered_valid = order[valid[order]]
+    utc_int = utc.view(np.int64)
+    running_max = (
+        pd.Series(utc_int[ordered_valid])
+        .groupby(payload_index[ordered_valid], sort=False)
+        .cummax()
+        .to_numpy()
+    )
+    late = utc_int[ordered_valid] < running_max
+    _flag(issue, _scatter(late, ordered_valid, len(issue)), "out_of_order")
+
+    # Duplicates: sort by series, time, then by "newness"; all but the last of a run lose.
+    valid = pd.isna(issue)
+    candidates = np.flatnonzero(valid)
+    by_time = candidates[
+        np.lexsort(
+            (
+                oriented[candidates],
+                fetched_rank[candidates],
+                utc_int[candidates],
+                series[candidates],
+            )
+        )
+    ]
+    same_as_next = np.zeros(len(by_time), bool)
+    if len(by_time) > 1:
+        same_as_next[:-1] = (series[by_time[1:]] == series[by_time[:-1]]) & (
+            utc_int[by_time[1:]] == utc_int[by_time[:-1]]
+        )
+    _flag(issue, _scatter(same_as_next, by_time, len(issue)), "duplicate_datetime")
+    kept = by_time[~same_as_next]
+
+    bars = pd.DataFrame(
+        {
+            "series": series[kept],
+            "payload": payload_index[kept],
+            "bar_time": utc[kept],
+            "local": local[kept],
+            "open": open_[kept],
+            "high": high[kept],
+            "low": low[kept],
+            "close": close[kept],
+            "volume": rows["volume"].to_numpy()[kept],
+        }
+    )
+    quarantine = _quarantine_frame(flat, issue)
+    return ValidatedBatch(payloads=payloads, bars=bars, quarantine=quarantine)
+
+
+def _scatter(mask_in_order: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
+    mask = np.zeros(size, bool)
+    mask[order[mask_in_order]] = True
+    return mask
+
+
+def _flag(issue: np.ndarray, mask: np.ndarray, reason: str) -> None:
+    fresh = mask & pd.isna(issue)
+    issue[fresh] = reason
+
+
+def _descending_payloads(payload_index: np.ndarray, local: np.ndarray, count: int) -> np.ndarray:
+    """A payload is newest-first when its first parseable datetime is later than its last."""
+    known = ~np.isnat(local)
+    frame = pd.DataFrame({"payload": payload_index[known], "t": local[known].view(np.int64)})
+    ends = frame.groupby("payload", sort=True)["t"].agg(["first", "last"])
+    descending = np.zeros(count, bool)
+    descending[ends.index.to_numpy()] = (ends["first"] > ends["last"]).to_numpy()
+    return descending
+
+
+def _to_utc(
+    payloads: pd.DataFrame,
+    payload_index: np.ndarray,
+    local: np.ndarray,
+    oriented: np.ndarray,
+    issue: np.ndarray,
+) -> np.ndarray:
+    """UTC open time of every bar; stock wall times go through their exchange's zone."""
+    utc = local.copy()
+    zones = payloads["exchange_timezone"].to_numpy(dtype=object)
+    if len(payloads) == 0:
+        return utc
+    zone_of_row = zones[payload_index]
+    for zone in pd.unique(zones[pd.notna(zones)]):
+        rows = np.flatnonzero(zone_of_row == zone)
+        if rows.size == 0:
+            continue
+        wall = local[rows]
+        is_dst = np.ones(rows.size, bool)
+        ambiguous = ambiguous_mask(wall, zone)
+        if ambiguous.any():
+            # First occurrence of a repeated wall time (in time order) is DST, the repeat is not.
+            amb_rows = np.flatnonzero(ambiguous)
+            frame = pd.DataFrame(
+                {
+                    "payload": payload_index[rows[amb_rows]],
+                    "wall": wall[amb_rows].view(np.int64),
+                    "oriented": oriented[rows[amb_rows]],
+                }
+            ).sort_values(["payload", "oriented"], kind="stable")
+            occurrence = frame.groupby(["payload", "wall"], sort=False).cumcount().to_numpy()
+            is_dst[amb_rows[frame.index.to_numpy()]] = occurrence % 2 == 0
+        converted = local_to_utc(wall, zone, is_dst)
+        utc[rows] = converted.utc
+        gap = np.zeros(len(local), bool)
+        gap[rows[converted.nonexistent]] = True
+        _flag(issue, gap, "nonexistent_local_time")
+    return utc
+
+
+def _series_codes(payloads: pd.DataFrame) -> np.ndarray:
+    keys = payloads["symbol"].astype(object) + "\x00" + payloads["interval"].astype(object)
+    codes, _ = pd.factorize(keys.to_numpy(dtype=object), sort=True)
+    return codes.astype(np.int64)
+
+
+def _fetched_rank(payloads: pd.DataFrame) -> np.ndarray:
+    """Rank of each payload by (fetched_at, payload_id): larger is newer."""
+    order = np.lexsort(
+        (
+            payloads["payload_id"].to_numpy(dtype=object).astype(str),
+            payloads["fetched_at"].to_numpy(dtype="datetime64[us]").view(np.int64),
+        )
+    )
+    rank = np.empty(len(payloads), np.int64)
+    rank[order] = np.arange(len(payloads))
+    return rank
+
+
+def _quarantine_frame(flat: FlatBatch, issue: np.ndarray) -> pd.DataFrame:
+    bad = np.flatnonzero(pd.notna(issue))
+    payloads = flat.payloads
+    rows = flat.rows
+    records: list[dict[str, str]] = [_rejection_record(r) for r in flat.rejections]
+    payload_index = rows["payload"].to_numpy()
+    texts = rows["datetime_text"].to_numpy(dtype=object)
+    positions = rows["position"].to_numpy()
+    for i in bad:
+        payload = payloads.iloc[int(payload_index[i])]
+        records.append(
+            {
+                "payload_id": payload["payload_id"],
+                "symbol": payload["symbol"],
+                "interval": payload["interval"],
+                # The bar's place in the API's list makes the key unique within the payload.
+                "row_key": f"{texts[i] or '?'}#{int(positions[i])}",
+                "reason": str(issue[i]),
+                "raw": to_json(flat.raw_values[i]),
+            }
+        )
+    frame = pd.DataFrame(records, columns=QUARANTINE_ORDER)
+    return frame.astype(object)
+
+
+def _rejection_record(rejection: PayloadRejection) -> dict[str, str]:
+    return {
+        "payload_id": rejection.payload_id,
+        "symbol": rejection.symbol,
+        "interval": rejection.interval,
+        "row_key": "",
+        "reason": rejection.reason,
+        "raw": rejection.raw,
+    }
