@@ -7,7 +7,6 @@ transformed batch under its batch id, both with a TTL, so a job's arguments stay
 from __future__ import annotations
 
 import io
-from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -82,16 +81,16 @@ def put_batch(
 ) -> None:
     """Store named frames as Arrow IPC in one hash (types survive exactly, unlike JSON)."""
     key = _batch_key(batch_id)
-    mapping: dict[str, Any] = {name: frame_to_ipc(f) for name, f in frames.items()}
+    mapping = {name: frame_to_ipc(f) for name, f in frames.items()}
     with redis.pipeline() as pipe:
         pipe.delete(key)
-        pipe.hset(key, mapping=mapping)
+        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
         pipe.expire(key, ttl_seconds)
         pipe.execute()
 
 
 def get_batch(redis: Redis, batch_id: str) -> dict[str, pd.DataFrame]:
-    stored = redis.hgetall(_batch_key(batch_id))
+    stored: dict[bytes, bytes] = redis.hgetall(_batch_key(batch_id))  # type: ignore[assignment]
     if not stored:
         raise MissingBlobError(f"batch {batch_id} is not in Redis (expired or lost)")
     return {name.decode(): ipc_to_frame(data) for name, data in stored.items()}

@@ -36,7 +36,7 @@ def reader_engine(settings: Settings) -> Engine:
 
 def connect(url: URL, **kwargs: Any) -> psycopg2.extensions.connection:
     """A plain psycopg2 connection (COPY, DDL) from a SQLAlchemy URL."""
-    return psycopg2.connect(
+    conn: psycopg2.extensions.connection = psycopg2.connect(
         host=url.host,
         port=url.port or 5432,
         user=url.username,
@@ -44,6 +44,7 @@ def connect(url: URL, **kwargs: Any) -> psycopg2.extensions.connection:
         dbname=url.database,
         **kwargs,
     )
+    return conn
 
 
 @contextmanager

@@ -42,6 +42,8 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
 def create_database_if_missing(settings: Settings) -> bool:
     """Create the target database (e.g. `pagila`) when it does not exist; True if created."""
     target = settings.admin_url.database
+    if not target:
+        raise ValueError("DATABASE_URL names no database")
     conn = connect(settings.admin_url.set(database="postgres"))
     conn.autocommit = True
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Literal
 
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_cron(cls, value: str) -> str:
         try:
-            CronSim(value, datetime(2000, 1, 1, tzinfo=timezone.utc))
+            CronSim(value, datetime(2000, 1, 1, tzinfo=UTC))
         except CronSimError as exc:
             raise ValueError(f"not a cron expression ({exc})") from exc
         return value

@@ -41,8 +41,13 @@ def main() -> int:
         "transformer": [python, "-m", "services.transformer"],
         "loader": [python, "-m", "services.loader"],
         "dashboard": [
-            python, "-m", "streamlit", "run", "services/dashboard/app.py",
-            f"--server.port={DASHBOARD_PORT}", "--server.headless=true",
+            python,
+            "-m",
+            "streamlit",
+            "run",
+            "services/dashboard/app.py",
+            f"--server.port={DASHBOARD_PORT}",
+            "--server.headless=true",
             "--browser.gatherUsageStats=false",
         ],
         "fetcher": [python, "-m", "services.fetcher"],
@@ -50,12 +55,19 @@ def main() -> int:
     processes: dict[str, subprocess.Popen[str]] = {}
     for name, command in commands.items():
         processes[name] = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            command,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
         )
         threading.Thread(target=_pump, args=(name, processes[name]), daemon=True).start()
-    print(f"\nmarketpipe is running: dashboard at http://127.0.0.1:{DASHBOARD_PORT}  (Ctrl-C stops all)\n",
-          flush=True)
+    print(
+        f"\nmarketpipe is running: dashboard at http://127.0.0.1:{DASHBOARD_PORT}"
+        "  (Ctrl-C stops all)\n",
+        flush=True,
+    )
 
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

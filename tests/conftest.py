@@ -1,4 +1,4 @@
-"""Marks every test by the folder it lives in: tests/unit -> unit, tests/integration -> integration."""
+"""Marks every test by its folder: tests/unit -> unit, tests/integration -> integration."""
 
 from __future__ import annotations
 

@@ -11,8 +11,13 @@ from marketpipe.db import reader_engine
 from marketpipe.settings import Settings, load_settings
 from services.dashboard import charts, queries
 
-WINDOWS = {"1 day": timedelta(days=1), "7 days": timedelta(days=7), "30 days": timedelta(days=30),
-           "90 days": timedelta(days=90), "1 year": timedelta(days=365)}
+WINDOWS = {
+    "1 day": timedelta(days=1),
+    "7 days": timedelta(days=7),
+    "30 days": timedelta(days=30),
+    "90 days": timedelta(days=90),
+    "1 year": timedelta(days=365),
+}
 
 
 @st.cache_resource
@@ -67,9 +72,13 @@ def main() -> None:
             else:
                 st.plotly_chart(charts.price_figure(history, symbol), key="price_chart")
                 last = history.iloc[-1]
-                st.metric(f"{symbol} last close", f"{last['close']:,.2f}",
-                          f"{last['pct_change']:+.2f}%" if last["pct_change"] == last["pct_change"]
-                          else None)
+                st.metric(
+                    f"{symbol} last close",
+                    f"{last['close']:,.2f}",
+                    f"{last['pct_change']:+.2f}%"
+                    if last["pct_change"] == last["pct_change"]
+                    else None,
+                )
         with compare_tab:
             chosen = st.session_state.get("compare") or names
             closes = closes_q(engine, [s for s in chosen if s in names], settings.interval, since)
@@ -80,8 +89,10 @@ def main() -> None:
         with health_tab:
             st.dataframe(available, hide_index=True)
             st.dataframe(runs_q(engine), hide_index=True)
-        st.caption(f"Last updated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC;"
-                   f" refreshes every {settings.dashboard_refresh_seconds} s.")
+        st.caption(
+            f"Last updated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC;"
+            f" refreshes every {settings.dashboard_refresh_seconds} s."
+        )
 
     with st.sidebar:
         st.selectbox("Window", list(WINDOWS), index=2, key="window")

@@ -30,13 +30,19 @@ def price_figure(history: pd.DataFrame, symbol: str) -> go.Figure:
     if open_bars is not None and not open_bars.empty:
         figure.add_trace(
             go.Scatter(
-                x=open_bars["bar_time"], y=open_bars["close"], mode="markers",
-                marker={"symbol": "circle-open", "size": 12}, name="still open",
+                x=open_bars["bar_time"],
+                y=open_bars["close"],
+                mode="markers",
+                marker={"symbol": "circle-open", "size": 12},
+                name="still open",
             )
         )
     figure.update_layout(
-        title=f"{symbol} price", xaxis_rangeslider_visible=False, height=480,
-        margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"orientation": "h"},
+        title=f"{symbol} price",
+        xaxis_rangeslider_visible=False,
+        height=480,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h"},
     )
     return figure
 
@@ -56,8 +62,10 @@ def comparison_figure(closes: pd.DataFrame) -> go.Figure:
             go.Scatter(x=series["bar_time"], y=series["rebased"], name=str(symbol), mode="lines")
         )
     figure.update_layout(
-        title="Performance, rebased to 100 at the start of the window", height=420,
-        yaxis_title="index", margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        title="Performance, rebased to 100 at the start of the window",
+        height=420,
+        yaxis_title="index",
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
         legend={"orientation": "h"},
     )
     return figure

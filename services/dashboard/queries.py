@@ -52,9 +52,7 @@ def history(engine: Engine, symbol: str, interval: str, since: datetime) -> pd.D
     return _read(engine, HISTORY_SQL, symbol=symbol, interval=interval, since=since)
 
 
-def closes(
-    engine: Engine, symbols: Sequence[str], interval: str, since: datetime
-) -> pd.DataFrame:
+def closes(engine: Engine, symbols: Sequence[str], interval: str, since: datetime) -> pd.DataFrame:
     if not symbols:
         return pd.DataFrame(columns=["symbol", "bar_time", "close"])
     return _read(engine, CLOSES_SQL, symbols=list(symbols), interval=interval, since=since)

@@ -1,4 +1,4 @@
-"""Fetcher service: one cycle at start, then one per tick of FETCH_SCHEDULE (`--once`: one cycle)."""
+"""Fetcher service: a cycle at start, then one per tick of FETCH_SCHEDULE (`--once`: one)."""
 
 from __future__ import annotations
 

@@ -89,7 +89,11 @@ class TwelveDataClient:
                 delay = random.uniform(0, self.backoff_seconds * 2 ** (attempt - 1))
                 log.warning(
                     "%s attempt %d/%d failed (%s); retrying in %.1fs",
-                    path, attempt, self.max_attempts, exc, delay,
+                    path,
+                    attempt,
+                    self.max_attempts,
+                    exc,
+                    delay,
                 )
                 time.sleep(delay)
         raise AssertionError("unreachable")
@@ -136,6 +140,10 @@ class TwelveDataClient:
         for symbol in symbols:
             part = by_upper.get(symbol.upper())
             if not isinstance(part, dict):
-                part = {"code": 502, "message": "symbol missing from batch answer", "status": "error"}
+                part = {
+                    "code": 502,
+                    "message": "symbol missing from batch answer",
+                    "status": "error",
+                }
             answers.append(SeriesAnswer(symbol, part))
         return answers

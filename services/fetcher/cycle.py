@@ -84,6 +84,8 @@ def run_cycle(
                 report.already_queued.append(answer.symbol)
     log.info(
         "cycle done: %d enqueued, %d unchanged, %d API errors",
-        len(report.enqueued), len(report.already_queued), len(report.api_errors),
+        len(report.enqueued),
+        len(report.already_queued),
+        len(report.api_errors),
     )
     return report

@@ -67,8 +67,12 @@ def _advance_watermarks(cur: Any, bars: pd.DataFrame) -> None:
 
 
 def _log_run(
-    cur: Any, payload: RawPayload, bars: pd.DataFrame, quarantine: pd.DataFrame,
-    loaded: int, started_at: datetime,
+    cur: Any,
+    payload: RawPayload,
+    bars: pd.DataFrame,
+    quarantine: pd.DataFrame,
+    loaded: int,
+    started_at: datetime,
 ) -> None:
     if bars.empty:
         status = "failed" if not quarantine.empty else "no_data"
@@ -109,11 +113,19 @@ def load_batch(batch_id: str) -> dict[str, int]:
             cur, "bars", bars, column_names(OLAP_COLUMNS), OLAP_KEY, compare_exclude=LINEAGE
         )
         upsert_frame(
-            cur, "daily_bars", daily, column_names(DAILY_COLUMNS), DAILY_KEY,
+            cur,
+            "daily_bars",
+            daily,
+            column_names(DAILY_COLUMNS),
+            DAILY_KEY,
             compare_exclude=LINEAGE,
         )
         upsert_frame(
-            cur, "quarantine", quarantine, column_names(QUARANTINE_COLUMNS), QUARANTINE_KEY,
+            cur,
+            "quarantine",
+            quarantine,
+            column_names(QUARANTINE_COLUMNS),
+            QUARANTINE_KEY,
             compare_exclude=("quarantined_at",),
         )
         _advance_watermarks(cur, bars)

@@ -68,8 +68,11 @@ def database_url(server_urls: tuple[str, str]) -> Iterator[str]:
     server = make_url(server_urls[0])
     name = f"marketpipe_test_{secrets.token_hex(4)}"
     admin = psycopg2.connect(
-        host=server.host, port=server.port or 5432, user=server.username,
-        password=server.password, dbname=server.database or "postgres",
+        host=server.host,
+        port=server.port or 5432,
+        user=server.username,
+        password=server.password,
+        dbname=server.database or "postgres",
     )
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -78,7 +81,9 @@ def database_url(server_urls: tuple[str, str]) -> Iterator[str]:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
         admin.close()
 
 
@@ -151,8 +156,13 @@ def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:
 def run_service(module: str, *args: str, env: dict[str, str], timeout: float = 120) -> str:
     """Run ``python -m module args`` to completion; fail the test with its output if it fails."""
     done = subprocess.run(
-        [sys.executable, "-m", module, *args], env=env, cwd=REPO_ROOT,
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [sys.executable, "-m", module, *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     if done.returncode != 0:
         pytest.fail(f"{module} {' '.join(args)} exited {done.returncode}:\n{done.stderr[-4000:]}")

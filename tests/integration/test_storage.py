@@ -83,10 +83,24 @@ def test_the_sql_files_alone_give_the_same_catalog_as_migrate(
     url = scratch_db.admin_url
     for path in sorted((Path(__file__).resolve().parents[2] / "db" / "init").glob("*.sql")):
         subprocess.run(
-            [psql, "-q", "-v", "ON_ERROR_STOP=1", "-h", url.host or "127.0.0.1",
-             "-p", str(url.port or 5432), "-U", url.username or "postgres", "-d", url.database or "",
-             "-f", str(path)],
-            check=True, capture_output=True,
+            [
+                psql,
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                url.host or "127.0.0.1",
+                "-p",
+                str(url.port or 5432),
+                "-U",
+                url.username or "postgres",
+                "-d",
+                url.database or "",
+                "-f",
+                str(path),
+            ],
+            check=True,
+            capture_output=True,
         )
     assert migrate(scratch_db) == []  # every version was recorded by the files themselves
     assert catalog(scratch_db) == catalog(base_settings)
@@ -104,7 +118,8 @@ def _as(settings: Settings, role: str, statement: str) -> None:
 @pytest.mark.parametrize(
     "statement",
     [
-        "INSERT INTO marketpipe.watermarks (symbol, interval, last_complete_bar) VALUES ('X', '1h', now())",
+        "INSERT INTO marketpipe.watermarks (symbol, interval, last_complete_bar)"
+        " VALUES ('X', '1h', now())",
         "UPDATE marketpipe.bars SET close = 0",
         "DELETE FROM marketpipe.bars",
         "CREATE TABLE marketpipe.mine (x int)",
@@ -144,9 +159,17 @@ def test_quarantine_upsert_is_idempotent(clean_db: Settings) -> None:
         assert upsert_frame(cur, "quarantine", frame, columns, QUARANTINE_KEY) == 2
     later = frame.assign(quarantined_at=datetime(2026, 8, 21, tzinfo=UTC))
     with transaction(clean_db.role_url("loader")) as cur:
-        assert upsert_frame(
-            cur, "quarantine", later, columns, QUARANTINE_KEY, compare_exclude=("quarantined_at",)
-        ) == 0
+        assert (
+            upsert_frame(
+                cur,
+                "quarantine",
+                later,
+                columns,
+                QUARANTINE_KEY,
+                compare_exclude=("quarantined_at",),
+            )
+            == 0
+        )
 
 
 @pytest.fixture
@@ -156,10 +179,24 @@ def pagila_db(scratch_db: Settings) -> Settings:
     url = scratch_db.admin_url
     for part in ("pagila-schema.sql", "pagila-data.sql"):
         subprocess.run(
-            ["psql", "-q", "-v", "ON_ERROR_STOP=1", "-h", url.host or "127.0.0.1",
-             "-p", str(url.port or 5432), "-U", url.username or "postgres",
-             "-d", url.database or "", "-f", str(PAGILA_DIR / part)],
-            check=True, capture_output=True,
+            [
+                "psql",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                url.host or "127.0.0.1",
+                "-p",
+                str(url.port or 5432),
+                "-U",
+                url.username or "postgres",
+                "-d",
+                url.database or "",
+                "-f",
+                str(PAGILA_DIR / part),
+            ],
+            check=True,
+            capture_output=True,
         )
     return scratch_db
 

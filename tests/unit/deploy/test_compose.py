@@ -79,7 +79,9 @@ def test_postgres_initialises_pagila_from_db_init() -> None:
     postgres = SERVICES["postgres"]
     assert postgres["environment"]["POSTGRES_DB"] == "pagila"
     assert "./db/init:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
-    assert any(":/var/lib/postgresql/data" in v and not v.startswith(".") for v in postgres["volumes"])
+    assert any(
+        ":/var/lib/postgresql/data" in v and not v.startswith(".") for v in postgres["volumes"]
+    )
 
 
 def test_redis_keeps_an_append_only_file() -> None:
@@ -122,7 +124,9 @@ def test_dockerfiles_follow_the_house_rules(dockerfile: Path) -> None:
     users = [ln for ln in lines if ln.startswith("USER ")]
     assert users and users[-1].split()[1] not in ("root", "0"), "must run as non-root"
     assert re.search(r"^CMD \[", text, re.MULTILINE), "CMD must be exec-form"
-    lock_copy = next(i for i, ln in enumerate(lines) if "requirements.lock" in ln and ln.startswith("COPY"))
+    lock_copy = next(
+        i for i, ln in enumerate(lines) if "requirements.lock" in ln and ln.startswith("COPY")
+    )
     code_copy = next(i for i, ln in enumerate(lines) if ln.startswith("COPY services/"))
     assert lock_copy < code_copy, "dependencies must be installed before the code is copied"
     for copied in re.findall(r"^COPY (\S+) ", text, re.MULTILINE):

@@ -46,8 +46,11 @@ def test_migrations_are_numbered_and_record_their_own_version() -> None:
 def test_migrations_never_touch_pagila_tables() -> None:
     for _, path in migration_files(MIGRATIONS_DIR):
         text = path.read_text()
-        for statement in re.findall(r"(?:CREATE|ALTER|DROP|INSERT INTO|UPDATE|DELETE FROM)"
-                                    r"\s+(?:TABLE|INDEX|VIEW)?\s*(?:IF NOT EXISTS\s+)?(\S+)", text):
+        for statement in re.findall(
+            r"(?:CREATE|ALTER|DROP|INSERT INTO|UPDATE|DELETE FROM)"
+            r"\s+(?:TABLE|INDEX|VIEW)?\s*(?:IF NOT EXISTS\s+)?(\S+)",
+            text,
+        ):
             assert not statement.startswith("public."), f"{path.name} touches {statement}"
 
 

@@ -17,9 +17,17 @@ from marketpipe.settings import (
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("TWELVE_DATA_API_KEY", "TWELVE_DATA_BASE_URL", "SYMBOLS", "INTERVAL",
-                 "FETCH_SCHEDULE", "DASHBOARD_REFRESH_SECONDS", "DATABASE_URL", "REDIS_URL",
-                 "SANDBOX_URL"):
+    for name in (
+        "TWELVE_DATA_API_KEY",
+        "TWELVE_DATA_BASE_URL",
+        "SYMBOLS",
+        "INTERVAL",
+        "FETCH_SCHEDULE",
+        "DASHBOARD_REFRESH_SECONDS",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "SANDBOX_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -60,7 +68,11 @@ def test_role_urls_swap_credentials_only(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("READER_DB_PASSWORD", "r-pass")
     url = Settings().role_url("reader")
     assert (url.username, url.password, url.host, url.port, url.database) == (
-        "marketpipe_reader", "r-pass", "db.example", 6543, "pagila",
+        "marketpipe_reader",
+        "r-pass",
+        "db.example",
+        6543,
+        "pagila",
     )
 
 
@@ -92,7 +104,10 @@ def test_a_service_stops_at_start_on_a_malformed_value() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "services.fetcher", "--once"],
         env={"INTERVAL": "7min", "PATH": "/usr/bin:/bin"},
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 2
     assert "INTERVAL" in done.stderr
