@@ -60,7 +60,9 @@ def main() -> None:
             )
             return
         names = available["symbol"].tolist()
-        since = datetime.now(UTC) - WINDOWS[st.session_state.get("window", "30 days")]
+        # Windows end at the newest stored bar, so stale data is still shown (and flagged).
+        newest = available["last_bar"].max().to_pydatetime()
+        since = newest - WINDOWS[st.session_state.get("window", "30 days")]
         price_tab, compare_tab, health_tab = st.tabs(["Price", "Compare", "Pipeline health"])
         with price_tab:
             symbol = st.session_state.get("symbol") or names[0]

@@ -7,6 +7,8 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
@@ -33,6 +35,7 @@ class SeriesAnswer:
 
     symbol: str
     body: dict[str, Any]
+    served_at: datetime
 
     @property
     def is_error(self) -> bool:
@@ -50,6 +53,14 @@ class MarketDataClient(Protocol):
     def time_series(
         self, symbols: Sequence[str], interval: str, outputsize: int
     ) -> list[SeriesAnswer]: ...
+
+
+def _served_at(response: requests.Response) -> datetime:
+    """The server's clock (HTTP Date), which decides what "the still-open bar" means."""
+    try:
+        return parsedate_to_datetime(response.headers["Date"]).astimezone(UTC)
+    except (KeyError, TypeError, ValueError):
+        return datetime.now(UTC)
 
 
 def _int_header(response: requests.Response, name: str) -> int | None:
@@ -78,7 +89,7 @@ class TwelveDataClient:
         # The docs recommend the header; it also keeps the key out of URLs, logs and payloads.
         self._session.headers["Authorization"] = f"apikey {api_key.get_secret_value()}"
 
-    def get_json(self, path: str, params: dict[str, Any]) -> Any:
+    def get_json(self, path: str, params: dict[str, Any]) -> tuple[Any, datetime]:
         """GET with bounded retries (exponential backoff, full jitter) on transient failures."""
         for attempt in range(1, self.max_attempts + 1):
             try:
@@ -98,7 +109,7 @@ class TwelveDataClient:
                 time.sleep(delay)
         raise AssertionError("unreachable")
 
-    def _get_once(self, path: str, params: dict[str, Any]) -> Any:
+    def _get_once(self, path: str, params: dict[str, Any]) -> tuple[Any, datetime]:
         try:
             response = self._session.get(
                 f"{self.base_url}{path}", params=params, timeout=self.timeout
@@ -125,15 +136,15 @@ class TwelveDataClient:
                 f"HTTP {response.status_code}",
                 transient=response.status_code in TRANSIENT_STATUSES,
             )
-        return body
+        return body, _served_at(response)
 
     def time_series(
         self, symbols: Sequence[str], interval: str, outputsize: int
     ) -> list[SeriesAnswer]:
         params = {"symbol": ",".join(symbols), "interval": interval, "outputsize": outputsize}
-        body = self.get_json("/time_series", params)
+        body, served_at = self.get_json("/time_series", params)
         if len(symbols) == 1:
-            return [SeriesAnswer(symbols[0], body)]
+            return [SeriesAnswer(symbols[0], body, served_at)]
         # A batch answer is keyed by symbol, each value that symbol's own body or error.
         by_upper = {str(k).upper(): v for k, v in body.items()} if isinstance(body, dict) else {}
         answers = []
@@ -145,5 +156,5 @@ class TwelveDataClient:
                     "message": "symbol missing from batch answer",
                     "status": "error",
                 }
-            answers.append(SeriesAnswer(symbol, part))
+            answers.append(SeriesAnswer(symbol, part, served_at))
         return answers

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from redis import Redis
 
@@ -64,7 +63,6 @@ def run_cycle(
                 report.api_errors[symbol] = str(exc)
             log.error("time_series for %s failed: %s", ",".join(chunk), exc)
             continue
-        fetched_at = datetime.now(UTC)
         for answer in answers:
             if answer.is_error:
                 report.api_errors[answer.symbol] = str(answer.body.get("message", answer.body))
@@ -76,7 +74,7 @@ def run_cycle(
                 interval=settings.interval,
                 body=answer.body,
                 request={**request, "symbol": answer.symbol},
-                fetched_at=fetched_at,
+                fetched_at=answer.served_at,
             )
             if enqueue_payload(redis, settings, payload):
                 report.enqueued.append(answer.symbol)

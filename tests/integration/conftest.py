@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from sqlalchemy.engine import make_url
 
 from marketpipe.migrate import migrate
 from marketpipe.settings import Settings
+from services.sandbox.app import SandboxServer
+from services.sandbox.settings import SandboxSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUR_TABLES = ("bars", "daily_bars", "quarantine", "pipeline_runs", "watermarks", "raw_payloads")
@@ -151,6 +154,35 @@ def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:
     )
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+# A Wednesday afternoon in New York: stocks mid-session, crypto around the clock.
+FROZEN_AT = datetime(2026, 3, 11, 18, 45, tzinfo=UTC)
+OUTPUTSIZE = 120
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxServer]:
+    """Our Twelve Data sandbox on an ephemeral port, its clock frozen at FROZEN_AT."""
+    settings = SandboxSettings(port=0, clock_start=FROZEN_AT.isoformat(), clock_speed=0)
+    with SandboxServer(settings) as server:
+        yield server
+
+
+@pytest.fixture
+def pipeline_settings(clean_db: Settings, redis: Redis, sandbox: SandboxServer) -> Settings:
+    """Settings of a pipeline fetching from the sandbox into the empty test database."""
+    return clean_db.model_copy(
+        update={"twelve_data_base_url": sandbox.url, "fetch_outputsize": OUTPUTSIZE}
+    )
+
+
+def run_pipeline(settings: Settings) -> None:
+    """One fetch cycle, then the transformer and loader workers until their queues are empty."""
+    env = settings_env(settings)
+    run_service("services.fetcher", "--once", env=env)
+    run_service("services.transformer", "--burst", env=env)
+    run_service("services.loader", "--burst", env=env)
 
 
 def run_service(module: str, *args: str, env: dict[str, str], timeout: float = 120) -> str:
