@@ -1,0 +1,22 @@
+"""``python -m services.sandbox``: serve the sandbox Twelve Data API until interrupted."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+from services.sandbox.app import SandboxServer
+from services.sandbox.settings import load_sandbox_settings
+
+
+def main() -> None:
+    settings = load_sandbox_settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        SandboxServer(settings).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
