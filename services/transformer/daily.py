@@ -21,44 +21,65 @@ _INTERVAL_RANK = {**INTRADAY_MINUTES, "1day": 24 * 60}
 
 
 def daily_aggregates(
-    bars: pd.DataFrame, payloads: pd.DataFrame, *, transformed_at: pd.Timestamp
+    bars: pd.DataFrame,
+    payloads: pd.DataFrame,
+    *,
+    transformed_at: pd.Timestamp,
+    series: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per (symbol, trading_date): OHLC, volume, VWAP, change vs the previous day."""
     del payloads  # completeness of a day is judged from its bars' flags
     if bars.empty:
         return _empty()
-    rank = bars["interval"].map(_INTERVAL_RANK)
-    usable = rank.notna().to_numpy()
-    finest = rank.groupby(bars["symbol"]).transform("min")
-    selected = bars.loc[usable & (rank == finest).to_numpy()]
-    if selected.empty:
+    if series is None:
+        keys = bars["symbol"].astype(object) + "\x00" + bars["interval"].astype(object)
+        series = pd.factorize(keys.to_numpy(dtype=object))[0]
+    starts = np.flatnonzero(np.r_[True, series[1:] != series[:-1]])
+    lengths = np.diff(np.r_[starts, series.size])
+    per_series = pd.DataFrame(
+        {
+            "symbol": bars["symbol"].to_numpy(dtype=object)[starts],
+            "rank": [_INTERVAL_RANK.get(i, np.nan) for i in bars["interval"].to_numpy()[starts]],
+        }
+    )
+    finest = per_series.groupby("symbol")["rank"].transform("min")
+    chosen = (per_series["rank"] == finest).to_numpy()
+    keep = np.flatnonzero(np.repeat(chosen, lengths))
+    if keep.size == 0:
         return _empty()
+
+    def column(name: str) -> np.ndarray:
+        return bars[name].to_numpy()[keep]
+
     # Bars are sorted by series then time; one series per symbol remains, so days are runs.
-    symbol = selected["symbol"].to_numpy(dtype=object)
-    day = selected["trading_date"].to_numpy()
+    symbol = bars["symbol"].to_numpy(dtype=object)[keep]
+    day = column("trading_date")
     new_day = np.r_[True, (symbol[1:] != symbol[:-1]) | (day[1:] != day[:-1])]
     starts = np.flatnonzero(new_day)
-    ends = np.r_[starts[1:], len(selected)] - 1
-    high = np.maximum.reduceat(selected["high"].to_numpy(), starts)
-    low = np.minimum.reduceat(selected["low"].to_numpy(), starts)
-    volume_bars = selected["volume"].to_numpy()
-    typical = (
-        selected["high"].to_numpy() + selected["low"].to_numpy() + selected["close"].to_numpy()
-    ) / 3.0
+    ends = np.r_[starts[1:], keep.size] - 1
+    high_bars, low_bars, close_bars = column("high"), column("low"), column("close")
+    volume_bars = column("volume")
+    high = np.maximum.reduceat(high_bars, starts)
+    low = np.minimum.reduceat(low_bars, starts)
+    typical = (high_bars + low_bars + close_bars) / 3.0
     # A day's volume is only known when every bar of it has one (NaN propagates through sums).
     volume = np.add.reduceat(volume_bars, starts)
-    vwap = np.add.reduceat(typical * volume_bars, starts) / volume
+    with np.errstate(invalid="ignore", divide="ignore"):
+        vwap = np.add.reduceat(typical * volume_bars, starts) / volume
     vwap[~(volume > 0)] = np.nan
-    close = selected["close"].to_numpy()[ends]
+    close = close_bars[ends]
     same_symbol_as_prev = np.r_[False, symbol[starts][1:] == symbol[starts][:-1]]
     previous = np.where(same_symbol_as_prev, np.r_[np.nan, close[:-1]], np.nan)
-    complete_bars = np.minimum.reduceat(selected["is_complete"].to_numpy().astype(np.int8), starts)
+    complete_bars = np.minimum.reduceat(column("is_complete").astype(np.int8), starts)
+    stamp = transformed_at.tz_convert("UTC").tz_localize(None).as_unit("us").to_datetime64()
     frame = pd.DataFrame(
         {
-            "symbol": symbol[starts],
+            "symbol": pd.Series(symbol[starts], dtype=object),
             "trading_date": day[starts],
-            "asset_class": selected["asset_class"].to_numpy(dtype=object)[starts],
-            "open": selected["open"].to_numpy()[starts],
+            "asset_class": pd.Series(
+                bars["asset_class"].to_numpy(dtype=object)[keep][starts], dtype=object
+            ),
+            "open": column("open")[starts],
             "high": high,
             "low": low,
             "close": close,
@@ -69,12 +90,13 @@ def daily_aggregates(
             "range": high - low,
             "bar_count": (ends - starts + 1).astype(np.int64),
             "is_complete": complete_bars.astype(bool),
-            "payload_id": selected["payload_id"].to_numpy(dtype=object)[ends],
-            "transformed_at": np.full(len(starts), transformed_at),
+            "payload_id": pd.Series(
+                bars["payload_id"].to_numpy(dtype=object)[keep][ends], dtype=object
+            ),
+            "transformed_at": np.full(len(starts), stamp),
         }
     )
-    frame = frame.astype({"symbol": object, "asset_class": object, "payload_id": object})
-    frame["transformed_at"] = frame["transformed_at"].astype(UTC_DTYPE)
+    frame["transformed_at"] = frame["transformed_at"].dt.tz_localize("UTC")
     return frame[DAILY_COLUMN_NAMES]
 
 

@@ -57,7 +57,12 @@ def transform_payloads(payloads: Sequence[RawPayload], *, now: datetime) -> Tran
     flat = flatten_payloads(payloads)
     checked = validate(flat, now=transformed_at.to_pydatetime())
     bars = enrich(checked.bars, checked.payloads, transformed_at=transformed_at)
-    daily = daily_aggregates(bars, checked.payloads, transformed_at=transformed_at)
+    daily = daily_aggregates(
+        bars,
+        checked.payloads,
+        transformed_at=transformed_at,
+        series=checked.bars["series"].to_numpy(),
+    )
     quarantine = checked.quarantine.copy()
     quarantine["quarantined_at"] = pd.Series(
         np.full(len(quarantine), transformed_at.tz_localize(None).to_datetime64()),
