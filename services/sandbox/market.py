@@ -130,7 +130,7 @@ def _crypto(symbol: str, base: str, level: float, volatility: float) -> Instrume
         instrument_type="Digital Currency",
         currency_base=base,
         currency_quote="US Dollar",
-        available_exchanges=("Binance", "Coinbase Pro", "Kraken"),
+        available_exchanges=("Binance", "Coinbase Pro"),
     )
 
 
