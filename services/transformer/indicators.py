@@ -8,7 +8,6 @@ bar. Windows not yet filled are NaN, never a partial value. Definitions: docs/in
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
