@@ -19,6 +19,9 @@ _engines: dict[tuple[int, str], Engine] = {}
 
 def engine_for(url: URL, **kwargs: Any) -> Engine:
     """A pooled engine per URL and process: RQ work horses are forks and must not share sockets."""
+    if url.drivername == "postgresql":
+        # SQLAlchemy 2.1 defaults to psycopg 3; psycopg2 is the driver we ship.
+        url = url.set(drivername="postgresql+psycopg2")
     key = (os.getpid(), url.render_as_string(hide_password=False))
     if key not in _engines:
         _engines[key] = create_engine(url, pool_pre_ping=True, **kwargs)

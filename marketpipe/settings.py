@@ -64,6 +64,8 @@ class Settings(BaseSettings):
 
     blob_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     job_timeout_seconds: int = Field(default=300, ge=1)
+    load_batch_max_rows: int = Field(default=50_000, ge=1)
+    load_batch_max_wait_seconds: float = Field(default=0.5, ge=0, le=60)
     dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

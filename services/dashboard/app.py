@@ -35,12 +35,15 @@ def main() -> None:
     st.set_page_config(page_title="marketpipe", layout="wide")
     st.title("marketpipe")
     # Cached results never outlive one refresh interval, so every refresh shows fresh data.
-    ttl = settings.dashboard_refresh_seconds
-    symbols_q = st.cache_data(ttl=ttl)(queries.symbols)
-    history_q = st.cache_data(ttl=ttl)(queries.history)
-    closes_q = st.cache_data(ttl=ttl)(queries.closes)
-    runs_q = st.cache_data(ttl=ttl)(queries.recent_runs)
-    sources_q = st.cache_data(ttl=ttl)(queries.data_sources)
+    cached = st.cache_data(
+        ttl=settings.dashboard_refresh_seconds,
+        hash_funcs={Engine: lambda engine: engine.url.render_as_string()},
+    )
+    symbols_q = cached(queries.symbols)
+    history_q = cached(queries.history)
+    closes_q = cached(queries.closes)
+    runs_q = cached(queries.recent_runs)
+    sources_q = cached(queries.data_sources)
 
     @st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))
     def live() -> None:

@@ -163,8 +163,18 @@ OUTPUTSIZE = 120
 
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[SandboxServer]:
-    """Our Twelve Data sandbox on an ephemeral port, its clock frozen at FROZEN_AT."""
-    settings = SandboxSettings(port=0, clock_start=FROZEN_AT.isoformat(), clock_speed=0)
+    """Our Twelve Data sandbox on an ephemeral port, its clock frozen at FROZEN_AT.
+
+    A frozen clock never reaches the next minute, so the plan is generous here; the credit
+    limits themselves are tested with the sandbox's moving clock.
+    """
+    settings = SandboxSettings(
+        port=0,
+        clock_start=FROZEN_AT.isoformat(),
+        clock_speed=0,
+        credits_per_minute=10_000,
+        credits_per_day=1_000_000,
+    )
     with SandboxServer(settings) as server:
         yield server
 
