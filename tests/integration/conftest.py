@@ -21,11 +21,11 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 from redis import Redis
-from services.sandbox.app import SandboxServer
 from sqlalchemy.engine import make_url
 
 from marketpipe.migrate import migrate
 from marketpipe.settings import Settings
+from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -11,10 +11,10 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
-from services.sandbox.app import SandboxServer
 
 from marketpipe.queues import LOAD_QUEUE, TRANSFORM_JOB, TRANSFORM_QUEUE
 from marketpipe.settings import DEFAULT_SYMBOLS, Settings
+from services.sandbox.app import SandboxServer
 from tests.integration.conftest import OUTPUTSIZE, run_pipeline, run_service, settings_env
 
 TABLES = ("bars", "daily_bars", "raw_payloads", "quarantine", "pipeline_runs", "watermarks")
