@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import re
 import socket
@@ -45,6 +46,12 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out in separate writes; without this, Nagle's algorithm and
         # delayed ACKs add ~40 ms to every keep-alive answer.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # Clients (our fetcher too) read "now" from the Date header: it must be sandbox time.
+        if timestamp is None:
+            timestamp = self.server.api.clock.now().timestamp()
+        return email.utils.formatdate(timestamp, usegmt=True)
 
     def version_string(self) -> str:
         return "marketpipe-sandbox"

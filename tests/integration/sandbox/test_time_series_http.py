@@ -26,6 +26,7 @@ def test_single_symbol_shape_headers_and_values(
     assert response.headers["Api-Credits-Left"] == "9999"
     assert response.headers["Api-Credits-Request"] == "1"
     assert "Is_batch" not in response.headers
+    assert response.headers["Date"] == "Tue, 10 Mar 2026 19:47:00 GMT"  # the sandbox clock
     body = response.json()
     assert list(body) == ["meta", "values", "status"]
     assert body["meta"] == {
