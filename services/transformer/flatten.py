@@ -200,6 +200,7 @@ def flatten_payloads(payloads: Sequence[RawPayload]) -> FlatBatch:
             "asset_class": asset_class,
             "exchange_timezone": _text(meta.get("exchange_timezone")),
             "fetched_at": fetched_at,
+            "requested_order": _requested_order(payload.request),
         }
         for column, key in INSTRUMENT_FIELDS.items():
             row[column] = _text(instrument.get(key)) or _text(meta.get(key))
@@ -229,8 +230,17 @@ _PAYLOAD_COLUMNS = [
     "asset_class",
     "exchange_timezone",
     "fetched_at",
+    "requested_order",
     *INSTRUMENT_FIELDS,
 ]
+
+
+def _requested_order(request: dict[str, Any]) -> str | None:
+    """The ``order`` the fetcher asked for (asc / desc), if it says."""
+    for key, value in request.items():
+        if str(key).lower() == "order" and str(value).lower() in ("asc", "desc"):
+            return str(value).lower()
+    return None
 
 
 def _parse_rows(values: list[Any], lengths: list[int]) -> pd.DataFrame:

@@ -9,7 +9,8 @@ Rules, checked in this order (a bar is recorded once, under the first rule it br
 4. ``high_below_open_close`` / ``low_above_open_close``;
 5. ``negative_volume``;
 6. ``future_bar``: the bar opens after the transform time;
-7. ``out_of_order``: read in the payload's own direction (the API's default is newest first),
+7. ``out_of_order``: read in the payload's own direction (the request's ``order`` if recorded,
+   else the direction most steps between neighbours take; the API's default is newest first),
    the bar is earlier than a bar listed before it;
 8. ``duplicate_datetime``: another bar of the same symbol and interval has the same UTC time; the
    newest version is kept: the one from the most recently fetched payload, and within a payload
@@ -60,7 +61,7 @@ def validate(flat: FlatBatch, *, now: datetime) -> ValidatedBatch:
     position = rows["position"].to_numpy()
     local = rows["local"].to_numpy().astype(NAIVE_DTYPE)
 
-    descending = _descending_payloads(payload_index, local, len(payloads))
+    descending = _descending_payloads(payloads, payload_index, local)
     # Position in time order: the API lists newest first unless asked otherwise.
     oriented = np.where(descending[payload_index], -position, position)
     utc = _to_utc(payloads, payload_index, local, oriented, issue)
@@ -141,13 +142,33 @@ def _flag(issue: np.ndarray, mask: np.ndarray, reason: str) -> None:
     issue[fresh] = reason
 
 
-def _descending_payloads(payload_index: np.ndarray, local: np.ndarray, count: int) -> np.ndarray:
-    """A payload is newest-first when its first parseable datetime is later than its last."""
+def _descending_payloads(
+    payloads: pd.DataFrame, payload_index: np.ndarray, local: np.ndarray
+) -> np.ndarray:
+    """Which payloads list their bars newest first.
+
+    The request's ``order`` decides when the fetcher recorded it; otherwise the majority of
+    steps between consecutive bars (so one misplaced bar cannot flip a whole payload), then
+    first against last. A payload that says nothing either way gets the API's default, desc.
+    """
+    count = len(payloads)
+    descending = np.ones(count, bool)
     known = ~np.isnat(local)
-    frame = pd.DataFrame({"payload": payload_index[known], "t": local[known].view(np.int64)})
-    ends = frame.groupby("payload", sort=True)["t"].agg(["first", "last"])
-    descending = np.zeros(count, bool)
-    descending[ends.index.to_numpy()] = (ends["first"] > ends["last"]).to_numpy()
+    rows = np.flatnonzero(known)
+    if rows.size:
+        t = local[rows].view(np.int64)
+        p = payload_index[rows]
+        same = p[1:] == p[:-1]
+        step = np.sign(np.diff(t))[same]
+        votes = np.bincount(p[1:][same], weights=step, minlength=count)
+        first = np.full(count, np.iinfo(np.int64).min)
+        last = np.full(count, np.iinfo(np.int64).min)
+        last[p] = t  # the last write wins
+        first[p[::-1]] = t[::-1]
+        descending = np.where(votes != 0, votes < 0, np.where(first != last, first > last, True))
+    requested = payloads["requested_order"].to_numpy(dtype=object)
+    descending[requested == "asc"] = False
+    descending[requested == "desc"] = True
     return descending
 
 
