@@ -11,6 +11,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from marketpipe.migrate import create_database_if_missing, migrate
@@ -25,6 +28,20 @@ def _pump(name: str, process: subprocess.Popen[str]) -> None:
     for line in process.stdout:
         sys.stdout.write(f"{name:<12}| {line}")
         sys.stdout.flush()
+
+
+def wait_until_serving(url: str, deadline_seconds: float = 30.0) -> None:
+    """Poll ``url`` until it answers 200, so the fetcher's first cycle finds the sandbox up."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (our own URL)
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{url} did not answer within {deadline_seconds:.0f} s") from None
+        time.sleep(0.2)
 
 
 def main() -> int:
@@ -63,6 +80,8 @@ def main() -> int:
             start_new_session=True,  # Ctrl-C reaches us only; we stop the children in order
         )
         threading.Thread(target=_pump, args=(name, processes[name]), daemon=True).start()
+        if name == "sandbox":
+            wait_until_serving(f"{settings.sandbox_url}/__sandbox/health")
     print(
         f"\nmarketpipe is running: dashboard at http://127.0.0.1:{DASHBOARD_PORT}"
         "  (Ctrl-C stops all)\n",
@@ -70,17 +89,16 @@ def main() -> int:
     )
 
     stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    # Installed explicitly: a shell without job control starts background jobs with SIGINT ignored.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda *_: stopping.set())
     exit_code = 0
-    try:
-        while not stopping.wait(1.0):
-            dead = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
-            if dead:
-                print(f"service(s) exited: {dead}; stopping the rest", flush=True)
-                exit_code = 1
-                break
-    except KeyboardInterrupt:
-        pass
+    while not stopping.wait(1.0):
+        dead = {n: p.returncode for n, p in processes.items() if p.poll() is not None}
+        if dead:
+            print(f"service(s) exited: {dead}; stopping the rest", flush=True)
+            exit_code = 1
+            break
     for process in reversed(processes.values()):
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
