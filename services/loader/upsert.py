@@ -122,6 +122,55 @@ def prepare_session(cur: Cursor) -> None:
     cur.execute("SET temp_buffers = %s", (TEMP_BUFFERS,))
 
 
+def _stage(
+    cur: Cursor,
+    table: str,
+    frame: pd.DataFrame | pa.Table,
+    columns: Sequence[str],
+    target: sql.Composable,
+) -> sql.Identifier:
+    stage = sql.Identifier(f"stage_{table}")
+    # Only the loaded columns, without constraints or defaults (loaded_at is NOT NULL with a
+    # default): the target applies them once, at INSERT, and COPY checks nothing twice.
+    cur.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
+    cur.execute(
+        sql.SQL(
+            "CREATE TEMPORARY TABLE {stage} ON COMMIT DROP"
+            " AS SELECT {cols} FROM {target} WITH NO DATA"
+        ).format(stage=stage, cols=sql.SQL(", ").join(map(sql.Identifier, columns)), target=target)
+    )
+    copy_table(cur, stage, to_arrow(frame, columns))
+    return stage
+
+
+def _merge(
+    stage: sql.Identifier,
+    target: sql.Composable,
+    columns: Sequence[str],
+    key: Sequence[str],
+    compare_exclude: Sequence[str],
+) -> sql.Composed:
+    """INSERT ... ON CONFLICT that writes only rows that are new or whose values changed."""
+    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
+    updatable = [c for c in columns if c not in key]
+    compared = [c for c in updatable if c not in compare_exclude]
+    return sql.SQL(
+        "INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage}"
+        " ON CONFLICT ({key}) DO UPDATE SET {assignments}"
+        " WHERE ({old}) IS DISTINCT FROM ({new})"
+    ).format(
+        target=target,
+        cols=cols,
+        stage=stage,
+        key=sql.SQL(", ").join(map(sql.Identifier, key)),
+        assignments=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
+        ),
+        old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in compared),
+        new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in compared),
+    )
+
+
 def upsert_frame(
     cur: Cursor,
     table: str,
@@ -138,36 +187,36 @@ def upsert_frame(
     """
     if frame.shape[0] == 0:
         return 0
-    stage = sql.Identifier(f"stage_{table}")
     target = sql.Identifier(schema, table)
-    cols = sql.SQL(", ").join(map(sql.Identifier, columns))
-    # Only the loaded columns, without constraints or defaults (loaded_at is NOT NULL with a
-    # default): the target applies them once, at INSERT, and COPY checks nothing twice.
-    cur.execute(sql.SQL("DROP TABLE IF EXISTS pg_temp.{}").format(stage))
+    stage = _stage(cur, table, frame, columns, target)
+    cur.execute(_merge(stage, target, columns, key, compare_exclude))
+    return int(cur.rowcount)
+
+
+def upsert_rows(
+    cur: Cursor,
+    table: str,
+    frame: pd.DataFrame | pa.Table,
+    columns: Sequence[str],
+    key: Sequence[str],
+    *,
+    count_by: str,
+    compare_exclude: Sequence[str] = (),
+    schema: str = "marketpipe",
+) -> dict[str, int]:
+    """Like :func:`upsert_frame`, with the written rows counted per ``count_by`` value.
+
+    The counting happens in the server (RETURNING into an aggregate), so only a few rows travel.
+    """
+    if frame.shape[0] == 0:
+        return {}
+    target = sql.Identifier(schema, table)
+    stage = _stage(cur, table, frame, columns, target)
+    merge = _merge(stage, target, columns, key, compare_exclude)
     cur.execute(
         sql.SQL(
-            "CREATE TEMPORARY TABLE {stage} ON COMMIT DROP"
-            " AS SELECT {cols} FROM {target} WITH NO DATA"
-        ).format(stage=stage, cols=cols, target=target)
+            "WITH written AS ({merge} RETURNING t.{col}) SELECT {col}, count(*) FROM written"
+            " GROUP BY {col}"
+        ).format(merge=merge, col=sql.Identifier(count_by))
     )
-    copy_table(cur, stage, to_arrow(frame, columns))
-
-    updatable = [c for c in columns if c not in key]
-    compared = [c for c in updatable if c not in compare_exclude]
-    statement = sql.SQL(
-        "INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage}"
-        " ON CONFLICT ({key}) DO UPDATE SET {assignments}"
-        " WHERE ({old}) IS DISTINCT FROM ({new})"
-    ).format(
-        target=target,
-        cols=cols,
-        stage=stage,
-        key=sql.SQL(", ").join(map(sql.Identifier, key)),
-        assignments=sql.SQL(", ").join(
-            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updatable
-        ),
-        old=sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in compared),
-        new=sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in compared),
-    )
-    cur.execute(statement)
-    return int(cur.rowcount)
+    return {str(value): int(count) for value, count in cur.fetchall()}
