@@ -257,19 +257,26 @@ def completeness(bars: pd.DataFrame, payloads: pd.DataFrame) -> np.ndarray:
         .to_numpy()
     )
     local = bars["local"].to_numpy().astype(NAIVE_DTYPE)
-    for i in newest:
-        payload = payloads.iloc[int(payload_of_bar[i])]
-        zone = payload["exchange_timezone"]
-        end_local = bar_end_local(
-            local[i : i + 1], payload["interval"], payload["asset_class"], zone
-        )
+    owner = payload_of_bar[newest]
+    calendars = payloads[["interval", "asset_class", "exchange_timezone"]].astype(object)
+    calendar_of = calendars.to_numpy()[owner]
+    fetched = payloads["fetched_at"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    fetched = fetched.astype(NAIVE_DTYPE)[owner]
+    end_utc = np.empty(newest.size, dtype=NAIVE_DTYPE)
+    # One vectorised pass per calendar (interval, asset class, zone), not per payload.
+    keys = pd.Series([tuple(row) for row in calendar_of], dtype=object)
+    for key, members in keys.groupby(keys, sort=False).groups.items():
+        interval, asset_class, zone = key
+        at = np.asarray(members)
+        end_local = bar_end_local(local[newest[at]], interval, asset_class, zone)
         if zone:
-            end = (
+            end_local = np.asarray(
                 pd.DatetimeIndex(end_local)
                 .tz_localize(zone, ambiguous=True, nonexistent="shift_forward")
-                .tz_convert("UTC")[0]
+                .tz_convert("UTC")
+                .tz_localize(None)
+                .as_unit(TIME_UNIT)
             )
-        else:
-            end = pd.Timestamp(end_local[0]).tz_localize("UTC")
-        complete[i] = end <= payload["fetched_at"]
+        end_utc[at] = end_local
+    complete[newest] = end_utc <= fetched
     return complete

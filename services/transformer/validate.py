@@ -239,13 +239,17 @@ def _quarantine_frame(flat: FlatBatch, issue: np.ndarray) -> pd.DataFrame:
     payload_index = rows["payload"].to_numpy()
     texts = rows["datetime_text"].to_numpy(dtype=object)
     positions = rows["position"].to_numpy()
-    for i in bad:
-        payload = payloads.iloc[int(payload_index[i])]
+    owner = payload_index[bad]
+    columns = {
+        name: payloads[name].to_numpy(dtype=object)[owner]
+        for name in ("payload_id", "symbol", "interval")
+    }
+    for k, i in enumerate(bad):
         records.append(
             {
-                "payload_id": payload["payload_id"],
-                "symbol": payload["symbol"],
-                "interval": payload["interval"],
+                "payload_id": columns["payload_id"][k],
+                "symbol": columns["symbol"][k],
+                "interval": columns["interval"][k],
                 # The bar's place in the API's list makes the key unique within the payload.
                 "row_key": f"{texts[i] or '?'}#{int(positions[i])}",
                 "reason": str(issue[i]),
