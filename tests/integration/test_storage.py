@@ -16,7 +16,7 @@ from psycopg2 import errors, sql
 
 from marketpipe.contract import QUARANTINE_COLUMNS, QUARANTINE_KEY, column_names
 from marketpipe.db import connect, transaction
-from marketpipe.migrate import migrate
+from marketpipe.migrate import migrate, migration_files
 from marketpipe.settings import Settings
 from services.loader.upsert import upsert_frame
 
@@ -43,6 +43,16 @@ def catalog(settings: Settings) -> list[tuple]:
             " WHERE table_schema = 'marketpipe' ORDER BY 1, 2, 3"
         )
         rows += cur.fetchall()
+        cur.execute(
+            "SELECT viewname, definition FROM pg_views WHERE schemaname = 'marketpipe'"
+            " ORDER BY viewname"
+        )
+        rows += cur.fetchall()
+        cur.execute(
+            "SELECT p.proname, pg_get_functiondef(p.oid), p.proacl::text FROM pg_proc p"
+            " WHERE p.pronamespace = 'marketpipe'::regnamespace ORDER BY 1, 2"
+        )
+        rows += cur.fetchall()
         cur.execute("SELECT version, name FROM marketpipe.schema_migrations ORDER BY version")
         rows += cur.fetchall()
     conn.close()
@@ -67,7 +77,7 @@ def scratch_db(base_settings: Settings) -> Iterator[Settings]:
 
 
 def test_migrating_twice_is_harmless(scratch_db: Settings) -> None:
-    assert migrate(scratch_db) == [1, 2]
+    assert migrate(scratch_db) == [v for v, _ in migration_files()]
     before = catalog(scratch_db)
     assert migrate(scratch_db) == []
     assert catalog(scratch_db) == before
@@ -106,11 +116,27 @@ def test_the_sql_files_alone_give_the_same_catalog_as_migrate(
     assert catalog(scratch_db) == catalog(base_settings)
 
 
-def _as(settings: Settings, role: str, statement: str) -> None:
+@pytest.mark.parametrize("applied_first", range(1, len(migration_files())))
+def test_an_upgraded_database_ends_identical_to_a_fresh_one(
+    scratch_db: Settings, base_settings: Settings, tmp_path: Path, applied_first: int
+) -> None:
+    """An older release's database (its first N files) migrated to the latest = fresh."""
+    older = tmp_path / "older"
+    older.mkdir()
+    for _, path in migration_files()[:applied_first]:
+        shutil.copy(path, older / path.name)
+    assert migrate(scratch_db, older) == list(range(1, applied_first + 1))
+    upgraded = migrate(scratch_db)
+    assert upgraded == [v for v, _ in migration_files()][applied_first:]
+    assert catalog(scratch_db) == catalog(base_settings)
+
+
+def _as(settings: Settings, role: str, statement: str, params: tuple = ()) -> list[tuple]:
     conn = psycopg2.connect(settings.role_url(role).render_as_string(hide_password=False))  # type: ignore[arg-type]
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(statement)
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
     finally:
         conn.close()
 
@@ -124,6 +150,9 @@ def _as(settings: Settings, role: str, statement: str) -> None:
         "DELETE FROM marketpipe.bars",
         "CREATE TABLE marketpipe.mine (x int)",
         "CREATE TABLE public.mine (x int)",
+        "CREATE VIEW marketpipe.mine AS SELECT 1 AS x",
+        "CREATE FUNCTION marketpipe.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "TRUNCATE marketpipe.raw_payloads",
     ],
 )
 def test_the_reader_role_cannot_write(clean_db: Settings, statement: str) -> None:
@@ -132,7 +161,48 @@ def test_the_reader_role_cannot_write(clean_db: Settings, statement: str) -> Non
 
 
 def test_the_reader_role_reads_our_schema(clean_db: Settings) -> None:
-    _as(clean_db, "reader", "SELECT count(*) FROM marketpipe.bars")
+    assert _as(clean_db, "reader", "SELECT count(*) FROM marketpipe.bars") == [(0,)]
+    assert _as(clean_db, "reader", "SELECT count(*) FROM marketpipe.latest_quotes") == [(0,)]
+    assert _as(clean_db, "reader", "SELECT count(*) FROM marketpipe.daily_performance") == [(0,)]
+    assert _as(
+        clean_db,
+        "reader",
+        "SELECT count(*) FROM marketpipe.rebased(now() - interval '1 day', now())",
+    ) == [(0,)]
+
+
+WRITE_PRIVILEGES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def test_the_analyst_role_has_select_and_execute_only(clean_db: Settings) -> None:
+    """Every relation of our schema, views included: SELECT yes, any write no; no CREATE."""
+    conn = connect(clean_db.admin_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname, c.relkind,"
+            " has_table_privilege('marketpipe_analyst', c.oid, 'SELECT'),"
+            " ARRAY(SELECT p FROM unnest(%s::text[]) p"
+            "       WHERE has_table_privilege('marketpipe_analyst', c.oid, p))"
+            " FROM pg_class c WHERE c.relnamespace = 'marketpipe'::regnamespace"
+            " AND c.relkind IN ('r', 'v')",
+            (list(WRITE_PRIVILEGES),),
+        )
+        relations = cur.fetchall()
+        cur.execute(
+            "SELECT has_schema_privilege('marketpipe_analyst', 'marketpipe', 'CREATE'),"
+            " has_function_privilege('marketpipe_analyst',"
+            "   'marketpipe.rebased(timestamptz, timestamptz, text)', 'EXECUTE'),"
+            " has_function_privilege('public',"
+            "   'marketpipe.rebased(timestamptz, timestamptz, text)', 'EXECUTE'),"
+            " has_table_privilege('marketpipe_writer', 'marketpipe.latest_quotes', 'INSERT')"
+        )
+        flags = cur.fetchone()
+    conn.close()
+    assert {kind for _, kind, _, _ in relations} == {"r", "v"}
+    assert [(name, select, writes) for name, _, select, writes in relations] == [
+        (name, True, []) for name, _, _, _ in relations
+    ]
+    assert flags == (False, True, False, False)
 
 
 def test_the_loader_role_cannot_drop_or_delete(clean_db: Settings) -> None:
@@ -226,7 +296,10 @@ def test_our_schema_coexists_with_pagila(pagila_db: Settings) -> None:
             " VALUES ('AAPL', '1h', now())"
         )
     assert pagila_counts(pagila_db) == before
+    for table in before:
+        with pytest.raises(errors.InsufficientPrivilege):
+            _as(pagila_db, "reader", f"SELECT 1 FROM public.{table} LIMIT 1")
     with pytest.raises(errors.InsufficientPrivilege):
-        _as(pagila_db, "reader", "SELECT count(*) FROM public.film")
+        _as(pagila_db, "reader", "UPDATE public.film SET title = title")
     with pytest.raises(errors.InsufficientPrivilege):
         _as(pagila_db, "loader", "SELECT count(*) FROM public.customer")
