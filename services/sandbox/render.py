@@ -72,7 +72,7 @@ def price_formatter(instrument: Instrument, dp: int | None) -> Callable[[float],
 
 
 def format_prices(values: np.ndarray, formatter: Callable[[float], str]) -> list[str]:
-    return [formatter(v) for v in values.tolist()]
+    return list(map(formatter, values.tolist()))
 
 
 def bar_labels(bars: BarSeries, timezone: str | None) -> list[str]:
