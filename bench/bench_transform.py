@@ -193,7 +193,7 @@ def run_shape(symbols: int, bars: int, repeats: int) -> None:
     base_cols = ["symbol", "interval", "asset_class", "bar_time", "bar_time_local"]
     base_input = bars_frame[[*base_cols, "open", "high", "low", "close", "volume"]]
     # The loop costs the same per symbol whatever the batch; time a sample of whole symbols.
-    sample_symbols = max(1, min(symbols, 30_000 // bars))
+    sample_symbols = min(symbols, max(2, 30_000 // bars))  # a stock and a crypto at least
     sample = base_input[base_input["symbol"].isin(base_input["symbol"].unique()[:sample_symbols])]
     loop_s = best_of(1, lambda: per_symbol_loop(sample, {"stock": 252 * 7, "crypto": 365 * 24}))
     loop_rate = len(sample) / loop_s
