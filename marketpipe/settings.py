@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     interval: Interval = "1h"
     fetch_schedule: str = "5 * * * *"
     fetch_outputsize: int = Field(default=300, ge=1, le=5000)
+    # The key's plan; the API's Api-Credits-Used + Api-Credits-Left headers override the minute.
+    api_credits_per_minute: int = Field(default=8, ge=1, le=100_000)
+    api_credits_per_day: int = Field(default=800, ge=1, le=100_000_000)
+    fetch_max_attempts: int = Field(default=4, ge=1, le=20)
+    fetch_backoff_seconds: float = Field(default=1.0, ge=0, le=300)
+    reference_refresh_hours: float = Field(default=24.0, gt=0, le=24 * 30)
 
     blob_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     job_timeout_seconds: int = Field(default=300, ge=1)

@@ -1,25 +1,82 @@
-"""Fetcher service: a cycle at start, then one per tick of FETCH_SCHEDULE (`--once`: one)."""
+"""Fetcher service: ticks of FETCH_SCHEDULE for ever; `--once`: one cycle now; `backfill`.
+
+python -m services.fetcher                      # the schedule (one replica per tick)
+python -m services.fetcher --once               # one cycle now, then exit
+python -m services.fetcher backfill --since 2024-01-01 [--symbols AAPL,BTC/USD]
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import time
-from datetime import UTC, datetime
+import sys
+from datetime import date
 
-from cronsim import CronSim
+from redis import Redis
 
 from marketpipe import broker
-from marketpipe.settings import load_settings
+from marketpipe.settings import Settings, load_settings, validate_symbol
+from services.fetcher.backfill import BackfillInterrupted, ProgressBar, run_backfill
 from services.fetcher.client import TwelveDataClient
-from services.fetcher.cycle import run_cycle
+from services.fetcher.clock import ApiDateClock, Clock, sandbox_speed
+from services.fetcher.cycle import Fetcher, run_cycle
+from services.fetcher.limiter import CreditLimiter
+from services.fetcher.schedule import run_schedule
 
 log = logging.getLogger("marketpipe.fetcher")
 
 
+def api_clock(settings: Settings) -> Clock:
+    """The API's clock: the Date header, at the demo sandbox's speed when it runs accelerated."""
+    speed = 1.0
+    if settings.demo_mode:
+        seen = sandbox_speed(settings.api_base_url, settings.http_timeout_seconds)
+        if seen:
+            speed = seen
+    return ApiDateClock(speed=speed)
+
+
+def build_fetcher(
+    settings: Settings, *, clock: Clock | None = None, redis: Redis | None = None
+) -> Fetcher:
+    """The production wiring; tests and benchmarks pass their own clock and Redis."""
+    clock = clock or api_clock(settings)
+    redis = redis or broker.redis_from(settings)
+    limiter = CreditLimiter(
+        redis,
+        clock,
+        per_minute=settings.api_credits_per_minute,
+        per_day=settings.api_credits_per_day,
+    )
+    client = TwelveDataClient(
+        settings.api_base_url,
+        settings.api_key,
+        limiter=limiter,
+        clock=clock,
+        timeout=settings.http_timeout_seconds,
+        max_attempts=settings.fetch_max_attempts,
+        backoff_seconds=settings.fetch_backoff_seconds,
+    )
+    return Fetcher(settings=settings, client=client, redis=redis, limiter=limiter, clock=clock)
+
+
+def _symbols(raw: str) -> list[str]:
+    try:
+        return [validate_symbol(s) for s in raw.split(",") if s.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--once", action="store_true", help="run one cycle and exit")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--once", action="store_true", help="run one cycle now and exit")
+    commands = parser.add_subparsers(dest="command")
+    backfill = commands.add_parser("backfill", help="fetch history since a date, resumable")
+    backfill.add_argument("--since", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
+    backfill.add_argument("--until", type=date.fromisoformat, help="YYYY-MM-DD (default: today)")
+    backfill.add_argument("--symbols", type=_symbols, help="comma list (default: SYMBOLS)")
     args = parser.parse_args(argv)
 
     settings = load_settings()
@@ -32,19 +89,21 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         log.info("fetching from %s", settings.api_base_url)
-    client = TwelveDataClient(
-        settings.api_base_url, settings.api_key, timeout=settings.http_timeout_seconds
-    )
-    redis = broker.redis_from(settings)
+    fx = build_fetcher(settings)
 
-    run_cycle(settings, client, redis)
-    if args.once:
+    if args.command == "backfill":
+        try:
+            run_backfill(
+                fx, args.since, symbols=args.symbols, until=args.until, progress=ProgressBar
+            )
+        except BackfillInterrupted as exc:
+            log.error("backfill interrupted: %s", exc)
+            sys.exit(1)
         return
-    schedule = CronSim(settings.fetch_schedule, datetime.now(UTC))
-    for tick in schedule:
-        log.info("next cycle at %s", tick.isoformat())
-        time.sleep(max(0.0, (tick - datetime.now(UTC)).total_seconds()))
-        run_cycle(settings, client, redis)
+    if args.once:
+        run_cycle(fx)
+        return
+    run_schedule(fx)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""FETCH_SCHEDULE ticks on the API's clock: one replica per tick, missed ticks caught up once.
+
+Each tick is claimed with ``SET NX`` on a key named after the tick, so of several replicas
+exactly one runs it. ``last-tick`` records the newest tick done; a fetcher that was down runs
+only the latest tick that fell due meanwhile (its cycle fetches everything since the
+watermarks, so one catch-up covers every missed hour). Without Redis state the latest due tick
+runs at start, which is what a fresh deployment wants too.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Final
+
+from cronsim import CronSim
+
+from services.fetcher.cycle import CycleReport, Fetcher, run_cycle
+from services.fetcher.series import parse_utc
+
+log = logging.getLogger("marketpipe.fetcher.schedule")
+
+LAST_TICK_KEY: Final = "marketpipe:fetch:last-tick"
+TICK_CLAIM_PREFIX: Final = "marketpipe:fetch:tick"
+# A tick's claim outlives any cycle (a cycle of 120 symbols on 8 credits a minute takes 15 min);
+# a crashed owner's tick is released when the next tick comes anyway.
+TICK_LEASE_SECONDS: Final = 3600
+RETRY_AFTER_FAILURE_SECONDS: Final = 60.0
+
+# Only touch last-tick forwards: a slow replica finishing an older tick must not move it back.
+_ADVANCE: Final = """
+local held = redis.call('GET', KEYS[1])
+if (not held) or held < ARGV[1] then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
+def latest_tick(expression: str, now: datetime) -> datetime:
+    """The newest scheduled time at or before ``now``."""
+    result: datetime = next(iter(CronSim(expression, now + timedelta(seconds=1), reverse=True)))
+    return result
+
+
+def next_tick(expression: str, now: datetime) -> datetime:
+    result: datetime = next(iter(CronSim(expression, now)))
+    return result
+
+
+def due_tick(expression: str, last_done: datetime | None, now: datetime) -> datetime | None:
+    """The one tick to run now (the latest due), or None if it is done already."""
+    latest = latest_tick(expression, now)
+    return latest if last_done is None or latest > last_done else None
+
+
+def _tick_text(tick: datetime) -> str:
+    return tick.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def run_due_tick(fx: Fetcher) -> tuple[datetime | None, CycleReport | None]:
+    """Run the due tick if this replica wins it: (tick, report); (tick, None) if another won."""
+    expression = fx.settings.fetch_schedule
+    last_done = parse_utc(fx.redis.get(LAST_TICK_KEY))
+    tick = due_tick(expression, last_done, fx.clock.now())
+    if tick is None:
+        return None, None
+    claim = f"{TICK_CLAIM_PREFIX}:{_tick_text(tick)}"
+    if not fx.redis.set(claim, secrets.token_hex(8), nx=True, ex=TICK_LEASE_SECONDS):
+        log.info("tick %s is run by another fetcher", _tick_text(tick))
+        return tick, None
+    if last_done is not None and tick - last_done > timedelta(hours=1, minutes=1):
+        log.info("catching up once for the ticks missed since %s", _tick_text(last_done))
+    log.info("tick %s", _tick_text(tick))
+    try:
+        report = run_cycle(fx)
+    except BaseException:
+        fx.redis.delete(claim)  # let this or another replica try the tick again
+        raise
+    fx.redis.eval(_ADVANCE, 1, LAST_TICK_KEY, _tick_text(tick))
+    return tick, report
+
+
+def run_schedule(fx: Fetcher, *, until: Callable[[], bool] = lambda: False) -> int:
+    """Tick for ever (or until ``until()``); returns how many ticks this replica ran."""
+    ran = 0
+    while not until():
+        try:
+            _, report = run_due_tick(fx)
+        except Exception:
+            log.exception("tick failed; retrying in %.0f s", RETRY_AFTER_FAILURE_SECONDS)
+            fx.clock.sleep(RETRY_AFTER_FAILURE_SECONDS)
+            continue
+        ran += report is not None
+        now = fx.clock.now()
+        upcoming = next_tick(fx.settings.fetch_schedule, now)
+        log.info("next tick at %s", _tick_text(upcoming))
+        fx.clock.sleep((upcoming - now).total_seconds())
+    return ran
