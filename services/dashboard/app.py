@@ -1,23 +1,39 @@
-"""marketpipe dashboard: prices, comparisons and pipeline health (read-only role)."""
+"""marketpipe dashboard: market overview, instrument, comparison and pipeline health.
+
+Layout only: SQL lives in queries.py, numbers in metrics.py, figures in charts.py. The app
+reads through the read-only role; the page body is a fragment that refreshes itself.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy.engine import Engine
 
 from marketpipe.db import reader_engine
 from marketpipe.settings import Settings, load_settings
-from services.dashboard import charts, queries
+from services.dashboard import charts, metrics, queries, queue_status, view_state
+from services.dashboard.view_state import CUSTOM, DAILY, VIEWS, WINDOWS, ViewState
 
-WINDOWS = {
-    "1 day": timedelta(days=1),
-    "7 days": timedelta(days=7),
-    "30 days": timedelta(days=30),
-    "90 days": timedelta(days=90),
-    "1 year": timedelta(days=365),
-}
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Indicators need this much history before the first daily bar shown (SMA 200 on trading days).
+DAILY_WARMUP = timedelta(days=300)
+# A fetch's rows are loaded within minutes of its tick; only after that is a missing one late.
+FRESHNESS_GRACE = timedelta(minutes=10)
+QUARANTINE_LOOKBACK = timedelta(days=7)
+PERFORMERS = 5
+CARD_COLUMNS = 4
+NO_DATA = (
+    "No data yet. Start the pipeline with `make run` (or `docker compose up`); the fetcher loads"
+    " the configured symbols at its next scheduled tick. For one fetch right now run"
+    " `python -m services.fetcher --once` next to running transformer and loader workers."
+)
 
 
 @st.cache_resource
@@ -30,82 +46,360 @@ def _engine() -> Engine:
     return reader_engine(_settings())
 
 
-def main() -> None:
-    settings = _settings()
-    st.set_page_config(page_title="marketpipe", layout="wide")
-    st.title("marketpipe")
+def _cached(function: F, ttl: int) -> F:
     # Cached results never outlive one refresh interval, so every refresh shows fresh data.
-    cached = st.cache_data(
-        ttl=settings.dashboard_refresh_seconds,
+    return st.cache_data(  # type: ignore[no-any-return]
+        ttl=ttl,
+        show_spinner=False,
         hash_funcs={Engine: lambda engine: engine.url.render_as_string()},
-    )
-    symbols_q = cached(queries.symbols)
-    history_q = cached(queries.history)
-    closes_q = cached(queries.closes)
-    runs_q = cached(queries.recent_runs)
-    sources_q = cached(queries.data_sources)
+    )(function)
 
-    @st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))
-    def live() -> None:
+
+def _csv_button(frame: pd.DataFrame, name: str) -> None:
+    st.download_button(
+        "Download CSV",
+        frame.to_csv(index=False).encode(),
+        file_name=f"{name}.csv",
+        mime="text/csv",
+        key=f"csv_{name}",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+def _chart(figure: go.Figure, data: pd.DataFrame, name: str) -> None:
+    """A chart with a download of exactly the rows it draws."""
+    st.plotly_chart(figure, key=f"chart_{name}")
+    _csv_button(data, name)
+
+
+def _signed(value: float) -> str:
+    return "n/a" if pd.isna(value) else f"{value:+.2f}%"
+
+
+class Dashboard:
+    """One page render: the settings, the cached queries and what the analyst chose."""
+
+    def __init__(self, settings: Settings) -> None:
+        ttl = settings.dashboard_refresh_seconds
+        self.settings = settings
+        self.catalog = _cached(queries.catalog, ttl)
+        self.overview = _cached(queries.overview, ttl)
+        self.sparklines = _cached(queries.sparklines, ttl)
+        self.bars = _cached(queries.bars, ttl)
+        self.daily_bars = _cached(queries.daily_bars, ttl)
+        self.compare_closes = _cached(queries.compare_closes, ttl)
+        self.freshness = _cached(queries.freshness, ttl)
+        self.recent_runs = _cached(queries.recent_runs, ttl)
+        self.quarantine = _cached(queries.quarantine, ttl)
+        self.quarantine_reasons = _cached(queries.quarantine_reasons, ttl)
+
+    # -- controls (outside the fragment: a change reruns the page and rewrites the URL) --
+
+    def controls(self, catalog: pd.DataFrame) -> ViewState:
+        known = catalog["symbol"].tolist()
+        intervals = [self.settings.interval, DAILY]
+        if "url_loaded" not in st.session_state:
+            # First run of this session: the URL (a shared link) decides the initial choices.
+            initial = view_state.parse(st.query_params.to_dict(), known, intervals)
+            st.session_state.update(
+                view=initial.view,
+                window=initial.window,
+                symbol=initial.symbol,
+                symbols=list(initial.symbols),
+                interval=initial.interval,
+                url_loaded=True,
+            )
+            if initial.start and initial.end:
+                st.session_state.custom_range = (initial.start, initial.end)
+        with st.sidebar:
+            st.radio("View", list(VIEWS), format_func=VIEWS.__getitem__, key="view")
+            st.selectbox(
+                "Window",
+                [*WINDOWS, CUSTOM],
+                format_func=lambda key: WINDOWS[key][0] if key in WINDOWS else "Custom dates",
+                key="window",
+            )
+            start = end = None
+            if st.session_state.window == CUSTOM:
+                newest = catalog["last_bar"].max() if len(catalog) else datetime.now(UTC)
+                st.session_state.setdefault(
+                    "custom_range", ((newest - timedelta(days=30)).date(), newest.date())
+                )
+                chosen = st.date_input("Dates (UTC)", key="custom_range")
+                if isinstance(chosen, tuple) and len(chosen) == 2:
+                    start, end = chosen
+            if known and st.session_state.view == "instrument":
+                if st.session_state.get("symbol") not in known:
+                    st.session_state.symbol = known[0]
+                st.selectbox("Symbol", known, key="symbol")
+                st.selectbox("Interval", intervals, key="interval")
+            if known and st.session_state.view == "compare":
+                st.session_state.symbols = [s for s in st.session_state.symbols if s in known]
+                st.multiselect("Symbols", known, key="symbols")
+        # an unfinished custom range (one date picked so far) falls back to the default window
+        custom_ready = bool(start and end)
+        window = st.session_state.window
+        if window == CUSTOM and not custom_ready:
+            window = view_state.DEFAULT_WINDOW
+        state = ViewState(
+            view=st.session_state.view,
+            window=window,
+            start=start,
+            end=end,
+            symbol=st.session_state.get("symbol"),
+            symbols=tuple(st.session_state.get("symbols", ())),
+            interval=st.session_state.get("interval", self.settings.interval),
+        )
+        st.query_params.from_dict(view_state.to_params(state))
+        return state
+
+    # -- pages --
+
+    def market_overview(self, engine: Engine, state: ViewState, catalog: pd.DataFrame) -> None:
+        newest = catalog["last_bar"].max().to_pydatetime()
+        since, _ = view_state.window_bounds(state, newest)
+        window_label = (
+            WINDOWS[state.window][0] if state.window in WINDOWS else f"since {since:%Y-%m-%d}"
+        )
+        table = metrics.with_changes(self.overview(engine, self.settings.interval, newest - since))
+        classes = sorted(table["asset_class"].unique())
+        chosen = st.pills(
+            "Asset class", classes, selection_mode="multi", default=classes, key="asset_classes"
+        )
+        table = table[table["asset_class"].isin(chosen or classes)]
+        spark_frame = self.sparklines(
+            engine, self.settings.interval, newest - timedelta(days=7), newest
+        )
+        spark = metrics.sparkline_points(spark_frame[spark_frame["symbol"].isin(table["symbol"])])
+        columns = st.columns(CARD_COLUMNS)
+        for index, row in enumerate(table.itertuples(index=False)):
+            with columns[index % CARD_COLUMNS]:
+                st.metric(
+                    f"{row.symbol} · {row.asset_class}",
+                    f"{row.last_price:,.2f}",
+                    _signed(row.change_24h) if pd.notna(row.change_24h) else None,
+                    delta_description="24 h",
+                    chart_data=spark.get(row.symbol),
+                    border=True,
+                    help=f"{row.instrument_name or row.symbol};"
+                    f" last bar {row.last_bar:%Y-%m-%d %H:%M} UTC"
+                    + ("" if row.is_complete else " (still open)"),
+                )
+                st.caption(f"1 h {_signed(row.change_1h)} · 7 d {_signed(row.change_7d)}")
+        _csv_button(spark_frame, "sparklines_7d")
+        st.subheader("All instruments")
+        shown = table.assign(trend=table["symbol"].map(spark))
+        st.dataframe(
+            shown,
+            hide_index=True,
+            column_order=(
+                "symbol",
+                "instrument_name",
+                "asset_class",
+                "last_price",
+                "change_1h",
+                "change_24h",
+                "change_7d",
+                "change_window",
+                "trend",
+                "last_bar",
+                "is_complete",
+            ),
+            column_config={
+                "last_price": st.column_config.NumberColumn("last price", format="%.2f"),
+                "change_1h": st.column_config.NumberColumn("1 h %", format="%+.2f"),
+                "change_24h": st.column_config.NumberColumn("24 h %", format="%+.2f"),
+                "change_7d": st.column_config.NumberColumn("7 d %", format="%+.2f"),
+                "change_window": st.column_config.NumberColumn(f"{window_label} %", format="%+.2f"),
+                "trend": st.column_config.LineChartColumn("7 days"),
+                "is_complete": st.column_config.CheckboxColumn("bar closed"),
+            },
+        )
+        _csv_button(table, "overview")
+        best, worst = metrics.best_and_worst(table, PERFORMERS)
+        left, right = st.columns(2)
+        with left:
+            _chart(charts.performers_figure(best, f"Best over {window_label}"), best, "best")
+        with right:
+            _chart(charts.performers_figure(worst, f"Worst over {window_label}"), worst, "worst")
+
+    def instrument(self, engine: Engine, state: ViewState, catalog: pd.DataFrame) -> None:
+        symbol = state.symbol
+        if symbol is None:
+            return
+        newest = catalog.loc[catalog["symbol"] == symbol, "last_bar"].max().to_pydatetime()
+        since, until = view_state.window_bounds(state, newest)
+        if state.interval == DAILY:
+            history = metrics.with_indicators(
+                self.daily_bars(engine, symbol, since - DAILY_WARMUP, until)
+            )
+            history = history[history["bar_time"] >= pd.Timestamp(since).floor("D")]
+        else:
+            history = self.bars(engine, symbol, state.interval, since, until)
+        overlays = st.pills(
+            "Overlays",
+            list(charts.OVERLAYS),
+            selection_mode="multi",
+            default=["SMA 20", "SMA 50"],
+            key="overlays",
+        )
+        if history.empty:
+            st.info(
+                f"No {symbol} bars between {since:%Y-%m-%d} and {until:%Y-%m-%d}:"
+                " pick a longer window."
+            )
+            return
+        last = history.iloc[-1]
+        status = "still open" if not last["is_complete"] else "closed"
+        st.metric(
+            f"{symbol} last close ({state.interval}, bar {status})",
+            f"{last['close']:,.2f}",
+            _signed(
+                metrics.pct_change(
+                    history["close"].tail(1), history["close"].shift(1).tail(1)
+                ).iloc[0]
+            ),
+        )
+        _chart(
+            charts.instrument_figure(history, symbol, overlays or []),
+            history,
+            f"{symbol.replace('/', '-')}_{state.interval}",
+        )
+
+    def compare(self, engine: Engine, state: ViewState, catalog: pd.DataFrame) -> None:
+        if not state.symbols:
+            st.info("Pick one or more symbols in the sidebar to compare them.")
+            return
+        newest = catalog["last_bar"].max().to_pydatetime()
+        since, until = view_state.window_bounds(state, newest)
+        daily = view_state.compare_daily(since, until)
+        closes = self.compare_closes(
+            engine, list(state.symbols), self.settings.interval, since, until, daily=daily
+        )
+        if closes.empty:
+            st.info("None of these symbols has bars in this window: pick a longer one.")
+            return
+        st.caption(
+            f"{'Daily' if daily else self.settings.interval} closes from {since:%Y-%m-%d %H:%M}"
+            f" to {until:%Y-%m-%d %H:%M} UTC."
+        )
+        rebased = metrics.rebase_to_100(closes)
+        _chart(charts.comparison_figure(rebased), rebased, "rebased")
+        st.subheader("Summary")
+        summary = metrics.performance_summary(closes)
+        st.dataframe(
+            summary,
+            hide_index=True,
+            column_config={
+                "return_pct": st.column_config.NumberColumn("return %", format="%+.2f"),
+                "volatility_pct": st.column_config.NumberColumn(
+                    "volatility % (annualized)", format="%.1f"
+                ),
+                "max_drawdown_pct": st.column_config.NumberColumn("max drawdown %", format="%.2f"),
+            },
+        )
+        _csv_button(summary, "summary")
+        returns = metrics.bar_returns(closes)
+        left, right = st.columns(2)
+        with left:
+            _chart(charts.returns_histogram(returns), returns, "returns")
+        with right:
+            correlation = metrics.return_correlation(closes)
+            _chart(
+                charts.correlation_heatmap(correlation),
+                correlation.reset_index(names="symbol"),
+                "correlation",
+            )
+
+    def health(self, engine: Engine, catalog: pd.DataFrame) -> None:
+        now = datetime.now(UTC)
+        fresh = metrics.freshness_table(
+            self.freshness(engine, self.settings.interval),
+            self.settings.symbols,
+            now,
+            self.settings.fetch_schedule,
+            FRESHNESS_GRACE,
+        )
+        behind = fresh[fresh["status"].isin(["late", "stale", "no data"])]
+        if len(behind):
+            st.warning(
+                f"Stale data: {len(behind)} of {len(fresh)} symbols missed their scheduled fetch"
+                f" ({self.settings.fetch_schedule}, UTC): "
+                + ", ".join(f"{r.symbol} ({r.status})" for r in behind.itertuples()),
+                icon="⏱️",
+            )
+        else:
+            st.success(f"All {len(fresh)} symbols are fresh.", icon="✅")
+        st.subheader("Freshness per symbol")
+        st.dataframe(fresh, hide_index=True)
+        _csv_button(fresh, "freshness")
+        st.subheader("Last runs")
+        runs = self.recent_runs(engine)
+        st.dataframe(runs, hide_index=True)
+        _csv_button(runs, "runs")
+        st.subheader("Queues")
+        try:
+            redis = queue_status.connect(self.settings.redis_url)
+            depths, failed = queue_status.queue_depths(redis), queue_status.failed_jobs(redis)
+        except Exception as exc:  # any Redis failure is a health finding, not a crash
+            st.error(f"Redis at {self.settings.redis_url} did not answer: {exc}")
+        else:
+            st.dataframe(depths, hide_index=True)
+            st.caption(f"{len(failed)} failed job(s) kept in RQ's failed-job registries.")
+            if len(failed):
+                st.dataframe(failed, hide_index=True)
+                _csv_button(failed, "failed_jobs")
+        st.subheader(f"Quarantine (last {QUARANTINE_LOOKBACK.days} days)")
+        reasons = self.quarantine_reasons(engine, now - QUARANTINE_LOOKBACK)
+        if reasons.empty:
+            st.caption("Nothing quarantined.")
+        else:
+            st.dataframe(reasons, hide_index=True)
+            rows = self.quarantine(engine, now - QUARANTINE_LOOKBACK)
+            st.dataframe(rows, hide_index=True)
+            _csv_button(rows, "quarantine")
+
+    # -- the refreshing body --
+
+    def render(self, state: ViewState) -> None:
         engine = _engine()
-        sources = sources_q(engine)
-        if settings.demo_mode or (not sources.empty and "demo" in set(sources["source"])):
+        catalog = self.catalog(engine, self.settings.interval)
+        freshness = self.freshness(engine, self.settings.interval)
+        if self.settings.demo_mode or "demo" in set(freshness["source"].dropna()):
             st.warning(
                 "DEMO DATA: these prices are synthetic, served by the marketpipe sandbox."
                 " Set TWELVE_DATA_API_KEY to load real market data.",
                 icon="⚠️",
             )
-        available = symbols_q(engine, settings.interval)
-        if available.empty:
-            st.info(
-                "No data yet. Start the pipeline (`make run`, or `docker compose up`) and the"
-                " fetcher loads the configured symbols within a minute."
-            )
-            return
-        names = available["symbol"].tolist()
-        # Windows end at the newest stored bar, so stale data is still shown (and flagged).
-        newest = available["last_bar"].max().to_pydatetime()
-        since = newest - WINDOWS[st.session_state.get("window", "30 days")]
-        price_tab, compare_tab, health_tab = st.tabs(["Price", "Compare", "Pipeline health"])
-        with price_tab:
-            symbol = st.session_state.get("symbol") or names[0]
-            if symbol not in names:
-                symbol = names[0]
-            history = history_q(engine, symbol, settings.interval, since)
-            if history.empty:
-                st.info(f"No {symbol} bars in this window; pick a longer one.")
-            else:
-                st.plotly_chart(charts.price_figure(history, symbol), key="price_chart")
-                last = history.iloc[-1]
-                st.metric(
-                    f"{symbol} last close",
-                    f"{last['close']:,.2f}",
-                    f"{last['pct_change']:+.2f}%"
-                    if last["pct_change"] == last["pct_change"]
-                    else None,
-                )
-        with compare_tab:
-            chosen = st.session_state.get("compare") or names
-            closes = closes_q(engine, [s for s in chosen if s in names], settings.interval, since)
-            if closes.empty:
-                st.info("Pick at least one symbol with data in this window.")
-            else:
-                st.plotly_chart(charts.comparison_figure(closes), key="compare_chart")
-        with health_tab:
-            st.dataframe(available, hide_index=True)
-            st.dataframe(runs_q(engine), hide_index=True)
+        st.header(VIEWS[state.view])
+        if state.view == "health":
+            self.health(engine, catalog)
+        elif catalog.empty:
+            st.info(NO_DATA)
+        elif state.view == "overview":
+            self.market_overview(engine, state, catalog)
+        elif state.view == "instrument":
+            self.instrument(engine, state, catalog)
+        else:
+            self.compare(engine, state, catalog)
         st.caption(
             f"Last updated {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC;"
-            f" refreshes every {settings.dashboard_refresh_seconds} s."
+            f" refreshes every {self.settings.dashboard_refresh_seconds} s."
         )
 
-    with st.sidebar:
-        st.selectbox("Window", list(WINDOWS), index=2, key="window")
-        known = symbols_q(_engine(), settings.interval)["symbol"].tolist()
-        if known:
-            st.selectbox("Symbol", known, key="symbol")
-            st.multiselect("Compare", known, default=known, key="compare")
-    live()
+
+def main() -> None:
+    settings = _settings()
+    st.set_page_config(page_title="marketpipe", page_icon="📈", layout="wide")
+    st.title("marketpipe")
+    dashboard = Dashboard(settings)
+    state = dashboard.controls(dashboard.catalog(_engine(), settings.interval))
+    # Only the body reruns on the timer: widgets keep their state and the page does not flash.
+    live = st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))(
+        dashboard.render
+    )
+    live(state)
 
 
 main()
