@@ -1,0 +1,71 @@
+"""Recovery commands (the workers do the work; run them where REDIS_URL and DATABASE_URL point).
+
+python -m services.ops requeue-failed [--queue marketpipe-transform] [--queue ...]
+python -m services.ops replay --since 2026-03-01 --until 2026-03-02 [--symbols AAPL,BTC/USD]
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from marketpipe import broker
+from marketpipe.settings import load_settings, validate_symbol
+from services.ops.commands import QUEUES, replay, requeue_failed
+
+
+def _instant(raw: str) -> datetime:
+    """ISO date or date-time; naive means UTC (the tables store UTC)."""
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _symbols(raw: str) -> list[str]:
+    try:
+        return [validate_symbol(s) for s in raw.split(",") if s.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.ops",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    requeue = commands.add_parser("requeue-failed", help="failed jobs back onto their queues")
+    requeue.add_argument(
+        "--queue", action="append", choices=QUEUES, help="repeatable (default: every queue)"
+    )
+    play = commands.add_parser(
+        "replay", help="re-transform and reload payloads fetched in [since, until)"
+    )
+    play.add_argument("--since", type=_instant, required=True, help="ISO date or date-time, UTC")
+    play.add_argument("--until", type=_instant, required=True, help="ISO date or date-time, UTC")
+    play.add_argument("--symbols", type=_symbols, help="comma list (default: every symbol)")
+    play.add_argument("--dry-run", action="store_true", help="only list what would be replayed")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    redis = broker.redis_from(settings)
+    if args.command == "requeue-failed":
+        moved = requeue_failed(redis, settings, args.queue or QUEUES)
+        for name, count in moved.items():
+            print(f"{name}: {count} failed job(s) requeued")
+        return 0
+    if args.until <= args.since:
+        parser.error("--until must be after --since")
+    report = replay(redis, settings, args.since, args.until, args.symbols, dry_run=args.dry_run)
+    verb = "would replay" if args.dry_run else "replaying"
+    print(f"{verb} {len(report.enqueued)} payload(s) fetched in [{args.since}, {args.until})")
+    for symbol, count in sorted(report.symbols.items()):
+        print(f"  {symbol}: {count}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

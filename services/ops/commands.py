@@ -1,0 +1,120 @@
+"""The recovery commands behind ``python -m services.ops``, importable for tests.
+
+Both only enqueue work for the ordinary workers (nothing is transformed or loaded in this
+process), so a recovery runs at the workers' scale and under their retry policy, and a replay
+is as idempotent as any load: the loader's upsert changes only rows whose values differ.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from redis import Redis
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.registry import FailedJobRegistry
+
+from marketpipe import broker
+from marketpipe.contract import RawPayload
+from marketpipe.db import connect
+from marketpipe.queues import LOAD_QUEUE, TRANSFORM_JOB, TRANSFORM_QUEUE
+from marketpipe.settings import Settings
+
+QUEUES = (TRANSFORM_QUEUE, LOAD_QUEUE)
+
+
+def replay_job_id(payload_id: str) -> str:
+    # Deterministic: replaying the same window twice while the first replay is still queued
+    # replaces the queued job instead of transforming the payload twice.
+    return f"replay-{payload_id}"
+
+
+def requeue_failed(
+    redis: Redis, settings: Settings, queues: Sequence[str] = QUEUES
+) -> dict[str, int]:
+    """Move every job of the failed-job registries back onto its queue; count per queue."""
+    moved: dict[str, int] = {}
+    for name in queues:
+        queue = broker.queue(name, redis, settings)
+        registry = FailedJobRegistry(queue=queue)
+        job_ids = registry.get_job_ids()
+        count = 0
+        for job_id in job_ids:
+            try:
+                # RQ resets the job's state and pushes it to the end of its queue.
+                registry.requeue(job_id)
+            except (NoSuchJobError, InvalidJobOperation):
+                # The job's hash expired, or another operator requeued it meanwhile.
+                registry.remove(job_id)
+                continue
+            count += 1
+        moved[name] = count
+    return moved
+
+
+@dataclass
+class ReplayReport:
+    enqueued: list[str] = field(default_factory=list)  # payload ids, in fetch order
+    symbols: dict[str, int] = field(default_factory=dict)
+
+
+def landed_payloads(
+    settings: Settings, since: datetime, until: datetime, symbols: Sequence[str] | None
+) -> list[RawPayload]:
+    """Payloads landed with ``since <= fetched_at < until``, oldest fetch first."""
+    query = (
+        "SELECT payload_id, source, endpoint, symbol, interval, fetched_at, request, body,"
+        " instrument FROM marketpipe.raw_payloads"
+        " WHERE fetched_at >= %s AND fetched_at < %s AND interval = %s"
+    )
+    params: list[Any] = [since, until, settings.interval]
+    if symbols:
+        query += " AND symbol = ANY(%s)"
+        params.append(list(symbols))
+    conn = connect(settings.admin_url)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(query + " ORDER BY fetched_at, payload_id", params)
+            rows = cur.fetchall()
+    finally:
+        conn.close()
+    names = ("payload_id", "source", "endpoint", "symbol", "interval", "fetched_at")
+    payloads = []
+    for row in rows:
+        fields: dict[str, Any] = dict(zip(names, row[:6], strict=True))
+        # psycopg2 decodes jsonb already; a str would mean a driver without the jsonb caster.
+        request, body, instrument = (json.loads(v) if isinstance(v, str) else v for v in row[6:])
+        payloads.append(RawPayload(**fields, request=request, body=body, instrument=instrument))
+    return payloads
+
+
+def replay(
+    redis: Redis,
+    settings: Settings,
+    since: datetime,
+    until: datetime,
+    symbols: Sequence[str] | None = None,
+    *,
+    dry_run: bool = False,
+) -> ReplayReport:
+    """Re-transform and reload every payload landed in the window, without calling the API."""
+    report = ReplayReport()
+    transform = broker.queue(TRANSFORM_QUEUE, redis, settings)
+    for payload in landed_payloads(settings, since, until, symbols):
+        report.enqueued.append(payload.payload_id)
+        report.symbols[payload.symbol] = report.symbols.get(payload.symbol, 0) + 1
+        if dry_run:
+            continue
+        # The blob may have expired (or Redis lost it): the landing table is the source.
+        broker.put_payload(redis, payload, settings.blob_ttl_seconds)
+        transform.enqueue(
+            TRANSFORM_JOB,
+            args=(payload.payload_id,),
+            job_id=replay_job_id(payload.payload_id),
+            retry=broker.default_retry(),
+            description=f"replay {payload.symbol} {payload.interval}",
+        )
+    return report
