@@ -3,6 +3,13 @@
 Heavy modules are imported by the caller *before* this runs, so every forked work horse inherits
 them (a job importing pandas after the fork pays ~0.2 s); database connections are opened inside
 jobs, after the fork, so no socket is ever shared between processes.
+
+A worker killed outright (SIGKILL, OOM, a container stopped hard) leaves its job in RQ's
+StartedJobRegistry. RQ retries such a job (or fails it with AbandonedJobError) only once the
+entry's heartbeat has expired (at least 60 s) *and* some worker runs maintenance (every 10 min
+by default). Our workers run maintenance every minute, and before RQ's own cleanup they reap at
+once the jobs of dead workers of their own host (a restarted worker, a restarted container),
+through the same RQ code path (retry while retries are left, else the failed-job registry).
 """
 
 from __future__ import annotations
@@ -10,13 +17,79 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import socket
+from typing import Final
 
-from rq import Worker
+from redis import Redis
+from rq import Queue, Worker
+from rq.executions import Execution
 from rq.serializers import JSONSerializer
 
 from marketpipe import broker
 from marketpipe.settings import load_settings
+
+log = logging.getLogger("marketpipe.worker")
+
+MAINTENANCE_INTERVAL_SECONDS: Final = 60
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process holds the pid
+    return True
+
+
+def _worker_is_dead(redis: Redis, worker_name: str, hostname: str) -> bool:
+    """True when the worker that started an execution can no longer finish it."""
+    if not worker_name:
+        return False  # unknown: leave it to RQ's heartbeat expiry
+    fields: dict[bytes, bytes] = redis.hgetall(Worker.redis_worker_namespace_prefix + worker_name)  # type: ignore[assignment]
+    if not fields or b"death" in fields:
+        return True
+    if fields.get(b"hostname", b"").decode() != hostname:
+        return False  # another host's worker: its heartbeat expiry tells
+    pid = int(fields.get(b"pid", b"0") or 0)
+    # In a restarted container the dead worker had our pid (1): it is not us, we are starting.
+    return pid == os.getpid() or not _pid_alive(pid)
+
+
+def reap_abandoned(queue: Queue, *, hostname: str | None = None) -> list[str]:
+    """Hand the jobs of dead workers to RQ's abandoned-job handling now; their ids."""
+    redis = queue.connection
+    registry = queue.started_job_registry
+    hostname = hostname or socket.gethostname()
+    reaped = []
+    for job_id, execution_id in registry.get_job_and_execution_ids(cleanup=False):
+        try:
+            worker_name = Execution.fetch(execution_id, job_id, redis).worker_name
+        except ValueError:
+            worker_name = ""  # the execution hash is gone: only the heartbeat can tell
+        if _worker_is_dead(redis, worker_name, hostname):
+            # Score 0 = expired: RQ's own cleanup then retries it or records AbandonedJobError.
+            redis.zadd(registry.key, {f"{job_id}:{execution_id}": 0}, xx=True)
+            reaped.append(job_id)
+    if reaped:
+        log.warning("requeueing %d job(s) of dead workers: %s", len(reaped), ", ".join(reaped))
+        registry.cleanup()
+    return reaped
+
+
+class MarketpipeWorker(Worker):
+    def run_maintenance_tasks(self) -> None:
+        # Also runs at start, before the first job is taken. The lock keeps two workers from
+        # requeueing the same abandoned job twice.
+        for queue in self.queues:
+            if queue.acquire_maintenance_lock():
+                try:
+                    reap_abandoned(queue, hostname=self.hostname)
+                finally:
+                    queue.release_maintenance_lock()  # type: ignore[no-untyped-call]
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
 
 def run_worker(queue_name: str, description: str) -> None:
@@ -26,11 +99,14 @@ def run_worker(queue_name: str, description: str) -> None:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     redis = broker.redis_from(settings)
-    worker = Worker(
+    worker = MarketpipeWorker(
         [broker.queue(queue_name, redis, settings)],
         connection=redis,
         serializer=JSONSerializer,
-        name=f"{queue_name}.{socket.gethostname()}.{os.getpid()}",
+        # A restarted container has the same hostname and pid (1): without the random part
+        # RQ refuses to start ("an active worker named ... already") until the old key expires.
+        name=f"{queue_name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}",
+        maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
     )
     # The scheduler moves retried jobs back onto the queue when their backoff has passed.
     worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
