@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketpipe.contract import RawPayload
+from marketpipe.settings import validate_symbol
 from services.transformer.timeconv import KNOWN_INTERVALS, parse_api_datetimes
 
 PRICE_FIELDS = ("open", "high", "low", "close")
@@ -109,6 +110,14 @@ def _asset_class(meta: dict[str, Any], instrument: dict[str, Any]) -> str | None
 
 def _check_body(payload: RawPayload, body: Any) -> str | None:
     """The reason a body yields no bars at all, or None when it has the time_series shape."""
+    try:
+        # The symbol becomes a key column and a dashboard filter: a hostile or non-canonical
+        # one (a forged payload pushed into Redis) must stop here, not reach a table.
+        canonical = validate_symbol(payload.symbol) == payload.symbol
+    except ValueError:
+        canonical = False
+    if not canonical:
+        return "invalid_symbol: payload symbol does not match the symbol pattern"
     if isinstance(body, dict) and (body.get("status") == "error" or "code" in body):
         code = body.get("code", "?")
         return f"error_body: code {code}"
