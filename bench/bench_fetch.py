@@ -1,0 +1,213 @@
+"""Fetcher on a free plan: a day of hourly ticks, then a two-year backfill, credits per minute.
+
+Run: .venv/bin/python bench/bench_fetch.py [--speed 60] [--symbols 20]
+
+The sandbox runs in-process on an accelerated clock with the free plan (8 credits a minute, 800
+a day) and counts every credit it charges, by API minute, with refusals. The fetcher is the
+production code (limiter, client, cycle, schedule, backfill) with the sandbox clock injected:
+waits of a minute or less pass in accelerated real time; the idle hours between ticks are skipped
+by advancing the clock. Transformer and loader do not run: this measures extraction.
+
+Goals: 0 credits refused; every full API minute of the backfill uses >= 7 of the 8 credits.
+Uses its own Redis db (an empty index it claims, flushed at the end) and its own database
+(``marketpipe_bench_<random>``, dropped at the end); never a user's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from psycopg2 import sql
+from redis import Redis
+
+from marketpipe.db import connect
+from marketpipe.migrate import migrate
+from marketpipe.settings import Settings
+from services.fetcher.__main__ import build_fetcher
+from services.fetcher.backfill import run_backfill
+from services.fetcher.clock import InProcessClock
+from services.fetcher.schedule import run_schedule
+from services.sandbox.app import SandboxServer
+from services.sandbox.credits import CreditDecision, CreditLedger
+from services.sandbox.settings import SandboxSettings
+
+SYMBOLS = [
+    *("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM"),
+    *("BTC/USD", "ETH/USD", "SOL/USD", "EUR/USD", "GBP/USD", "USD/JPY"),
+    *(f"SYN{n:04d}" for n in range(1, 101)),
+]
+DAY_START = datetime(2026, 3, 9, 0, 5, tzinfo=UTC)  # a Monday, at the first tick
+PLAN = (8, 800)
+CLAIM_KEY = "marketpipe:bench-claim"
+
+
+class RecordingLedger(CreditLedger):
+    """The sandbox's ledger, also remembering every charge: (API minute, cost, allowed)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.charges: list[tuple[int, int, bool]] = []
+
+    def charge(self, api_key: str, cost: int, now: datetime) -> CreditDecision:
+        decision = super().charge(api_key, cost, now)
+        self.charges.append((int(now.timestamp()) // 60, cost, decision.allowed))
+        return decision
+
+
+@contextmanager
+def bench_redis(base_url: str) -> Iterator[str]:
+    """An empty Redis db index, claimed for this run and flushed afterwards."""
+    base = base_url.rsplit("/", 1)[0]
+    for index in range(15, 0, -1):
+        client = Redis.from_url(f"{base}/{index}")
+        if client.dbsize() == 0 and client.set(CLAIM_KEY, "1", nx=True):
+            try:
+                yield f"{base}/{index}"
+            finally:
+                client.flushdb()
+                client.close()
+            return
+        client.close()
+    raise SystemExit("bench_fetch: no empty Redis db index (1-15) to use")
+
+
+@contextmanager
+def bench_database(server_url: str) -> Iterator[str]:
+    """A migrated scratch database, dropped afterwards whatever happens."""
+    admin_settings = Settings(database_url=server_url)
+    name = f"marketpipe_bench_{secrets.token_hex(4)}"
+    admin = connect(admin_settings.admin_url.set(database="postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = admin_settings.admin_url.set(database=name).render_as_string(hide_password=False)
+        migrate(Settings(database_url=url))
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        admin.close()
+
+
+def per_minute(charges: list[tuple[int, int, bool]], first: int, last: int) -> list[int]:
+    used = Counter[int]()
+    for minute, cost, allowed in charges:
+        if allowed:
+            used[minute] += cost
+    return [used[m] for m in range(first, last + 1)]
+
+
+def histogram(values: list[int]) -> str:
+    counts = Counter(values)
+    return ", ".join(f"{k} credits: {counts[k]} min" for k in sorted(counts, reverse=True))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--speed", type=float, default=120.0, help="clock speed for the ticks")
+    # A backfill window is 5000 bars a symbol: landing 8 of them takes about a real second,
+    # which must stay well inside an (accelerated) API minute for the pace to be measurable.
+    parser.add_argument("--backfill-speed", type=float, default=10.0)
+    parser.add_argument("--symbols", type=int, default=20)
+    parser.add_argument("--years", type=int, default=2)
+    args = parser.parse_args()
+    symbols = SYMBOLS[: args.symbols]
+
+    server = SandboxSettings(
+        port=0,
+        clock_start=DAY_START.isoformat(),
+        clock_speed=args.speed,
+        credits_per_minute=PLAN[0],
+        credits_per_day=PLAN[1],
+    )
+    pg = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    with (
+        bench_database(pg) as db_url,
+        bench_redis(redis_base) as redis_url,
+        SandboxServer(server) as sandbox,
+    ):
+        ledger = RecordingLedger(sandbox.api.settings.plan_for)
+        sandbox.api.credits = ledger
+        settings = Settings(
+            database_url=db_url,
+            redis_url=redis_url,
+            twelve_data_base_url=sandbox.url,
+            symbols=tuple(symbols),
+            interval="1h",
+            fetch_schedule="5 * * * *",
+            api_credits_per_minute=PLAN[0],
+            api_credits_per_day=PLAN[1],
+            log_level="WARNING",
+        )
+        clock = InProcessClock(sandbox.clock, fast_forward_seconds=90)
+        fx = build_fetcher(settings, clock=clock, redis=Redis.from_url(redis_url))
+        # A request sent in a minute's last seconds could land in the next at this speed.
+        fx.limiter.guard = max(fx.limiter.guard, 0.1 * args.speed)
+
+        real = time.monotonic()
+        day_end = DAY_START + timedelta(days=1) - timedelta(minutes=5)
+        ticks = run_schedule(fx, until=lambda: clock.now() >= day_end)
+        day_real = time.monotonic() - real
+        day_charges = list(ledger.charges)
+
+        sandbox.clock.set_speed(args.backfill_speed)
+        fx.limiter.guard = max(2.0, 0.1 * args.backfill_speed)
+        since = (clock.now() - timedelta(days=365 * args.years)).date()
+        start_minute = int(clock.now().timestamp()) // 60
+        real = time.monotonic()
+        report = run_backfill(fx, since)
+        backfill_real = time.monotonic() - real
+        end_minute = int(clock.now().timestamp()) // 60
+        backfill_charges = ledger.charges[len(day_charges) :]
+
+    refused = sum(cost for _, cost, allowed in ledger.charges if not allowed)
+    first_day = min(m for m, _, _ in day_charges)
+    last_day = max(m for m, _, _ in day_charges)
+    day_minutes = [u for u in per_minute(day_charges, first_day, last_day) if u]
+    first_bf = min((m for m, _, _ in backfill_charges), default=start_minute)
+    bf_minutes = per_minute(backfill_charges, first_bf, end_minute)
+    full = bf_minutes[:-1]  # the last minute is cut short by the end of the work
+    limit = PLAN[0]
+    credits_bf = sum(bf_minutes)
+    floor = -(-credits_bf // limit)
+
+    print(
+        f"plan: {limit} credits/minute, {PLAN[1]}/day; sandbox clock x{args.speed:g} for the"
+        f" ticks, x{args.backfill_speed:g} for the backfill"
+    )
+    print(
+        f"day of ticks: {ticks} ticks, {len(symbols)} symbols, {sum(day_minutes)} credits in "
+        f"{len(day_minutes)} active minutes ({day_real:.1f} s real)"
+    )
+    print(f"  credits per active minute: max {max(day_minutes)}; {histogram(day_minutes)}")
+    print(
+        f"backfill {args.years} years since {since}: {report.windows_done}/{report.windows_total}"
+        f" windows, {report.enqueued} payloads, {credits_bf} credits in {len(bf_minutes)} minutes"
+        f" ({backfill_real:.1f} s real)"
+    )
+    print(f"  credits per minute: {bf_minutes}")
+    worst = min(full) if full else limit
+    print(
+        f"  pace: {credits_bf / max(1, len(bf_minutes)):.2f} credits/minute on average, worst full"
+        f" minute {worst}/{limit}; {len(bf_minutes)} minutes vs the budget's floor of {floor}"
+    )
+    print(f"credits refused: {refused} (goal 0)")
+    ok = refused == 0 and worst >= limit - 1 and max(day_minutes) <= limit
+    print("goals met" if ok else "GOALS MISSED", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
