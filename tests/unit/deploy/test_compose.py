@@ -131,3 +131,20 @@ def test_dockerfiles_follow_the_house_rules(dockerfile: Path) -> None:
     assert lock_copy < code_copy, "dependencies must be installed before the code is copied"
     for copied in re.findall(r"^COPY (\S+) ", text, re.MULTILINE):
         assert (REPO / copied.rstrip("/")).exists(), f"{dockerfile}: COPY {copied} is missing"
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_no_service_runs_privileged_or_as_root(name: str) -> None:
+    service = SERVICES[name]
+    assert not service.get("privileged"), name
+    assert str(service.get("user", "")).split(":")[0] not in ("root", "0"), name
+    assert "network_mode" not in service, name  # host networking would bypass the 127.0.0.1 ports
+
+
+def test_passwords_inside_connection_urls_come_from_the_environment() -> None:
+    for name, service in SERVICES.items():
+        for key, value in (service.get("environment") or {}).items():
+            credentials = re.match(r"^\w+://([^/@]*)@", str(value))
+            if credentials and ":" in credentials.group(1):
+                password = credentials.group(1).split(":", 1)[1]
+                assert password.startswith("${"), (name, key)
