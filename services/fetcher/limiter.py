@@ -11,9 +11,8 @@ refused. The API's own ``Api-Credits-Used``/``Api-Credits-Left`` headers correct
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Final
 
 from redis import Redis
@@ -183,9 +182,3 @@ class CreditLimiter:
         keys = self._keys(at or self.clock.now())
         minute, day = self.redis.mget(keys)
         return int(minute or 0), int(day or 0)
-
-
-def next_boundary(now: datetime, scope: str) -> datetime:
-    """The start of the next API minute or day."""
-    seconds = seconds_to_next_day(now) if scope == "day" else seconds_to_next_minute(now)
-    return (now + timedelta(seconds=math.ceil(seconds))).replace(microsecond=0).astimezone(UTC)

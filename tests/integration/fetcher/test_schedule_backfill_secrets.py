@@ -97,9 +97,7 @@ def test_backfill_pages_windows_within_budget_and_resumes_after_an_interruption(
     stream = io.StringIO()
     StopAfter.stop_after = 2
     with pytest.raises(KeyboardInterrupt):
-        run_backfill(
-            fx, since, until=until, progress=lambda n: StopAfter(n, stream=stream)
-        )
+        run_backfill(fx, since, until=until, progress=lambda n: StopAfter(n, stream=stream))
     first = len(queued_payloads(redis, fx.settings))
     assert 0 < first < total
 
@@ -112,12 +110,7 @@ def test_backfill_pages_windows_within_budget_and_resumes_after_an_interruption(
     assert fx.client.refusals == 0  # type: ignore[attr-defined]
 
     # Every 15-minute bar of BTC/USD since `since` is in some payload: no window was skipped.
-    seen = {
-        v["datetime"]
-        for p in payloads
-        if p.symbol == "BTC/USD"
-        for v in p.body["values"]
-    }
+    seen = {v["datetime"] for p in payloads if p.symbol == "BTC/USD" for v in p.body["values"]}
     expected = (datetime(2026, 3, 11, 18, 45) - datetime(2025, 11, 1)) // timedelta(minutes=15)
     assert sum(1 for d in seen if d >= "2025-11-01") >= expected
     assert all(p.request["outputsize"] == 5000 for p in payloads)
@@ -166,7 +159,7 @@ def test_the_api_key_never_reaches_logs_jobs_redis_or_the_database(
         tables = [name for (name,) in cur.fetchall()]
         total_rows = 0
         for table in tables:
-            cur.execute(f"SELECT t::text FROM marketpipe.{table} t")  # noqa: S608
+            cur.execute(f"SELECT t::text FROM marketpipe.{table} t")
             rows = [text for (text,) in cur.fetchall()]
             total_rows += len(rows)
             assert not any(SECRET_KEY in text for text in rows), table
