@@ -31,8 +31,17 @@ lint: $(STAMP) ## ruff (all code) and mypy (the shared package)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: browser-deps
+browser-deps: ## Debian's chromium for the browser test (as root; only when missing)
+	@if [ ! -x $(CHROMIUM) ]; then \
+		if [ "$$(id -u)" != 0 ]; then echo "browser-deps: run as root to apt-get install chromium" >&2; exit 1; fi; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
+
 .PHONY: test
-test: $(STAMP) lint ## install everything, lint, run all tests against local Postgres/Redis
+test: $(STAMP) browser-deps lint ## install everything, lint, run all tests against local Postgres/Redis
 	$(BIN)/pytest
 
 .PHONY: test-unit

@@ -27,6 +27,7 @@ DAILY_WARMUP = timedelta(days=300)
 # A fetch's rows are loaded within minutes of its tick; only after that is a missing one late.
 FRESHNESS_GRACE = timedelta(minutes=10)
 QUARANTINE_LOOKBACK = timedelta(days=7)
+SPARKLINE_BUCKET = timedelta(hours=3)
 PERFORMERS = 5
 CARD_COLUMNS = 4
 NO_DATA = (
@@ -71,6 +72,12 @@ def _chart(figure: go.Figure, data: pd.DataFrame, name: str) -> None:
     """A chart with a download of exactly the rows it draws."""
     st.plotly_chart(figure, key=f"chart_{name}")
     _csv_button(data, name)
+
+
+def window_choice(start: object, end: object) -> str:
+    # an unfinished custom range (one date picked so far) falls back to the default window
+    window: str = st.session_state.window
+    return view_state.DEFAULT_WINDOW if window == CUSTOM and not (start and end) else window
 
 
 def _signed(value: float) -> str:
@@ -133,18 +140,22 @@ class Dashboard:
                 if st.session_state.get("symbol") not in known:
                     st.session_state.symbol = known[0]
                 st.selectbox("Symbol", known, key="symbol")
-                st.selectbox("Interval", intervals, key="interval")
+                chosen_window = ViewState(window=window_choice(start, end), start=start, end=end)
+                options = view_state.intervals_for(chosen_window, self.settings.interval)
+                if st.session_state.get("interval") not in options:
+                    st.session_state.interval = options[0]
+                st.selectbox(
+                    "Interval",
+                    options,
+                    key="interval",
+                    help="Hourly bars for windows up to a month; daily bars beyond.",
+                )
             if known and st.session_state.view == "compare":
                 st.session_state.symbols = [s for s in st.session_state.symbols if s in known]
                 st.multiselect("Symbols", known, key="symbols")
-        # an unfinished custom range (one date picked so far) falls back to the default window
-        custom_ready = bool(start and end)
-        window = st.session_state.window
-        if window == CUSTOM and not custom_ready:
-            window = view_state.DEFAULT_WINDOW
         state = ViewState(
             view=st.session_state.view,
-            window=window,
+            window=window_choice(start, end),
             start=start,
             end=end,
             symbol=st.session_state.get("symbol"),
@@ -169,7 +180,7 @@ class Dashboard:
         )
         table = table[table["asset_class"].isin(chosen or classes)]
         spark_frame = self.sparklines(
-            engine, self.settings.interval, newest - timedelta(days=7), newest
+            engine, self.settings.interval, newest - timedelta(days=7), newest, SPARKLINE_BUCKET
         )
         spark = metrics.sparkline_points(spark_frame[spark_frame["symbol"].isin(table["symbol"])])
         columns = st.columns(CARD_COLUMNS)

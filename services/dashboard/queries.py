@@ -42,10 +42,13 @@ OVERVIEW_SQL = text(
     " FROM marketpipe.latest_quotes q WHERE q.interval = :interval ORDER BY q.symbol"
 )
 
+# Sparklines need a shape, not every bar: the last close per bucket keeps the rows few.
 SPARKLINE_SQL = text(
-    "SELECT symbol, bar_time, close FROM marketpipe.bars"
+    "SELECT symbol, date_bin(:bucket, bar_time, :until) AS bar_time,"
+    " (array_agg(close ORDER BY bar_time DESC))[1] AS close"
+    " FROM marketpipe.bars"
     " WHERE interval = :interval AND bar_time >= :since AND bar_time <= :until"
-    " ORDER BY symbol, bar_time"
+    " GROUP BY 1, 2 ORDER BY 1, 2"
 )
 
 BARS_SQL = text(
@@ -129,8 +132,11 @@ def overview(engine: Engine, interval: str, window: timedelta) -> pd.DataFrame:
     )
 
 
-def sparklines(engine: Engine, interval: str, since: datetime, until: datetime) -> pd.DataFrame:
-    return _read(engine, SPARKLINE_SQL, interval=interval, since=since, until=until)
+def sparklines(
+    engine: Engine, interval: str, since: datetime, until: datetime, bucket: timedelta
+) -> pd.DataFrame:
+    """Every symbol's last close per ``bucket`` (a few dozen points per sparkline)."""
+    return _read(engine, SPARKLINE_SQL, interval=interval, since=since, until=until, bucket=bucket)
 
 
 def bars(

@@ -29,8 +29,10 @@ CUSTOM = "custom"
 DAILY = "1day"
 DEFAULT_WINDOW = "30d"
 DEFAULT_COMPARE_COUNT = 8
-# Longer comparisons use daily closes: an hourly year of fifty symbols is too much to draw.
-COMPARE_DAILY_AFTER = timedelta(days=31)
+# Longer windows use daily bars: thousands of hourly candles or lines are unreadable, and
+# fetching them would break the dashboard's 50 ms budget per query.
+COMPARE_DAILY_AFTER = timedelta(days=8)
+NATIVE_INTERVAL_UP_TO = timedelta(days=31)
 
 
 @dataclass(frozen=True)
@@ -115,3 +117,9 @@ def window_bounds(state: ViewState, newest: datetime) -> tuple[datetime, datetim
 
 def compare_daily(since: datetime, until: datetime) -> bool:
     return until - since > COMPARE_DAILY_AFTER
+
+
+def intervals_for(state: ViewState, native: str) -> list[str]:
+    """The instrument intervals worth drawing over the window: the stored one only if short."""
+    since, until = window_bounds(state, datetime(2000, 1, 1, tzinfo=UTC))
+    return [native, DAILY] if until - since <= NATIVE_INTERVAL_UP_TO else [DAILY]

@@ -1,0 +1,260 @@
+"""The running dashboard in headless Chromium: every page draws, none shows an exception box.
+
+Starts ``streamlit run`` on a free port against the loaded test database, drives Debian's
+Chromium over the DevTools protocol (the ``websockets`` client Streamlit already depends on),
+waits by polling the DOM against a deadline, and saves a screenshot of every page (and the
+overview in the dark theme) under artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from marketpipe.settings import Settings
+from tests.integration.conftest import REPO_ROOT, settings_env
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
+DEADLINE_SECONDS = 90.0
+WIDTH = 1400
+# view -> the Plotly charts it must draw (health draws tables, counted separately).
+PAGES = {"overview": 2, "instrument": 1, "compare": 3, "health": 0}
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    what: str | Callable[[], str],
+    deadline: float = DEADLINE_SECONDS,
+) -> T:
+    """Poll ``probe`` until it returns something truthy, or fail naming ``what``."""
+    give_up = time.monotonic() + deadline
+    while time.monotonic() < give_up:
+        result = probe()
+        if result:
+            return result
+        time.sleep(0.1)  # polling interval, not synchronisation: the deadline decides
+    pytest.fail(f"gave up after {deadline:.0f} s waiting for {what() if callable(what) else what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # our own local server
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+class DevTools:
+    """The few DevTools protocol calls the test needs, over one page's websocket."""
+
+    def __init__(self, websocket: ClientConnection) -> None:
+        self.websocket = websocket
+        self.ids = itertools.count(1)
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        call_id = next(self.ids)
+        self.websocket.send(json.dumps({"id": call_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.websocket.recv(timeout=DEADLINE_SECONDS))
+            if message.get("id") == call_id:  # events in between are not ours to handle
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                result: dict[str, Any] = message["result"]
+                return result
+
+    def evaluate(self, expression: str) -> Any:
+        answer = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return answer["result"].get("value")
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(loaded_settings: Settings) -> Iterator[str]:
+    port = free_port()
+    env = settings_env(loaded_settings, DASHBOARD_REFRESH_SECONDS=60)
+    env.pop("TWELVE_DATA_API_KEY", None)
+    command = [sys.executable, "-m", "streamlit", "run", "services/dashboard/app.py"]
+    options = [
+        f"--server.port={port}",
+        "--server.address=127.0.0.1",
+        "--server.headless=true",
+        "--server.fileWatcherType=none",
+        "--browser.gatherUsageStats=false",
+    ]
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            [*command, *options], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+        )
+        try:
+
+            def healthy() -> bool:
+                if server.poll() is not None:
+                    log.seek(0)
+                    pytest.fail(f"streamlit exited {server.returncode}:\n{log.read().decode()}")
+                return http_ok(f"http://127.0.0.1:{port}/_stcore/health")
+
+            wait_for(healthy, "the dashboard's health endpoint")
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[DevTools]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: the browser test needs Debian's chromium package."
+            " Install it with `make browser-deps` (as root), which `make test` runs first.",
+            pytrace=False,
+        )
+    with tempfile.TemporaryDirectory(prefix="marketpipe-chromium-") as profile:
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            f"--window-size={WIDTH},1000",
+            "about:blank",
+        ]
+        chromium = subprocess.Popen(
+            [CHROMIUM, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            active_port = Path(profile) / "DevToolsActivePort"
+            wait_for(
+                lambda: active_port.exists() and active_port.read_text().strip(),
+                "Chromium's DevTools port",
+            )
+            port = active_port.read_text().split()[0]
+
+            def page_target() -> str | None:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as response:
+                    targets = json.load(response)
+                pages = [t for t in targets if t.get("type") == "page"]
+                return pages[0]["webSocketDebuggerUrl"] if pages else None
+
+            ws_url = wait_for(page_target, "a Chromium page target")
+            with connect(ws_url, max_size=None, open_timeout=DEADLINE_SECONDS) as websocket:
+                devtools = DevTools(websocket)
+                devtools.call("Page.enable")
+                yield devtools
+        finally:
+            chromium.terminate()
+            chromium.wait(timeout=30)
+
+
+# True once the run finished and everything the page should draw is drawn; or an error text.
+PAGE_STATE_JS = """
+(() => {
+  const errors = [...document.querySelectorAll('[data-testid="stException"]')];
+  if (errors.length) return {error: errors.map(e => e.innerText).join('\\n')};
+  const text = document.body.innerText;
+  const plots = [...document.querySelectorAll('.js-plotly-plot')];
+  // drawn = at least one trace painted (bars, lines, candles, or a heatmap's image)
+  const drawn = plots.filter(p => p.querySelector('.main-svg .trace, .main-svg .hm')).length;
+  const tables = document.querySelectorAll('[data-testid="stDataFrame"]').length;
+  const running = document.querySelector('[data-testid="stStatusWidget"]') !== null
+    && /Running/.test(document.querySelector('[data-testid="stStatusWidget"]').innerText);
+  return {updated: text.includes('Last updated'), drawn, tables, running,
+          containers: document.querySelectorAll('[data-testid="stPlotlyChart"]').length,
+          plotly: plots.length, svgs: document.querySelectorAll('.main-svg').length,
+          height: document.querySelector('[data-testid="stMain"]')?.scrollHeight || 0};
+})()
+"""
+
+
+def open_page(browser: DevTools, url: str, charts: int) -> dict[str, Any]:
+    browser.call("Page.navigate", url=url)
+
+    last: dict[str, Any] = {}
+
+    def ready() -> dict[str, Any] | None:
+        state: dict[str, Any] | None = browser.evaluate(PAGE_STATE_JS)
+        last.update(state or {})
+        if state and "error" in state:
+            pytest.fail(f"Streamlit exception on {url}:\n{state['error']}")
+        if not state or not state["updated"] or state["running"] or state["drawn"] < charts:
+            return None
+        return state
+
+    return wait_for(ready, lambda: f"{url} to draw {charts} chart(s); last seen {last}")
+
+
+def screenshot(browser: DevTools, name: str, height: int) -> Path:
+    clip = {"x": 0, "y": 0, "width": WIDTH, "height": max(height, 600), "scale": 1}
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=WIDTH,
+        height=clip["height"],
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    # wait for the relayout at the new size: two animation frames after the resize
+    browser.call(
+        "Runtime.evaluate",
+        expression="new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
+        awaitPromise=True,
+    )
+    shot = browser.call("Page.captureScreenshot", format="png", clip=clip)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    path.write_bytes(base64.b64decode(shot["data"]))
+    return path
+
+
+@pytest.mark.parametrize("view", PAGES)
+def test_page_draws_without_exceptions(browser: DevTools, dashboard_url: str, view: str) -> None:
+    browser.call(
+        "Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "light"}]
+    )
+    state = open_page(browser, f"{dashboard_url}?view={view}&window=7d", PAGES[view])
+    if view == "health":
+        assert state["tables"] >= 3, state
+    path = screenshot(browser, view, state["height"])
+    png = path.read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000, (path, len(png))
+    # the URL keeps the view (shareable): Streamlit rewrote it with every choice
+    assert f"view={view}" in browser.evaluate("window.location.search")
+
+
+def test_dark_theme_overview(browser: DevTools, dashboard_url: str) -> None:
+    features = [{"name": "prefers-color-scheme", "value": "dark"}]
+    browser.call("Emulation.setEmulatedMedia", features=features)
+    state = open_page(browser, f"{dashboard_url}?view=overview&window=7d", PAGES["overview"])
+    background = browser.evaluate(
+        "getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor"
+    )
+    channels = [int(c) for c in background[background.index("(") + 1 : -1].split(",")[:3]]
+    assert max(channels) < 80, background  # a dark background, not the light theme's white
+    screenshot(browser, "overview-dark", state["height"])
