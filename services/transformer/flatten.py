@@ -119,8 +119,9 @@ def _check_body(payload: RawPayload, body: Any) -> str | None:
     if not canonical:
         return "invalid_symbol: payload symbol does not match the symbol pattern"
     if isinstance(body, dict) and (body.get("status") == "error" or "code" in body):
-        code = body.get("code", "?")
-        return f"error_body: code {code}"
+        # The API's own words go to the run log, so an operator sees why without digging.
+        message = str(body.get("message", ""))[:300]
+        return f"error_body: code {body.get('code', '?')}: {message}"
     if not isinstance(body, dict):
         return f"unknown_shape: body is {type(body).__name__}, not an object"
     if not isinstance(body.get("meta"), dict):

@@ -32,6 +32,7 @@ from services.transformer.enrich import enrich
 from services.transformer.flatten import flatten_payloads
 from services.transformer.timeconv import UTC_DTYPE
 from services.transformer.validate import validate
+from services.transformer.warmup import drop_warmup
 
 BAR_COLUMNS = column_names(OLAP_COLUMNS)
 DAILY_COLUMN_NAMES = column_names(DAILY_COLUMNS)
@@ -63,6 +64,7 @@ def transform_payloads(payloads: Sequence[RawPayload], *, now: datetime) -> Tran
         transformed_at=transformed_at,
         series=checked.bars["series"].to_numpy(),
     )
+    bars, daily = drop_warmup(bars, daily, payloads)
     quarantine = checked.quarantine.copy()
     quarantine["quarantined_at"] = pd.Series(
         np.full(len(quarantine), transformed_at.tz_localize(None).to_datetime64()),

@@ -1,0 +1,65 @@
+"""Warm-up bars: fetched only so the indicators of the newer bars are exact, never emitted.
+
+The fetcher asks for history before the bars it wants (``request["since"]``) so every window
+is filled; those older bars carry partial windows here and would overwrite the exact values
+stored by an earlier load. Bars before ``since`` are therefore dropped after enrichment, and
+daily rows only from the day before ``since`` on are kept (the warm-up spans weeks, so those
+days are whole). Without ``since``, a payload cut by its outputsize has a first day that may be
+partial: it gives no daily row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from marketpipe.contract import RawPayload
+
+ONE_DAY = pd.Timedelta(days=1)
+
+
+def _since(payload: RawPayload) -> pd.Timestamp | None:
+    raw = payload.request.get("since")
+    if not raw:
+        return None
+    stamp = pd.Timestamp(raw)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _was_cut(payload: RawPayload) -> bool:
+    """True when the API returned as many bars as asked for, so older history exists."""
+    values = payload.body.get("values") if isinstance(payload.body, dict) else None
+    asked = payload.request.get("outputsize")
+    return isinstance(values, list) and isinstance(asked, int) and len(values) >= asked
+
+
+def drop_warmup(
+    bars: pd.DataFrame, daily: pd.DataFrame, payloads: Sequence[RawPayload]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Bars at or after each payload's ``since``; daily rows only for whole days."""
+    since = {p.payload_id: _since(p) for p in payloads}
+    bar_from = bars["payload_id"].map(since)
+    keep_bars = bar_from.isna() | (bars["bar_time"] >= bar_from)
+    bars = bars[keep_bars.to_numpy(dtype=bool)]
+
+    first_whole_day: dict[str, pd.Timestamp] = {}
+    for payload in payloads:
+        start = since[payload.payload_id]
+        if start is not None:
+            day = (start - ONE_DAY).tz_localize(None).normalize()
+        elif _was_cut(payload):
+            series_days = daily.loc[daily["symbol"] == payload.symbol, "trading_date"]
+            if series_days.empty:
+                continue
+            day = pd.Timestamp(series_days.min()) + ONE_DAY
+        else:
+            continue
+        # Several payloads of one symbol in a batch: keep the most history any of them covers.
+        known = first_whole_day.get(payload.symbol)
+        first_whole_day[payload.symbol] = day if known is None else min(known, day)
+    if first_whole_day:
+        day_from = daily["symbol"].map(first_whole_day)
+        keep_days = day_from.isna() | (pd.to_datetime(daily["trading_date"]) >= day_from)
+        daily = daily[keep_days.to_numpy(dtype=bool)]
+    return bars, daily
