@@ -338,12 +338,30 @@ class Dashboard:
                 f"Stale data: {len(behind)} of {len(fresh)} symbols missed their scheduled fetch"
                 f" ({self.settings.fetch_schedule}, UTC): "
                 + ", ".join(f"{r.symbol} ({r.status})" for r in behind.itertuples()),
-                icon="⏱️",
+                icon=":material/schedule:",
             )
         else:
             st.success(f"All {len(fresh)} symbols are fresh.", icon="✅")
         st.subheader("Freshness per symbol")
-        st.dataframe(fresh, hide_index=True)
+        st.dataframe(
+            fresh,
+            hide_index=True,
+            column_order=(
+                "status",
+                "symbol",
+                "last_fetch",
+                "fetch_age_minutes",
+                "last_bar",
+                "is_complete",
+                "last_complete_bar",
+                "loaded_at",
+                "source",
+                "asset_class",
+            ),
+            column_config={
+                "fetch_age_minutes": st.column_config.NumberColumn("fetch age, min", format="%.0f")
+            },
+        )
         _csv_button(fresh, "freshness")
         st.subheader("Last runs")
         runs = self.recent_runs(engine)

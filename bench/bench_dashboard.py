@@ -1,0 +1,240 @@
+"""Dashboard queries at 10 million bars: p50 / p95 latency of each, as the read-only role.
+
+Run: .venv/bin/python bench/bench_dashboard.py [--symbols 50] [--hours 200000] [--repeat 40]
+
+Creates its own database (on the server of BENCH_DATABASE_URL, else TEST_DATABASE_URL, else
+the local one), migrates it, generates the rows inside the server with generate_series (half
+stocks, half crypto; every NOT NULL column filled, the columns the dashboard reads with
+plausible values), runs every query of services/dashboard/queries.py through the reader
+engine the dashboard uses (cold plans excluded by warm-up runs), and drops the database.
+Goal: p95 <= 50 ms per query.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import pandas as pd
+import psycopg2
+from psycopg2 import sql
+from sqlalchemy.engine import make_url
+
+from marketpipe.db import reader_engine
+from marketpipe.migrate import migrate
+from marketpipe.settings import Settings
+from services.dashboard import queries
+
+GOAL_MS = 50.0
+START = "2003-01-01 00:00+00"
+
+# Prices: a slow cycle and a per-symbol drift, so returns, drawdowns and changes are non-trivial.
+PRICE = (
+    "(50 + 10 * s) * exp(0.25 * sin(h / 900.0 + s) + 0.05 * sin(h / 37.0 + 2 * s)"
+    " + (mod(s, 7) - 3) * h / 4000000.0)"
+)
+
+# No ORDER BY: sorting 10 M wide rows spills gigabytes; the nested loop already yields time-major
+# order, which keeps both indexes' inserts clustered.
+BARS_INSERT = f"""
+INSERT INTO marketpipe.bars (
+    symbol, interval, bar_time, trading_date, asset_class, instrument_name, currency,
+    open, high, low, close, volume, previous_close, change, pct_change,
+    sma_20, sma_50, sma_200, ema_12, ema_26, macd, macd_signal, macd_hist, rsi_14,
+    bb_middle, bb_upper, bb_lower, is_complete, payload_id, transformed_at)
+SELECT 'SYM' || lpad(s::text, 3, '0'), '1h', t, t::date,
+       CASE WHEN mod(s, 2) = 0 THEN 'stock' ELSE 'crypto' END, 'Instrument ' || s, 'USD',
+       p * 0.999, p * 1.004, p * 0.996, p, 1000 + 500 * (1 + sin(h)),
+       p * 0.999, p * 0.001, 0.1,
+       p * 0.998, p * 0.995, p * 0.99, p * 0.999, p * 0.997, p * 0.002, p * 0.0015,
+       p * 0.0005, 50 + 20 * sin(h / 11.0), p * 0.998, p * 1.02, p * 0.976,
+       h < %(hours)s - 1, 'bench-' || s, now()
+FROM generate_series(0, %(hours)s - 1) AS h
+CROSS JOIN generate_series(1, %(symbols)s) AS s
+CROSS JOIN LATERAL (SELECT timestamptz '{START}' + h * interval '1 hour' AS t, {PRICE} AS p) v
+"""
+
+DAILY_INSERT = """
+INSERT INTO marketpipe.daily_bars (symbol, trading_date, asset_class, open, high, low, close,
+    volume, vwap, change, pct_change, range, bar_count, is_complete, payload_id, transformed_at)
+SELECT symbol, trading_date, min(asset_class), (array_agg(open ORDER BY bar_time))[1],
+       max(high), min(low), (array_agg(close ORDER BY bar_time DESC))[1], sum(volume),
+       avg(close), 0, 0, max(high) - min(low), count(*)::int, bool_and(is_complete),
+       min(payload_id), now()
+FROM marketpipe.bars GROUP BY symbol, trading_date
+"""
+
+# The pipeline's own tables at the size a year or two of hourly fetches leaves behind.
+SIDE_TABLES = (
+    """INSERT INTO marketpipe.raw_payloads (payload_id, source, endpoint, symbol, interval,
+        fetched_at, request, body)
+    SELECT 'raw-' || s || '-' || k, 'twelvedata', 'time_series', 'SYM' || lpad(s::text, 3, '0'),
+        '1h', timestamptz '{start}' + (%(hours)s - 1 - k) * interval '1 hour' + interval '5 min',
+        '{{}}'::jsonb, '{{"status": "ok"}}'::jsonb
+    FROM generate_series(1, %(symbols)s) AS s, generate_series(0, 8759) AS k""",
+    """INSERT INTO marketpipe.pipeline_runs (run_id, component, status, symbol, interval,
+        rows_in, rows_loaded, started_at, finished_at)
+    SELECT 'run-' || k, 'loader', CASE WHEN mod(k, 50) = 0 THEN 'partial' ELSE 'ok' END,
+        'SYM' || lpad((1 + mod(k, %(symbols)s))::text, 3, '0'), '1h', 300, 300,
+        timestamptz '{start}' + (k / %(symbols)s) * interval '1 hour',
+        timestamptz '{start}' + (k / %(symbols)s) * interval '1 hour' + interval '1 min'
+    FROM generate_series(0, 200000) AS k""",
+    """INSERT INTO marketpipe.quarantine (payload_id, symbol, interval, row_key, reason,
+        quarantined_at)
+    SELECT 'raw-' || k, 'SYM001', '1h', k::text,
+        (ARRAY['high below low', 'missing close', 'duplicate bar'])[1 + mod(k, 3)],
+        timestamptz '{start}' + k * interval '13 hours'
+    FROM generate_series(0, 20000) AS k""",
+    """INSERT INTO marketpipe.watermarks (symbol, interval, last_complete_bar)
+    SELECT symbol, interval, max(bar_time) FROM marketpipe.latest_quotes
+    GROUP BY symbol, interval""",
+)
+
+
+def server_url() -> str:
+    return (
+        os.environ.get("BENCH_DATABASE_URL")
+        or os.environ.get("TEST_DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    server = make_url(server_url())
+    name = f"marketpipe_bench_dashboard_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(
+        host=server.host,
+        port=server.port or 5432,
+        user=server.username,
+        password=server.password,
+        dbname=server.database or "postgres",
+    )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+        admin.close()
+
+
+def fill(database_url: str, symbols: int, hours: int) -> None:
+    params = {"symbols": symbols, "hours": hours}
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET synchronous_commit = off")
+        cur.execute("SET maintenance_work_mem = '256MB'")
+        steps = [("bars", BARS_INSERT), ("daily_bars", DAILY_INSERT)] + [
+            (statement.split()[2], statement.format(start=START)) for statement in SIDE_TABLES
+        ]
+        for label, statement in steps:
+            began = time.perf_counter()
+            cur.execute(statement, params)
+            print(f"  filled {label}: {cur.rowcount:,} rows in {time.perf_counter() - began:.0f} s")
+        began = time.perf_counter()
+        cur.execute("VACUUM ANALYZE")  # visibility map for index-only scans, fresh statistics
+        print(f"  vacuum analyze: {time.perf_counter() - began:.0f} s")
+    conn.close()
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def measure(call: Callable[[int], pd.DataFrame], repeat: int) -> tuple[float, float, int]:
+    """p50 and p95 in ms of ``call(i)`` (i varies the symbol), and the rows of the last run."""
+    for i in range(3):
+        call(i)
+    samples, rows = [], 0
+    for i in range(repeat):
+        began = time.perf_counter()
+        rows = len(call(i))
+        samples.append((time.perf_counter() - began) * 1000)
+    return statistics.median(samples), percentile(samples, 0.95), rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--hours", type=int, default=200_000)
+    parser.add_argument("--repeat", type=int, default=40)
+    args = parser.parse_args()
+    print(f"dashboard queries over {args.symbols * args.hours:,} bars ({args.symbols} symbols)")
+    with scratch_database() as database_url:
+        settings = Settings(database_url=database_url)
+        migrate(settings)
+        fill(database_url, args.symbols, args.hours)
+        engine = reader_engine(settings)
+        newest = pd.Timestamp(START) + pd.Timedelta(hours=args.hours - 1)
+        names = [f"SYM{s:03d}" for s in range(1, args.symbols + 1)]
+
+        def symbol(i: int) -> str:
+            return names[i % len(names)]
+
+        def several(i: int) -> list[str]:
+            return [names[(i + k) % len(names)] for k in range(8)]
+
+        def ago(days: int) -> pd.Timestamp:
+            return newest - pd.Timedelta(days=days)
+
+        week = timedelta(days=7)
+        cases: dict[str, Callable[[int], pd.DataFrame]] = {
+            "catalog (latest bar per symbol)": lambda i: queries.catalog(engine, "1h"),
+            "overview (last, 1h/24h/7d/30d ago)": lambda i: queries.overview(
+                engine, "1h", timedelta(days=30)
+            ),
+            "sparklines (all symbols, 7 days)": lambda i: queries.sparklines(
+                engine, "1h", ago(7), newest
+            ),
+            "instrument bars, 7 days": lambda i: queries.bars(
+                engine, symbol(i), "1h", ago(7), newest
+            ),
+            "instrument bars, 90 days": lambda i: queries.bars(
+                engine, symbol(i), "1h", ago(90), newest
+            ),
+            "instrument bars, 1 year": lambda i: queries.bars(
+                engine, symbol(i), "1h", ago(365), newest
+            ),
+            "instrument daily, 1 year + warm-up": lambda i: queries.daily_bars(
+                engine, symbol(i), ago(665), newest
+            ),
+            "compare 8 symbols hourly, 30 days": lambda i: queries.compare_closes(
+                engine, several(i), "1h", ago(30), newest, daily=False
+            ),
+            "compare 8 symbols daily, 1 year": lambda i: queries.compare_closes(
+                engine, several(i), "1h", ago(365), newest, daily=True
+            ),
+            "freshness (bar, watermark, fetch)": lambda i: queries.freshness(engine, "1h"),
+            "recent runs": lambda i: queries.recent_runs(engine),
+            "quarantine rows, 7 days": lambda i: queries.quarantine(engine, ago(7) - week),
+            "quarantine reasons, 7 days": lambda i: queries.quarantine_reasons(
+                engine, ago(7) - week
+            ),
+        }
+        print(f"\n{'query':<40} {'p50 ms':>8} {'p95 ms':>8} {'rows':>7}  goal p95 <= {GOAL_MS:g}")
+        over = []
+        for name, call in cases.items():
+            p50, p95, rows = measure(call, args.repeat)
+            flag = "" if p95 <= GOAL_MS else "  OVER"
+            print(f"{name:<40} {p50:8.1f} {p95:8.1f} {rows:7d}{flag}")
+            if p95 > GOAL_MS:
+                over.append(name)
+        engine.dispose()
+    print("\nall within the goal" if not over else f"\nover the goal: {', '.join(over)}")
+
+
+if __name__ == "__main__":
+    main()
