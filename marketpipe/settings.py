@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from cronsim import CronSim, CronSimError
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -28,6 +29,8 @@ DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "BTC/USD", "ETH/USD"
 
 # Ticker, optional /QUOTE for crypto and forex pairs; nothing that could reach SQL text or a path.
 SYMBOL_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9.\-]{0,11}(/[A-Z0-9]{2,12})?$")
+
+S = TypeVar("S", bound=BaseSettings)
 
 LOADER_ROLE = "marketpipe_loader"
 READER_ROLE = "marketpipe_reader"
@@ -148,14 +151,19 @@ class Settings(BaseSettings):
         return self.admin_url.set(username=name, password=password.get_secret_value())
 
 
-def load_settings() -> Settings:
-    """Read settings from the environment, or exit naming every malformed variable."""
+def settings_or_exit(factory: Callable[[], S], *, program: str, env_prefix: str = "") -> S:
+    """Build settings from the environment, or exit naming every malformed variable."""
     try:
-        return Settings()
+        return factory()
     except ValidationError as exc:
         lines = [
-            f"  {'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            f"  {env_prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
             for err in exc.errors()
         ]
-        sys.stderr.write("marketpipe: invalid configuration\n" + "\n".join(lines) + "\n")
+        sys.stderr.write(f"{program}: invalid configuration\n" + "\n".join(lines) + "\n")
         raise SystemExit(2) from None
+
+
+def load_settings() -> Settings:
+    """The pipeline's settings, or exit naming every malformed variable."""
+    return settings_or_exit(Settings, program="marketpipe")

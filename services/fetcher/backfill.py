@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Final, TextIO
 
+from marketpipe.intervals import MAX_BATCH_SYMBOLS, MAX_OUTPUTSIZE
 from services.fetcher.client import ApiError, SeriesAnswer
 from services.fetcher.cycle import Fetcher, land, record_error
 from services.fetcher.series import (
-    MAX_BATCH_SYMBOLS,
-    MAX_OUTPUTSIZE,
     asset_class_of,
     backfill_windows,
     warmup_bars,

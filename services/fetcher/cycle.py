@@ -20,6 +20,7 @@ from redis import Redis
 
 from marketpipe import broker
 from marketpipe.contract import RawPayload
+from marketpipe.intervals import MAX_BATCH_SYMBOLS
 from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
 from marketpipe.settings import Settings
 from services.fetcher.client import ApiError, MarketDataClient, SeriesAnswer
@@ -27,7 +28,6 @@ from services.fetcher.clock import Clock
 from services.fetcher.limiter import CreditLimiter
 from services.fetcher.reference import instruments
 from services.fetcher.series import (
-    MAX_BATCH_SYMBOLS,
     asset_class_of,
     has_new_data,
     outputsize_for,

@@ -14,20 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-MAX_OUTPUTSIZE: Final = 5000
-MAX_BATCH_SYMBOLS: Final = 120
+from marketpipe.intervals import INTRADAY_MINUTES, MAX_OUTPUTSIZE
 
-INTRADAY_MINUTES: Final = {
-    "1min": 1,
-    "5min": 5,
-    "15min": 15,
-    "30min": 30,
-    "45min": 45,
-    "1h": 60,
-    "2h": 120,
-    "4h": 240,
-    "8h": 480,
-}
 _CALENDAR_DAYS: Final = {"1day": 1, "1week": 7, "1month": 31}
 
 # The transformer's longest look-backs. SMA 200 needs 199 earlier bars; an EMA seeded from an

@@ -18,15 +18,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from marketpipe.intervals import CALENDAR_INTERVALS, MAX_BATCH_SYMBOLS, MAX_OUTPUTSIZE
 from services.sandbox import render
 from services.sandbox.calendar import session_table
 from services.sandbox.clock import SandboxClock
 from services.sandbox.credits import CreditDecision, CreditLedger
 from services.sandbox.faults import FAULT_NAMES, FaultInjector, make_rule, parse_fault_spec
 from services.sandbox.market import (
-    CALENDAR_INTERVALS,
     INTERVALS,
-    MAX_OUTPUTSIZE,
     BarSeries,
     Instrument,
     all_instruments,
@@ -40,7 +39,6 @@ logger = logging.getLogger("services.sandbox")
 JSON_TYPE = "application/json; charset=utf-8"
 CSV_TYPE = "text/csv"  # exactly: the python client compares the header with this string
 HTML_TYPE = "text/html"
-MAX_BATCH_SYMBOLS = 120
 ADMIN_PREFIX = "/__sandbox"
 
 API_KEY_MESSAGE = (

@@ -29,25 +29,12 @@ from typing import Literal
 
 import numpy as np
 
+from marketpipe.intervals import CALENDAR_INTERVALS, INTRADAY_MINUTES
 from services.sandbox.calendar import CalendarName, SessionTable, session_table
 
 AssetClass = Literal["stock", "crypto", "forex"]
 
-INTRADAY_MINUTES: dict[str, int] = {
-    "1min": 1,
-    "5min": 5,
-    "15min": 15,
-    "30min": 30,
-    "45min": 45,
-    "1h": 60,
-    "2h": 120,
-    "4h": 240,
-    "5h": 300,
-    "8h": 480,
-}
-CALENDAR_INTERVALS = ("1day", "1week", "1month")
 INTERVALS: tuple[str, ...] = (*INTRADAY_MINUTES, *CALENDAR_INTERVALS)
-MAX_OUTPUTSIZE = 5000
 
 SYNTHETIC_PREFIX = "SYN"
 SYNTHETIC_COUNT = 5000

@@ -14,8 +14,9 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from marketpipe.intervals import CALENDAR_INTERVALS
 from services.sandbox.calendar import utc_offsets
-from services.sandbox.market import CALENDAR_INTERVALS, BarSeries, Instrument
+from services.sandbox.market import BarSeries, Instrument
 
 BAR_FIELDS = ("datetime", "open", "high", "low", "close", "volume")
 

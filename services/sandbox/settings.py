@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from marketpipe.settings import settings_or_exit
 from services.sandbox.faults import parse_fault_spec
 
 DEFAULT_API_KEY = "marketpipe-sandbox"
@@ -112,12 +112,4 @@ class SandboxSettings(BaseSettings):
 
 def load_sandbox_settings() -> SandboxSettings:
     """Read settings from the environment, or exit naming every malformed variable."""
-    try:
-        return SandboxSettings()
-    except ValidationError as exc:
-        lines = [
-            f"  SANDBOX_{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        sys.stderr.write("sandbox: invalid configuration\n" + "\n".join(lines) + "\n")
-        raise SystemExit(2) from None
+    return settings_or_exit(SandboxSettings, program="sandbox", env_prefix="SANDBOX_")

@@ -9,13 +9,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from marketpipe.intervals import MAX_OUTPUTSIZE
 from services.fetcher.backfill import ProgressBar
 from services.fetcher.client import ApiError, CreditsRefused, classify
 from services.fetcher.limiter import grantable, seconds_to_next_minute, wait_seconds
 from services.fetcher.schedule import due_tick, latest_tick
 from services.fetcher.series import (
     INDICATOR_WARMUP,
-    MAX_OUTPUTSIZE,
     backfill_windows,
     bars_per_day,
     ema_settle_bars,
