@@ -89,8 +89,13 @@ def put_batch(
         pipe.execute()
 
 
-def get_batch(redis: Redis, batch_id: str) -> dict[str, pd.DataFrame]:
+def get_batch_ipc(redis: Redis, batch_id: str) -> dict[str, bytes]:
+    """The batch's frames exactly as stored (Arrow IPC), e.g. to fingerprint its content."""
     stored: dict[bytes, bytes] = redis.hgetall(_batch_key(batch_id))  # type: ignore[assignment]
     if not stored:
         raise MissingBlobError(f"batch {batch_id} is not in Redis (expired or lost)")
-    return {name.decode(): ipc_to_frame(data) for name, data in stored.items()}
+    return {name.decode(): data for name, data in stored.items()}
+
+
+def get_batch(redis: Redis, batch_id: str) -> dict[str, pd.DataFrame]:
+    return {name: ipc_to_frame(data) for name, data in get_batch_ipc(redis, batch_id).items()}

@@ -106,16 +106,14 @@ def _claim_key(batch_id: str) -> str:
 
 def read_batch(redis: Redis, batch_id: str) -> ClaimedBatch:
     """The batch's frames, its payload and a digest of exactly the bytes stored."""
-    stored: dict[bytes, bytes] = redis.hgetall(broker._batch_key(batch_id))  # type: ignore[assignment]
-    if not stored:
-        raise broker.MissingBlobError(f"batch {batch_id} is not in Redis (expired or lost)")
+    stored = broker.get_batch_ipc(redis, batch_id)
     digest = hashlib.sha256()
     for name in sorted(stored):
-        digest.update(name + b"\0" + stored[name])
+        digest.update(name.encode() + b"\0" + stored[name])
     return ClaimedBatch(
         batch_id=batch_id,
         payload=broker.get_payload(redis, batch_id),
-        frames={name.decode(): broker.ipc_to_frame(data) for name, data in stored.items()},
+        frames={name: broker.ipc_to_frame(data) for name, data in stored.items()},
         digest=digest.hexdigest(),
     )
 
