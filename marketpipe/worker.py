@@ -7,9 +7,10 @@ jobs, after the fork, so no socket is ever shared between processes.
 A worker killed outright (SIGKILL, OOM, a container stopped hard) leaves its job in RQ's
 StartedJobRegistry. RQ retries such a job (or fails it with AbandonedJobError) only once the
 entry's heartbeat has expired (at least 60 s) *and* some worker runs maintenance (every 10 min
-by default). Our workers run maintenance every minute, and before RQ's own cleanup they reap at
-once the jobs of dead workers of their own host (a restarted worker, a restarted container),
-through the same RQ code path (retry while retries are left, else the failed-job registry).
+by default, and an idle worker checks only every 405 s). Our workers run maintenance every
+minute, idle or not, and before RQ's own cleanup they reap at once the jobs of dead workers of
+their own host (a restarted worker, a restarted container), through the same RQ code path
+(retry while retries are left, else the failed-job registry).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from marketpipe.settings import load_settings
 log = logging.getLogger("marketpipe.worker")
 
 MAINTENANCE_INTERVAL_SECONDS: Final = 60
+# An idle worker blocks on the queue for worker_ttl - 15 s between maintenance checks (RQ's
+# default 420 s): scheduled retries, reaping and the scheduler's takeover after a killed worker
+# would wait up to 7 min. 75 s keeps that wait at a minute.
+WORKER_TTL_SECONDS: Final = 75
 
 
 def _pid_alive(pid: int) -> bool:
@@ -107,6 +112,7 @@ def run_worker(queue_name: str, description: str) -> None:
         # RQ refuses to start ("an active worker named ... already") until the old key expires.
         name=f"{queue_name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}",
         maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
+        worker_ttl=WORKER_TTL_SECONDS,
     )
     # The scheduler moves retried jobs back onto the queue when their backoff has passed.
     worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
