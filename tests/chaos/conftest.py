@@ -1,0 +1,87 @@
+"""The chaos tests' shared record: each test adds one line to the table `make chaos` prints.
+
+Every test here is marked ``chaos`` (long; `make test` leaves them out). A line says how many
+faults were injected, how many jobs ran, and how the final tables compare with the expected
+rows: lost (expected, not found) and duplicated (found more than once or unexpected).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from marketpipe import broker
+from marketpipe.queues import LOAD_QUEUE, TRANSFORM_QUEUE
+from marketpipe.settings import Settings
+
+# The integration fixtures (own database, own Redis db, sandbox) and the worker pool, shared.
+from tests.integration.conftest import (  # noqa: F401
+    base_settings,
+    clean_db,
+    database_url,
+    pipeline_settings,
+    redis,
+    redis_url,
+    sandbox,
+    server_urls,
+)
+from tests.integration.reliability.conftest import table_rows, workers  # noqa: F401
+
+REPORT = Path(
+    os.environ.get("CHAOS_REPORT", Path(tempfile.gettempdir()) / "marketpipe-chaos.jsonl")
+)
+KEYED = ("bars", "daily_bars", "watermarks")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.chaos)
+
+
+def jobs_run(client: Redis, settings: Settings) -> int:
+    """Jobs that finished, over both queues (a retried job counts once)."""
+    return sum(
+        broker.queue(name, client, settings).finished_job_registry.count
+        for name in (TRANSFORM_QUEUE, LOAD_QUEUE)
+    )
+
+
+def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
+    return {table: table_rows(settings, table) for table in KEYED}
+
+
+def compare(
+    expected: dict[str, list[tuple[Any, ...]]], found: dict[str, list[tuple[Any, ...]]]
+) -> dict[str, int]:
+    """Row-for-row: lost = expected rows missing, duplicated = surplus or unexpected rows."""
+    want = Counter(r for rows in expected.values() for r in rows)
+    got = Counter(r for rows in found.values() for r in rows)
+    return {
+        "rows_expected": sum(want.values()),
+        "rows_found": sum(got.values()),
+        "lost": sum((want - got).values()),
+        "duplicated": sum((got - want).values()),
+    }
+
+
+@pytest.fixture
+def chaos_record(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]:
+    lines: list[dict[str, Any]] = []
+
+    def record(scenario: str, *, faults: int, jobs: int, **comparison: int) -> None:
+        lines.append({"scenario": scenario, "faults": faults, "jobs": jobs, **comparison})
+
+    yield record
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    with REPORT.open("a") as out:
+        for line in lines:
+            out.write(json.dumps({**line, "test": request.node.name}) + "\n")

@@ -1,0 +1,227 @@
+"""Outages: Postgres restarted while loading, Redis restarted mid-run (with and without its
+append-only file), the API down for an hour of sandbox time. Each ends with every row there."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from marketpipe.settings import Settings
+from services.fetcher.__main__ import build_fetcher
+from services.fetcher.clock import InProcessClock
+from services.fetcher.cycle import run_cycle
+from services.sandbox.app import SandboxServer
+from tests.chaos.conftest import compare, jobs_run, snapshot
+from tests.integration.conftest import CLAIM_KEY, run_pipeline
+from tests.integration.loader.test_outage import TcpProxy
+from tests.integration.reliability.conftest import (
+    Workers,
+    clean_tables,
+    failed_jobs,
+    query,
+    wait_drained,
+    wait_for,
+)
+from tests.integration.reliability.test_bad_input import assert_complete
+
+
+def expected_after_one_cycle(settings: Settings, redis: Redis) -> dict[str, list[tuple]]:
+    """The clean run's tables: one cycle, burst workers, nothing broken."""
+    run_pipeline(settings)
+    clean = snapshot(settings)
+    clean_tables(settings)
+    flush(redis)
+    return clean
+
+
+def flush(redis: Redis) -> None:
+    token = redis.get(CLAIM_KEY)
+    redis.flushdb()
+    redis.set(CLAIM_KEY, token or b"claimed")
+
+
+def test_postgres_restarted_while_loading(
+    pipeline_settings: Settings, redis: Redis, workers: Workers, chaos_record: Callable[..., None]
+) -> None:
+    settings = pipeline_settings
+    clean = expected_after_one_cycle(settings, redis)
+    url = settings.admin_url
+    proxy = TcpProxy((url.host or "127.0.0.1", url.port or 5432))
+    proxy.restore()
+    through = settings.model_copy(
+        update={"database_url": url.set(port=proxy.port).render_as_string(hide_password=False)}
+    )
+    try:
+        workers.start("services.transformer", through)
+        workers.start("services.loader", through, LOAD_BATCH_MAX_WAIT_SECONDS=0)
+        proxy.cut()  # the server goes down before the loads
+        fx = build_fetcher(settings, redis=redis)
+        run_cycle(fx)
+        # Every load job fails against the dead server and waits for its retry.
+        wait_for(lambda: "OperationalError" in workers.logs(), 60, "a load to fail on the outage")
+        assert query(settings, "SELECT count(*) FROM marketpipe.bars") == [(0,)]
+        proxy.restore()  # the server is back
+        wait_drained(redis, settings, 300, workers)
+    finally:
+        proxy.cut()
+    result = compare(clean, snapshot(settings))
+    chaos_record("Postgres down while loading", faults=1, jobs=jobs_run(redis, settings), **result)
+    assert result["lost"] == result["duplicated"] == 0, result
+    assert failed_jobs(redis) == {}
+    runs = query(settings, "SELECT status, count(*) FROM marketpipe.pipeline_runs GROUP BY 1")
+    assert runs == [("ok", len(settings.symbols))]
+    assert len(workers.alive("services.loader")) == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class PrivateRedis:
+    """Our own redis-server (never the shared one) in a temp dir, killable and restartable."""
+
+    def __init__(self, directory: Path, *, appendonly: bool) -> None:
+        self.dir, self.appendonly, self.port = directory, appendonly, _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir)]
+        args += ["--save", ""]
+        if self.appendonly:
+            # compose uses everysec; `always` makes the test exact about what survives.
+            args += ["--appendonly", "yes", "--appendfsync", "always"]
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = Redis.from_url(self.url)
+
+        def answers() -> bool:
+            with contextlib.suppress(RedisConnectionError):
+                return bool(client.ping())
+            return False
+
+        wait_for(answers, 20, "the private Redis to answer")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path, appendonly=request.param)
+    server.start()
+    yield server
+    with contextlib.suppress(AssertionError):
+        server.kill()
+
+
+@pytest.mark.parametrize(
+    "private_redis", [True, False], ids=["aof", "no-persistence"], indirect=True
+)
+def test_redis_restarted_mid_run(
+    pipeline_settings: Settings,
+    redis: Redis,
+    private_redis: PrivateRedis,
+    workers: Workers,
+    chaos_record: Callable[..., None],
+) -> None:
+    clean = expected_after_one_cycle(pipeline_settings, redis)
+    settings = pipeline_settings.model_copy(update={"redis_url": private_redis.url})
+    own = Redis.from_url(private_redis.url)
+    fx = build_fetcher(settings, redis=own)
+    run_cycle(fx)  # payloads and transform jobs are in Redis, no worker has run yet
+    queued = own.llen("rq:queue:marketpipe-transform")
+    assert queued == len(settings.symbols)
+
+    private_redis.kill()
+    private_redis.start()
+    fx = build_fetcher(settings, redis=Redis.from_url(private_redis.url))
+    if private_redis.appendonly:
+        # compose: the append-only file brought the jobs and blobs back.
+        assert Redis.from_url(private_redis.url).llen("rq:queue:marketpipe-transform") == queued
+    else:
+        # make run: the local Redis kept nothing; the watermark (none loaded yet) says what to
+        # fetch again, so the next tick closes the gap.
+        assert Redis.from_url(private_redis.url).dbsize() == 0
+        report = run_cycle(fx)
+        assert sorted(report.enqueued) == sorted(settings.symbols)
+    workers.start("services.transformer", settings)
+    workers.start("services.loader", settings)
+    wait_drained(Redis.from_url(private_redis.url), settings, 300, workers)
+    result = compare(clean, snapshot(settings))
+    mode = "AOF" if private_redis.appendonly else "no persistence, re-fetch"
+    chaos_record(
+        f"Redis restarted ({mode})",
+        faults=1,
+        jobs=jobs_run(Redis.from_url(private_redis.url), settings),
+        **result,
+    )
+    assert result["lost"] == result["duplicated"] == 0, result
+
+
+def test_api_down_for_an_hour_of_sandbox_time(
+    pipeline_settings: Settings,
+    redis: Redis,
+    sandbox: SandboxServer,
+    workers: Workers,
+    chaos_record: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = pipeline_settings.model_copy(
+        update={"fetch_backoff_seconds": 0.05, "symbols": ("AAPL", "BTC/USD", "ETH/USD")}
+    )
+    start = sandbox.clock.now()
+    fx = build_fetcher(settings, clock=InProcessClock(sandbox.clock), redis=redis)
+    workers.start("services.transformer", settings)
+    workers.start("services.loader", settings)
+    try:
+        run_cycle(fx)
+        wait_drained(redis, settings, 120, workers)
+        # The API goes down: every call of every endpoint fails, for an hour and a bit.
+        sandbox.faults.set_probability("server_error", 1.0, endpoint="*")
+        down = []
+        for _ in range(2):
+            sandbox.clock.advance(40 * 60)
+            down.append(run_cycle(fx))
+        sandbox.faults.clear()
+        sandbox.clock.advance(20 * 60)
+        run_cycle(fx)
+        wait_drained(redis, settings, 120, workers)
+        now = sandbox.clock.now()
+    finally:
+        sandbox.faults.clear()
+        sandbox.clock.set(start, speed=0)
+    assert all(sorted(r.deferred) == sorted(settings.symbols) for r in down)
+    assert "next tick retries" in caplog.text  # the fetcher's log says what happened
+    checked = {s: assert_complete(settings, s, now) for s in settings.symbols}
+    chaos_record(
+        "API down for an hour",
+        faults=2,
+        jobs=jobs_run(redis, settings),
+        rows_expected=sum(checked.values()),
+        rows_found=sum(checked.values()),
+        lost=0,
+        duplicated=query(
+            settings,
+            "SELECT count(*) - count(DISTINCT (symbol, interval, bar_time)) FROM marketpipe.bars",
+        )[0][0],
+    )
+    assert failed_jobs(redis) == {}
