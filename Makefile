@@ -41,8 +41,12 @@ browser-deps: ## Debian's chromium for the browser test (as root; only when miss
 	fi
 
 .PHONY: test
-test: $(STAMP) browser-deps lint ## install everything, lint, run all tests against local Postgres/Redis
-	$(BIN)/pytest
+test: $(STAMP) browser-deps lint ## install everything, lint, run all tests but the long chaos ones
+	$(BIN)/pytest -m "not chaos"
+
+.PHONY: chaos
+chaos: $(STAMP) ## crash, outage, bad-input and security tests on real processes; one results table
+	$(BIN)/python scripts/chaos.py
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## unit tests only (no servers)
