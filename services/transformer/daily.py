@@ -44,19 +44,29 @@ def daily_aggregates(
     )
     finest = per_series.groupby("symbol")["rank"].transform("min")
     chosen = (per_series["rank"] == finest).to_numpy()
-    keep = np.flatnonzero(np.repeat(chosen, lengths))
-    if keep.size == 0:
+    if not chosen.any():
         return _empty()
+    # Row positions of the bars that feed days; usually all of them (one interval per symbol),
+    # and then no column is copied.
+    keep = None if chosen.all() else np.flatnonzero(np.repeat(chosen, lengths))
 
     def column(name: str) -> np.ndarray:
-        return bars[name].to_numpy()[keep]
+        values = bars[name].to_numpy()
+        return values if keep is None else values[keep]
 
-    # Bars are sorted by series then time; one series per symbol remains, so days are runs.
-    symbol = bars["symbol"].to_numpy(dtype=object)[keep]
+    def at_rows(name: str, positions: np.ndarray) -> np.ndarray:
+        """``column(name)[positions]`` without materialising the column (text columns)."""
+        rows = positions if keep is None else keep[positions]
+        return bars[name].to_numpy(dtype=object)[rows]
+
+    # Bars are sorted by series then time, and one series per symbol remains: days are the
+    # runs of equal (series, trading_date); integer codes, not symbol strings, are compared.
+    series_kept = series if keep is None else series[keep]
     day = column("trading_date")
-    new_day = np.r_[True, (symbol[1:] != symbol[:-1]) | (day[1:] != day[:-1])]
+    day_int = day.view(np.int64)
+    new_day = np.r_[True, (series_kept[1:] != series_kept[:-1]) | (day_int[1:] != day_int[:-1])]
     starts = np.flatnonzero(new_day)
-    ends = np.r_[starts[1:], keep.size] - 1
+    ends = np.r_[starts[1:], series_kept.size] - 1
     high_bars, low_bars, close_bars = column("high"), column("low"), column("close")
     volume_bars = column("volume")
     high = np.maximum.reduceat(high_bars, starts)
@@ -68,17 +78,16 @@ def daily_aggregates(
         vwap = np.add.reduceat(typical * volume_bars, starts) / volume
     vwap[~(volume > 0)] = np.nan
     close = close_bars[ends]
-    same_symbol_as_prev = np.r_[False, symbol[starts][1:] == symbol[starts][:-1]]
+    day_series = series_kept[starts]
+    same_symbol_as_prev = np.r_[False, day_series[1:] == day_series[:-1]]
     previous = np.where(same_symbol_as_prev, np.r_[np.nan, close[:-1]], np.nan)
     complete_bars = np.minimum.reduceat(column("is_complete").astype(np.int8), starts)
     stamp = transformed_at.tz_convert("UTC").tz_localize(None).as_unit("us").to_datetime64()
     frame = pd.DataFrame(
         {
-            "symbol": pd.Series(symbol[starts], dtype=object),
+            "symbol": pd.Series(at_rows("symbol", starts), dtype=object),
             "trading_date": day[starts],
-            "asset_class": pd.Series(
-                bars["asset_class"].to_numpy(dtype=object)[keep][starts], dtype=object
-            ),
+            "asset_class": pd.Series(at_rows("asset_class", starts), dtype=object),
             "open": column("open")[starts],
             "high": high,
             "low": low,
@@ -90,9 +99,7 @@ def daily_aggregates(
             "range": high - low,
             "bar_count": (ends - starts + 1).astype(np.int64),
             "is_complete": complete_bars.astype(bool),
-            "payload_id": pd.Series(
-                bars["payload_id"].to_numpy(dtype=object)[keep][ends], dtype=object
-            ),
+            "payload_id": pd.Series(at_rows("payload_id", ends), dtype=object),
             "transformed_at": np.full(len(starts), stamp),
         }
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -11,13 +13,13 @@ from services.transformer.flatten import INSTRUMENT_FIELDS
 from services.transformer.timeconv import (
     NAIVE_DTYPE,
     TIME_UNIT,
-    UTC_DTYPE,
     bar_end_local,
     bars_per_year,
 )
 
 BAR_COLUMNS = column_names(OLAP_COLUMNS)
 TEXT_COLUMNS = [name for name, sql in OLAP_COLUMNS if sql == "text"]
+PAYLOAD_TEXT_COLUMNS = ("symbol", "interval", "asset_class", "exchange_timezone", "payload_id")
 FLOAT_COLUMNS = [name for name, sql in OLAP_COLUMNS if sql == "double precision"]
 
 
@@ -39,13 +41,16 @@ def enrich(
     starts, lengths = series_bounds(bars["series"].to_numpy())
     layout = ind.Layout.from_groups(starts, lengths, size)
 
+    # Text attributes are per payload: repeat each payload's value over its run of bars (bars of
+    # one payload are mostly adjacent) rather than a per-bar lookup.
+    runs = payload_runs(payload_of_bar)
     out: dict[str, object] = {}
-    for column in ("symbol", "interval", "asset_class", "exchange_timezone", *INSTRUMENT_FIELDS):
-        out[column] = payloads[column].to_numpy(dtype=object)[payload_of_bar]
-    out["payload_id"] = payloads["payload_id"].to_numpy(dtype=object)[payload_of_bar]
+    for column in (*PAYLOAD_TEXT_COLUMNS, *INSTRUMENT_FIELDS):
+        per_payload = payloads[column].to_numpy(dtype=object)
+        out[column] = np.repeat(per_payload[runs.payload], runs.length)
 
-    bar_time = bars["bar_time"].to_numpy().astype(NAIVE_DTYPE)
-    local = bars["local"].to_numpy().astype(NAIVE_DTYPE)
+    bar_time = bars["bar_time"].to_numpy().astype(NAIVE_DTYPE, copy=False)
+    local = bars["local"].to_numpy().astype(NAIVE_DTYPE, copy=False)
     out["bar_time"] = bar_time
     out["bar_time_local"] = local
     out["trading_date"] = local.astype("datetime64[D]").astype(NAIVE_DTYPE)
@@ -69,17 +74,41 @@ def enrich(
         elif column not in out:
             out[column] = np.full(size, np.nan)
 
-    out["is_complete"] = completeness(bars, payloads)
-    out["transformed_at"] = np.full(size, transformed_at.tz_localize(None).to_datetime64())
-    # Explicit object Series: pandas 3 would infer "str" and turn None into NaN.
-    frame = pd.DataFrame(
-        {k: pd.Series(v, dtype=object) if k in TEXT_COLUMNS else v for k, v in out.items()},
+    out["is_complete"] = completeness(bars, payloads, runs)
+    stamp = transformed_at.tz_convert("UTC").tz_localize(None).as_unit(TIME_UNIT)
+    out["transformed_at"] = np.full(size, stamp.to_datetime64())
+    for column in ("bar_time", "transformed_at"):
+        naive = pd.Series(out[column], copy=False).astype(NAIVE_DTYPE)
+        out[column] = naive.dt.tz_localize("UTC")
+    # Explicit object Series (pandas 3 would infer "str" and turn None into NaN), and no copies:
+    # the frame is built once from the finished arrays, already in contract order.
+    return pd.DataFrame(
+        {
+            name: pd.Series(out[name], dtype=object, copy=False)
+            if name in TEXT_COLUMNS
+            else out[name]
+            for name in BAR_COLUMNS
+        },
         copy=False,
     )
-    for column in ("bar_time", "transformed_at"):
-        frame[column] = frame[column].astype(f"datetime64[{TIME_UNIT}]").dt.tz_localize("UTC")
-    frame = frame.astype({"bar_time": UTC_DTYPE, "transformed_at": UTC_DTYPE})
-    return frame[BAR_COLUMNS]
+
+
+@dataclass(frozen=True)
+class PayloadRuns:
+    """Maximal runs of consecutive bars from the same payload."""
+
+    start: np.ndarray
+    length: np.ndarray
+    payload: np.ndarray
+
+
+def payload_runs(payload_of_bar: np.ndarray) -> PayloadRuns:
+    if payload_of_bar.size == 0:
+        empty = np.zeros(0, np.int64)
+        return PayloadRuns(empty, empty, empty)
+    start = np.flatnonzero(np.r_[True, payload_of_bar[1:] != payload_of_bar[:-1]])
+    length = np.diff(np.r_[start, payload_of_bar.size])
+    return PayloadRuns(start, length, payload_of_bar[start])
 
 
 def compute_indicators(
@@ -97,31 +126,15 @@ def compute_indicators(
     low_flat = bars["low"].to_numpy(dtype=np.float64)
     volume_flat = bars["volume"].to_numpy(dtype=np.float64)
 
-    def per_bucket(close: ind.Matrix, high: ind.Matrix, low: ind.Matrix) -> dict[str, ind.Matrix]:
-        changes = ind.change_columns(close)
-        bollinger = ind.bollinger_columns(close, 20, 2.0)
-        return {
-            **changes,
-            "sma_20": bollinger["bb_middle"],
-            "sma_50": ind.rolling_mean(close, 50),
-            "sma_200": ind.rolling_mean(close, 200),
-            **ind.macd_columns(close),
-            "rsi_14": ind.rsi(close, 14),
-            **bollinger,
-            "atr_14": ind.atr(high, low, close, 14),
-            "volatility_20": ind.rolling_std(changes["log_return"], 20, ddof=1),
-        }
-
-    buckets = [
-        per_bucket(c, h, lo)
-        for c, h, lo in zip(
-            layout.to_matrices(close_flat),
-            layout.to_matrices(high_flat),
-            layout.to_matrices(low_flat),
-            strict=True,
+    # Block by block (each a few hundred KiB), so the dozens of passes per indicator run in
+    # cache; each block's columns land straight in their slice of the flat output arrays.
+    out = {name: np.empty(layout.size) for name in MATRIX_COLUMNS}
+    for block in layout.blocks:
+        columns = ind.block_indicators(
+            block.gather(close_flat), block.gather(high_flat), block.gather(low_flat)
         )
-    ]
-    out = {name: layout.to_flat([b[name] for b in buckets]) for name in MATRIX_COLUMNS}
+        for name in MATRIX_COLUMNS:
+            block.scatter(columns[name], out[name])
     out["volatility_20"] *= np.sqrt(annualisation)
     out["vwap_session"] = session_vwap(
         bars["series"].to_numpy(), trading_date, high_flat, low_flat, close_flat, volume_flat
@@ -215,8 +228,9 @@ def fifty_two_week_columns(
     series_rank = np.repeat(np.arange(series_start.size, dtype=np.int64), series_length)
     key = (seconds - seconds.min()) + series_rank * span
     left = np.searchsorted(key, key - window, side="left")
-    high_52w = ind.trailing_extreme(high, left, eligible, np.maximum)
-    low_52w = ind.trailing_extreme(low, left, eligible, np.minimum)
+    windows = ind.TrailingWindows.build(left, eligible)
+    high_52w = windows.extreme(high, np.maximum)
+    low_52w = windows.extreme(low, np.minimum)
     return {
         "high_52w": high_52w,
         "low_52w": low_52w,
@@ -242,21 +256,19 @@ def annualisation(
     return np.repeat(per_series, lengths)
 
 
-def completeness(bars: pd.DataFrame, payloads: pd.DataFrame) -> np.ndarray:
+def completeness(bars: pd.DataFrame, payloads: pd.DataFrame, runs: PayloadRuns) -> np.ndarray:
     """False for the newest bar of a payload when that bar had not ended at fetch time."""
     size = len(bars)
     complete = np.ones(size, bool)
     if size == 0:
         return complete
     payload_of_bar = bars["payload"].to_numpy()
-    bar_time = bars["bar_time"].to_numpy().astype(NAIVE_DTYPE)
-    newest = (
-        pd.DataFrame({"payload": payload_of_bar, "t": bar_time.view(np.int64)})
-        .groupby("payload")["t"]
-        .idxmax()
-        .to_numpy()
-    )
-    local = bars["local"].to_numpy().astype(NAIVE_DTYPE)
+    # A payload's bars all belong to one series and bars are sorted by (series, time), so its
+    # newest bar is its last one: the largest run end among its runs.
+    last_of_payload = np.full(len(payloads), -1, np.int64)
+    np.maximum.at(last_of_payload, runs.payload, runs.start + runs.length - 1)
+    newest = last_of_payload[last_of_payload >= 0]
+    local = bars["local"].to_numpy().astype(NAIVE_DTYPE, copy=False)
     owner = payload_of_bar[newest]
     calendars = payloads[["interval", "asset_class", "exchange_timezone"]].astype(object)
     calendar_of = calendars.to_numpy()[owner]
