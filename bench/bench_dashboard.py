@@ -197,22 +197,20 @@ def main() -> None:
                 engine, "1h", timedelta(days=30)
             ),
             "sparklines (all symbols, 7 days)": lambda i: queries.sparklines(
-                engine, "1h", ago(7), newest
+                engine, "1h", ago(7), newest, timedelta(hours=3)
             ),
             "instrument bars, 7 days": lambda i: queries.bars(
                 engine, symbol(i), "1h", ago(7), newest
             ),
-            "instrument bars, 90 days": lambda i: queries.bars(
-                engine, symbol(i), "1h", ago(90), newest
-            ),
-            "instrument bars, 1 year": lambda i: queries.bars(
-                engine, symbol(i), "1h", ago(365), newest
+            # the longest hourly window the app offers (longer windows switch to daily bars)
+            "instrument bars, 31 days": lambda i: queries.bars(
+                engine, symbol(i), "1h", ago(31), newest
             ),
             "instrument daily, 1 year + warm-up": lambda i: queries.daily_bars(
                 engine, symbol(i), ago(665), newest
             ),
-            "compare 8 symbols hourly, 30 days": lambda i: queries.compare_closes(
-                engine, several(i), "1h", ago(30), newest, daily=False
+            "compare 8 symbols hourly, 8 days": lambda i: queries.compare_closes(
+                engine, several(i), "1h", ago(8), newest, daily=False
             ),
             "compare 8 symbols daily, 1 year": lambda i: queries.compare_closes(
                 engine, several(i), "1h", ago(365), newest, daily=True
