@@ -23,7 +23,7 @@ from marketpipe import broker
 from marketpipe.contract import RawPayload
 from marketpipe.queues import LOAD_QUEUE, TRANSFORM_JOB, TRANSFORM_QUEUE
 from marketpipe.settings import Settings
-from tests.integration.conftest import REPO_ROOT, run_service, settings_env
+from tests.integration.conftest import OUR_TABLES, REPO_ROOT, run_service, settings_env
 from tests.integration.loader.conftest import wait_for
 
 QUEUES = (TRANSFORM_QUEUE, LOAD_QUEUE)
@@ -182,3 +182,11 @@ def drain_bursts(settings: Settings, rounds: int = 1) -> str:
         logs += run_service("services.transformer", "--burst", env=env)
         logs += run_service("services.loader", "--burst", env=env)
     return logs
+
+
+def clean_tables(settings: Settings) -> None:
+    """Empty our tables between two runs of one test (the clean_db fixture does it per test)."""
+    conn = psycopg2.connect(settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute("TRUNCATE " + ", ".join(f"marketpipe.{t}" for t in OUR_TABLES))
+    conn.close()
