@@ -57,7 +57,7 @@ def daily_aggregates(
     def at_rows(name: str, positions: np.ndarray) -> np.ndarray:
         """``column(name)[positions]`` without materialising the column (text columns)."""
         rows = positions if keep is None else keep[positions]
-        return bars[name].to_numpy(dtype=object)[rows]
+        return bars[name].to_numpy()[rows].astype(object, copy=False)
 
     # Bars are sorted by series then time, and one series per symbol remains: days are the
     # runs of equal (series, trading_date); integer codes, not symbol strings, are compared.

@@ -185,19 +185,30 @@ def session_vwap(
 ) -> np.ndarray:
     """Cumulative typical price x volume over cumulative volume within each trading day."""
     size = series.size
+    vwap = np.full(size, np.nan)
     if size == 0 or np.isnan(volume).all():
-        return np.full(size, np.nan)
+        return vwap
     day = trading_date.view(np.int64)
     new_segment = np.r_[True, (series[1:] != series[:-1]) | (day[1:] != day[:-1])]
     starts = np.flatnonzero(new_segment)
     lengths = np.diff(np.r_[starts, size])
-    days = ind.Layout.from_groups(starts, lengths, size)
-    typical = (high + low + close) / 3.0
-    traded = ind.segmented_cumsum(typical * volume, days)
-    shares = ind.segmented_cumsum(volume, days)
+    # A day whose first bar has no volume is NULL throughout (crypto, forex): skip its bars.
+    with_volume = ~np.isnan(volume[starts])
+    if not with_volume.all():
+        bars = np.flatnonzero(np.repeat(with_volume, lengths))
+        lengths = lengths[with_volume]
+        starts = np.cumsum(lengths) - lengths
+    else:
+        bars = slice(None)
+    days = ind.Layout.from_groups(starts, lengths, int(lengths.sum()))
+    volume_kept = volume[bars]
+    typical = (high[bars] + low[bars] + close[bars]) / 3.0
+    traded = ind.segmented_cumsum(typical * volume_kept, days)
+    shares = ind.segmented_cumsum(volume_kept, days)
     with np.errstate(invalid="ignore", divide="ignore"):
-        vwap = traded / shares
-    vwap[~(shares > 0)] = np.nan
+        kept = traded / shares
+    kept[~(shares > 0)] = np.nan
+    vwap[bars] = kept
     return vwap
 
 

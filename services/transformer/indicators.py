@@ -387,21 +387,29 @@ class TrailingWindows:
     def build(left: np.ndarray, eligible: np.ndarray) -> TrailingWindows:
         size = left.size
         positions = np.arange(size)
-        shortest = int((positions - left)[eligible].min()) + 1 if eligible.any() else 1
+        lookback = positions - left
+        shortest = int(lookback.min(initial=size, where=eligible)) + 1
         shift_bits = int(np.log2(max(shortest // 2, 1)))
         blocks = -(-size // (1 << shift_bits)) if size else 0
-        # Whole blocks strictly between the two ends; none when they are neighbours (or the
-        # same block, for a short ineligible window): those query an identity sentinel instead.
-        first_inner = (left >> shift_bits) + 1
-        last_inner = (positions >> shift_bits) - 1
-        inner = first_inner <= last_inner
-        sentinel = blocks
-        first_inner = np.where(inner, first_inner, sentinel)
-        last_inner = np.where(inner, last_inner, sentinel)
-        level = np.log2(last_inner - first_inner + 1).astype(np.int64)
+        # Whole blocks strictly between the two ends: [left's block + 1, i's block - 1]. None
+        # when they are neighbours (or the same block, for a short ineligible window): those
+        # query an identity sentinel (block index ``blocks``) instead.
+        first_inner = left >> shift_bits
+        first_inner += 1
+        last_inner = positions >> shift_bits
+        last_inner -= 1
+        count = last_inner - first_inner + 1
+        empty = count <= 0
+        first_inner[empty] = blocks
+        last_inner[empty] = blocks
+        count[empty] = 1
+        # floor(log2(count)) from a small table instead of a float log per bar.
+        level_of_count = np.log2(np.arange(1, blocks + 2)).astype(np.int64)
+        level = level_of_count[count - 1]
         row = level * (blocks + 1)
         run_start = row + first_inner
-        run_end = row + last_inner - (1 << level) + 1
+        run_end = row + last_inner + 1
+        run_end -= 1 << level
         levels = int(level.max()) + 1 if size else 1
         return TrailingWindows(left, eligible, shift_bits, blocks, levels, run_start, run_end)
 

@@ -234,3 +234,42 @@ def test_warm_up_lengths_are_exact() -> None:
         "atr_14": 14,
         "volatility_20": 20,
     }
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=400),
+    lookback_seed=st.integers(0, 2**32 - 1),
+    longest=st.integers(0, 300),
+)
+def test_trailing_extremes_match_brute_force(
+    values: list[float], lookback_seed: int, longest: int
+) -> None:
+    """Block-decomposed window extremes, windows of mixed lengths (series of mixed intervals)."""
+    from services.transformer.indicators import TrailingWindows
+
+    size = len(values)
+    rng = np.random.default_rng(lookback_seed)
+    left = np.maximum(np.arange(size) - rng.integers(0, longest + 1, size), 0)
+    eligible = rng.random(size) < 0.7
+    windows = TrailingWindows.build(left, eligible)
+    array = np.array(values)
+    for reducer, pick in ((np.maximum, max), (np.minimum, min)):
+        got = windows.extreme(array, reducer)
+        want = [pick(values[left[i] : i + 1]) if eligible[i] else math.nan for i in range(size)]
+        assert np.array_equal(got, np.array(want), equal_nan=True)
+
+
+@given(
+    values=st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=80),
+    window=st.integers(1, 40),
+)
+def test_window_sums_match_direct_sums(values: list[float], window: int) -> None:
+    from services.transformer.indicators import rolling_sum
+
+    got = rolling_sum(np.array([values]), window)[0]
+    want = [
+        math.fsum(values[i - window + 1 : i + 1]) if i >= window - 1 else math.nan
+        for i in range(len(values))
+    ]
+    assert_close(pd.Series(got), want, max(map(abs, values), default=1.0) or 1.0, "window_sum")
