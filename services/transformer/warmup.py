@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from marketpipe.contract import RawPayload
@@ -39,20 +40,34 @@ def drop_warmup(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Bars at or after each payload's ``since``; daily rows only for whole days."""
     since = {p.payload_id: _since(p) for p in payloads}
-    bar_from = bars["payload_id"].map(since)
-    keep_bars = bar_from.isna() | (bars["bar_time"] >= bar_from)
-    bars = bars[keep_bars.to_numpy(dtype=bool)]
+    with_since = {pid: start for pid, start in since.items() if start is not None}
+    if with_since and len(bars):
+        # Vectorised: each bar's payload -> its since (NaT when none), compared as datetime64;
+        # a per-bar map to Timestamp objects costs seconds per million bars.
+        owner = pd.Index(list(with_since)).get_indexer(bars["payload_id"].to_numpy())
+        starts = np.array(
+            [start.tz_localize(None).as_unit("us").to_datetime64() for start in with_since.values()]
+            + [np.datetime64("NaT", "us")],
+            dtype="datetime64[us]",
+        )
+        bar_from = starts[owner]  # owner -1 (no since) picks the trailing NaT
+        bar_time = bars["bar_time"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+        keep_bars = np.isnat(bar_from) | (bar_time.astype("datetime64[us]") >= bar_from)
+        if not keep_bars.all():
+            bars = bars[keep_bars]
 
+    first_days: pd.Series | None = None
     first_whole_day: dict[str, pd.Timestamp] = {}
     for payload in payloads:
         start = since[payload.payload_id]
         if start is not None:
             day = (start - ONE_DAY).tz_localize(None).normalize()
         elif _was_cut(payload):
-            series_days = daily.loc[daily["symbol"] == payload.symbol, "trading_date"]
-            if series_days.empty:
+            if first_days is None:  # once per batch, not a scan of the days per payload
+                first_days = daily.groupby("symbol", sort=False)["trading_date"].min()
+            if payload.symbol not in first_days.index:
                 continue
-            day = pd.Timestamp(series_days.min()) + ONE_DAY
+            day = pd.Timestamp(first_days[payload.symbol]) + ONE_DAY
         else:
             continue
         # Several payloads of one symbol in a batch: keep the most history any of them covers.
