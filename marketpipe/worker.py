@@ -49,7 +49,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _worker_is_dead(redis: Redis, worker_name: str, hostname: str) -> bool:
+def worker_is_dead(redis: Redis, worker_name: str, hostname: str) -> bool:
     """True when the worker that started an execution can no longer finish it."""
     if not worker_name:
         return False  # unknown: leave it to RQ's heartbeat expiry
@@ -74,7 +74,7 @@ def reap_abandoned(queue: Queue, *, hostname: str | None = None) -> list[str]:
             worker_name = Execution.fetch(execution_id, job_id, redis).worker_name
         except ValueError:
             worker_name = ""  # the execution hash is gone: only the heartbeat can tell
-        if _worker_is_dead(redis, worker_name, hostname):
+        if worker_is_dead(redis, worker_name, hostname):
             # Score 0 = expired: RQ's own cleanup then retries it or records AbandonedJobError.
             redis.zadd(registry.key, {f"{job_id}:{execution_id}": 0}, xx=True)
             reaped.append(job_id)

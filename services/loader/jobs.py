@@ -6,11 +6,13 @@ are still waiting in the load queue, up to ``LOAD_BATCH_MAX_ROWS`` bars or until
 ``LOAD_BATCH_MAX_WAIT_SECONDS`` have passed, and writes them all in one transaction.
 
 A claim is one Redis key per batch, set by a Lua script so that two loader workers can never
-both own a batch. While its owner works the key holds the owner's job id (with a lease of the job
-timeout, so a killed worker cannot block a batch for ever); after the commit it holds ``done:``
-and a digest of the batch's content. A job that finds its batch ``done`` with the content it
-sees now finishes as a no-op; a job whose batch is owned by a running job waits for it. If the
-transaction fails, the claims are released and every batch's own job still loads it.
+both own a batch. While its owner works the key holds the owner's job id and RQ worker name (with
+a lease of the job timeout, so an owner whose death cannot be seen still frees it in the end);
+after the commit it holds ``done:`` and a digest of the batch's content. A job that finds its
+batch ``done`` with the content it sees now finishes as a no-op; a job whose batch is owned by a
+running job waits for it; a job whose batch is owned by a dead one (its worker killed, or its job
+no longer running there) takes the claim over at once. If the transaction fails, the claims are
+released and every batch's own job still loads it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,7 +33,8 @@ import pandas as pd
 import psycopg2
 from redis import Redis
 from rq import get_current_job
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from marketpipe import broker
@@ -47,6 +51,7 @@ from marketpipe.contract import (
 from marketpipe.db import transaction
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
 from marketpipe.settings import Settings, load_settings
+from marketpipe.worker import worker_is_dead
 from services.loader.upsert import prepare_session, upsert_frame, upsert_rows
 
 log = logging.getLogger("marketpipe.loader")
@@ -58,16 +63,26 @@ DONE_PREFIX: Final = "done:"
 POLL_SECONDS: Final = 0.05
 
 # KEYS[1] claim key; ARGV: owner, done marker of the content the caller sees, lease seconds.
-# Free, our own (a retried job) or done with other content -> ours; done with this content ->
-# nothing to do; owned by another running job -> busy.
+# Free, our own job's (a retried job, possibly on another worker) or done with other content ->
+# ours; done with this content -> nothing to do; owned by another job -> busy.
 _CLAIM_SCRIPT: Final = """
 local held = redis.call('GET', KEYS[1])
 if held == ARGV[2] then return 'done' end
-if (not held) or held == ARGV[1] or string.sub(held, 1, 5) == 'done:' then
+if (not held) or string.match(held, '^[^ ]*') == string.match(ARGV[1], '^[^ ]*')
+        or string.sub(held, 1, 5) == 'done:' then
     redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
     return 'claimed'
 end
 return 'busy'
+"""
+# Compare-and-set: take a dead owner's claim only if it still holds it (ARGV: expected, owner,
+# lease), so of two jobs finding the same dead owner exactly one wins.
+_TAKEOVER_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return 0
 """
 _RELEASE_SCRIPT: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -124,6 +139,41 @@ def claim(redis: Redis, batch: ClaimedBatch, owner: str, lease_seconds: int) -> 
         _CLAIM_SCRIPT, 1, _claim_key(batch.batch_id), owner, batch.done_marker, lease_seconds
     )
     return state.decode() if isinstance(state, bytes) else str(state)
+
+
+def owner_token(job_id: str, worker_name: str | None) -> str:
+    """What a claim holds while its owner works: the job, and the worker that runs it."""
+    return f"{job_id} {worker_name}" if worker_name else job_id
+
+
+def owner_is_dead(redis: Redis, holder: str, *, hostname: str | None = None) -> bool:
+    """True when the job named by a claim can no longer finish (or release) its batches.
+
+    Dead: its worker is gone (see :func:`marketpipe.worker.worker_is_dead`), or its job is not
+    running on that worker any more (a killed work horse: the job failed or waits for its retry).
+    A holder without a worker (a load run outside RQ) cannot be judged: only the lease frees it.
+    """
+    job_id, _, worker_name = holder.partition(" ")
+    if not worker_name:
+        return False
+    if worker_is_dead(redis, worker_name, hostname or socket.gethostname()):
+        return True
+    try:
+        job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return True
+    return job.get_status(refresh=False) != JobStatus.STARTED or job.worker_name != worker_name
+
+
+def take_over(redis: Redis, batch_id: str, dead_holder: str, owner: str, lease: int) -> bool:
+    """Move a dead owner's claim to ``owner``; False if it changed hands meanwhile."""
+    taken = redis.eval(_TAKEOVER_SCRIPT, 1, _claim_key(batch_id), dead_holder, owner, lease)
+    return bool(taken)
+
+
+def _holder(redis: Redis, batch_id: str) -> str | None:
+    held = redis.get(_claim_key(batch_id))
+    return held.decode() if isinstance(held, bytes) else held
 
 
 def release(redis: Redis, batch_ids: Sequence[str], owner: str) -> None:
@@ -272,6 +322,11 @@ def _claim_own(redis: Redis, batch_id: str, owner: str, lease: int) -> ClaimedBa
             return batch
         if state == "done":
             return None
+        holder = _holder(redis, batch_id)
+        if holder and owner_is_dead(redis, holder):
+            if take_over(redis, batch_id, holder, owner, lease):
+                log.warning("batch %s: took over the claim of dead owner %s", batch_id, holder)
+            continue  # ours now, or someone else's: claim() tells on the next round
         if time.monotonic() > deadline:
             raise BatchBusyError(f"batch {batch_id} has been owned by another job for {lease} s")
         time.sleep(POLL_SECONDS)
@@ -313,7 +368,11 @@ def load_batch(batch_id: str) -> dict[str, Any]:
     """RQ entry point: load this batch and the pending ones it coalesces, all or nothing."""
     settings = _settings()
     job = get_current_job()
-    owner = job.id if job is not None else f"direct-{secrets.token_hex(8)}"
+    owner = (
+        owner_token(job.id, job.worker_name)
+        if job is not None
+        else f"direct-{secrets.token_hex(8)}"
+    )
     return run_load(settings, broker.redis_from(settings), batch_id, owner)
 
 
