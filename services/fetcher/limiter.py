@@ -48,6 +48,14 @@ if used > m then
 end
 return m
 """
+# Raise (never lower) the minute's count to the plan so nobody asks again this minute; unlike
+# _SYNC nothing was spent, so the day is left alone.
+_CLOSE_MINUTE: Final = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+end
+return 1
+"""
 
 
 # --- pure budget math (unit-tested) ------------------------------------------------------------
@@ -120,6 +128,7 @@ class CreditLimiter:
         self.prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
         self._sync = redis.register_script(_SYNC)
+        self._close_minute = redis.register_script(_CLOSE_MINUTE)
 
     @property
     def per_minute(self) -> int:
@@ -171,11 +180,18 @@ class CreditLimiter:
         self._sync(keys=self._keys(at), args=[used, 120, 2 * 86_400])
 
     def spent(self, scope: str, at: datetime) -> None:
-        """The API refused for lack of credits: the minute (or day) is over for everyone."""
+        """The API refused for lack of credits: the minute (or day) is over for everyone.
+
+        A minute refusal closes only the minute. The day keeps counting what was really used:
+        the refused request's own credits were taken by ``acquire`` (the API counts refused
+        requests too) and other clients' by ``observe``; booking the minute's unused plan
+        against the day would make one refusal look like a spent day (a plan above
+        API_CREDITS_PER_DAY, or a refusal early in a minute, meant waiting for the next day).
+        """
         keys = self._keys(at)
         if scope == "day":
             self.redis.set(keys[1], self.per_day, ex=2 * 86_400)
-        self._sync(keys=keys, args=[self.per_minute, 120, 2 * 86_400])
+        self._close_minute(keys=keys[:1], args=[self.per_minute, 120])
 
     def usage(self, at: datetime | None = None) -> tuple[int, int]:
         """(credits taken this API minute, this API day)."""
