@@ -104,8 +104,8 @@ def progress_key(interval: str, since: date) -> str:
     return f"{PROGRESS_PREFIX}:{interval}:{since.isoformat()}"
 
 
-def _is_end_of_history(answer: SeriesAnswer) -> bool:
-    """ "No data is available on the specified dates": nothing older exists (listed later)."""
+def _is_empty_window(answer: SeriesAnswer) -> bool:
+    """ "No data is available on the specified dates" for this window."""
     return answer.error_code == 400 and "no data" in str(answer.body.get("message", "")).lower()
 
 
@@ -140,6 +140,10 @@ def run_backfill(
         for s in wanted
         if f"finished:{s}".encode() in saved
     }
+    # Symbols a window has returned bars for: only after bars, an empty window means history
+    # ends there. Before, it is a window past the API's newest bar (`until` comes from our
+    # clock, which may run ahead of the API's: a frozen or lagging sandbox, a future --until).
+    has_bars = {s for s in wanted if f"bars:{s}".encode() in saved}
 
     report = BackfillReport(windows_total=sum(len(p) for p in plans.values()))
 
@@ -191,11 +195,15 @@ def run_backfill(
             if not answer.is_error:
                 enqueued, _ = land(fx, answer, request, attrs.get(s, {}))
                 report.enqueued += enqueued
+                has_bars.add(s)
                 done[s] += 1
-                fx.redis.hset(key, f"windows:{s}", done[s])
-            elif _is_end_of_history(answer):
+                fx.redis.hset(key, mapping={f"windows:{s}": done[s], f"bars:{s}": 1})
+            elif _is_empty_window(answer) and s in has_bars:
                 finished[s] = "no older data"
                 fx.redis.hset(key, f"finished:{s}", finished[s])
+            elif _is_empty_window(answer):
+                done[s] += 1
+                fx.redis.hset(key, f"windows:{s}", done[s])
             elif answer.error_code in (None, 429) or (answer.error_code or 0) >= 500:
                 failures[s] = failures.get(s, 0) + 1
                 if failures[s] >= fx.settings.fetch_max_attempts:
