@@ -1,9 +1,9 @@
 """`make chaos`: run the chaos tests (crashes, outages) and print one table of their results.
 
 Every chaos test appends its line (faults injected, jobs run, rows expected / found, lost,
-duplicated) to the report file; this script starts that file empty, runs pytest on the chaos
-and reliability tests, prints the table and fails unless pytest passed with 0 lost and 0
-duplicated rows everywhere.
+duplicated) to the report file, `.chaos/results.jsonl`; this script starts that file empty, runs
+pytest on the chaos and reliability tests, prints the table and fails unless pytest passed with
+0 lost and 0 duplicated rows everywhere.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-REPORT = Path(tempfile.gettempdir()) / "marketpipe-chaos.jsonl"
+# In the repo (git-ignored), not /tmp: the last run's results stay where the README points.
+REPORT = REPO_ROOT / ".chaos" / "results.jsonl"
 COLUMNS = ("scenario", "faults", "jobs", "rows_expected", "rows_found", "lost", "duplicated")
 HEADERS = (
     "scenario",
@@ -46,11 +46,17 @@ def table(lines: list[dict[str, object]]) -> str:
 
 
 def main() -> int:
+    REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text("")
     env = dict(os.environ, CHAOS_REPORT=str(REPORT))
     tests = ["tests/chaos", "tests/integration/reliability"]
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", *tests, "-p", "no:cacheprovider", *sys.argv[1:]],
+        [
+            *(sys.executable, "-m", "pytest", *tests, "-p", "no:cacheprovider"),
+            # Workers' logs of a failed test stay for the post-mortem; the rest is removed.
+            *("-o", "tmp_path_retention_policy=failed"),
+            *sys.argv[1:],
+        ],
         cwd=REPO_ROOT,
         env=env,
         check=False,

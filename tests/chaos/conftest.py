@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from marketpipe.settings import Settings
 
 # The integration fixtures (own database, own Redis db, sandbox) and the worker pool, shared.
 from tests.integration.conftest import (  # noqa: F401
+    REPO_ROOT,
     base_settings,
     clean_db,
     database_url,
@@ -35,9 +35,7 @@ from tests.integration.conftest import (  # noqa: F401
 )
 from tests.integration.reliability.conftest import table_rows, workers  # noqa: F401
 
-REPORT = Path(
-    os.environ.get("CHAOS_REPORT", Path(tempfile.gettempdir()) / "marketpipe-chaos.jsonl")
-)
+REPORT = Path(os.environ.get("CHAOS_REPORT", REPO_ROOT / ".chaos" / "results.jsonl"))
 KEYED = ("bars", "daily_bars", "watermarks")
 
 
@@ -71,6 +69,20 @@ def compare(
         "lost": sum((want - got).values()),
         "duplicated": sum((got - want).values()),
     }
+
+
+def lost_by_series(
+    expected: dict[str, list[tuple[Any, ...]]], found: dict[str, list[tuple[Any, ...]]]
+) -> dict[str, tuple[int, str, str]]:
+    """For a failure message: per table and symbol, how many rows are missing and their span
+    (a gap at one end of a series points at the fetch, holes inside it at a lost job)."""
+    out = {}
+    for table, rows in expected.items():
+        missing = Counter(rows) - Counter(found.get(table, []))
+        for symbol in sorted({r[0] for r in missing}):
+            keys = sorted(str(r[1:3]) for r in missing if r[0] == symbol)
+            out[f"{table} {symbol}"] = (len(keys), keys[0], keys[-1])
+    return out
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from redis import Redis
 
 from marketpipe.settings import Settings
-from tests.chaos.conftest import compare, jobs_run, snapshot
+from tests.chaos.conftest import compare, jobs_run, lost_by_series, snapshot
 from tests.integration.conftest import CLAIM_KEY, REPO_ROOT, settings_env
 from tests.integration.reliability.conftest import (
     Workers,
@@ -104,7 +104,8 @@ def test_killed_workers_lose_and_duplicate_nothing(
 
     state = queue_state(redis, settings)
     assert state == {"queued": 0, "started": 0, "scheduled": 0, "failed": 0}, failed_jobs(redis)
-    result = compare(clean, snapshot(settings))
+    found = snapshot(settings)
+    result = compare(clean, found)
     chaos_record(
         f"SIGKILL x{len(kills)} during backfill",
         faults=len(kills),
@@ -112,4 +113,4 @@ def test_killed_workers_lose_and_duplicate_nothing(
         **result,
     )
     assert len(kills) == KILLS, kills
-    assert result["lost"] == 0 and result["duplicated"] == 0, result
+    assert result["lost"] == 0 and result["duplicated"] == 0, (result, lost_by_series(clean, found))
