@@ -11,6 +11,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -260,17 +261,19 @@ def _parse_rows(values: list[Any], lengths: list[int]) -> pd.DataFrame:
     starts = np.cumsum([0, *lengths[:-1]]) if lengths else np.zeros(0, np.int64)
     position = np.arange(count, dtype=np.int64) - np.repeat(np.asarray(starts, np.int64), lengths)
     issue = np.full(count, None, dtype=object)
-    malformed = np.fromiter((type(v) is not dict for v in values), bool, count)
-    if malformed.any():
+    # set(map(type, ...)) runs in C; the per-row check only when something is not an object.
+    if set(map(type, values)) - {dict}:
+        malformed = np.fromiter((type(v) is not dict for v in values), bool, count)
         issue[malformed] = "malformed_row: not an object"
         values = [v if type(v) is dict else {} for v in values]
-    datetime_text = _field(values, "datetime")
+    datetime_text = _field(values, "datetime", lengths)
+    if set(map(type, datetime_text)) - {str}:
+        datetime_text = [t if isinstance(t, str) else "" for t in datetime_text]
     text_array = np.array(datetime_text, dtype=object)
-    if not all(type(t) is str for t in datetime_text):
-        text_array = np.array([t if isinstance(t, str) else "" for t in datetime_text], object)
-    local = parse_api_datetimes(text_array.astype(str))
-    bad_datetime = np.isnat(local) & (issue == None)  # noqa: E711 - elementwise on object array
-    issue[bad_datetime] = "bad_datetime"
+    local = parse_api_datetimes(datetime_text)
+    bad_datetime = np.isnat(local)
+    if bad_datetime.any():
+        _set_issue(issue, bad_datetime, "bad_datetime")
     columns: dict[str, Any] = {
         "payload": payload_index,
         "position": position,
@@ -278,28 +281,50 @@ def _parse_rows(values: list[Any], lengths: list[int]) -> pd.DataFrame:
         "local": local,
     }
     for field in (*PRICE_FIELDS, "volume"):
-        numbers, missing, non_numeric = _parse_numbers(_field(values, field))
+        numbers, missing, non_numeric = _parse_numbers(_field(values, field, lengths))
         columns[field] = numbers
         if field != "volume":
             # A missing volume is normal (crypto, forex): NULL, never 0, never an error.
             _set_issue(issue, missing, f"missing_value: {field}")
         _set_issue(issue, non_numeric, f"non_numeric: {field}")
     columns["issue"] = issue
-    frame = pd.DataFrame(columns)
-    frame["issue"] = frame["issue"].astype(object)
-    frame["datetime_text"] = frame["datetime_text"].astype(object)
-    return frame
+    # Explicit object Series: pandas 3 would infer Arrow-backed "str" for the text columns (a
+    # conversion of every string, and NaN for None); copy=False keeps each column's own array.
+    for name in ("datetime_text", "issue"):
+        columns[name] = pd.Series(columns[name], dtype=object, copy=False)
+    return pd.DataFrame(columns, copy=False)
 
 
-def _field(values: list[dict[str, Any]], name: str) -> list[Any]:
-    """One field of every bar; map(itemgetter) runs in C, .get only when a bar lacks it."""
+def _field(values: list[dict[str, Any]], name: str, lengths: list[int]) -> list[Any]:
+    """One field of every bar; map(itemgetter) runs in C.
+
+    When some bar lacks the field (volume of crypto and forex), payload by payload: a payload
+    where no bar has it gives Nones (checked in C too); only a payload where some bars have it
+    pays for a per-bar ``.get``.
+    """
     try:
         return list(map(itemgetter(name), values))
     except KeyError:
-        return [v.get(name) for v in values]
+        pass
+    getter = itemgetter(name)
+    out: list[Any] = []
+    start = 0
+    for length in lengths:
+        chunk = values[start : start + length]
+        start += length
+        try:
+            out += list(map(getter, chunk))  # all or nothing: a KeyError leaves out untouched
+        except KeyError:
+            if any(map(dict.__contains__, chunk, repeat(name))):
+                out.extend([v.get(name) for v in chunk])
+            else:
+                out.extend(repeat(None, length))
+    return out
 
 
 def _set_issue(issue: np.ndarray, mask: np.ndarray, reason: str) -> None:
     """Record ``reason`` for rows that have no earlier (higher-priority) issue."""
+    if not mask.any():  # the usual case: skip the missing-value scan of the object array
+        return
     fresh = mask & pd.isna(issue)
     issue[fresh] = reason

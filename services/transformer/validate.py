@@ -66,9 +66,8 @@ def validate(flat: FlatBatch, *, now: datetime) -> ValidatedBatch:
     oriented = np.where(descending[payload_index], -position, position)
     utc = _to_utc(payloads, payload_index, local, oriented, issue)
 
-    prices = rows[["open", "high", "low", "close"]].to_numpy()
-    open_, high, low, close = prices.T
-    _flag(issue, np.any(prices <= 0, axis=1), "non_positive_price")
+    open_, high, low, close = (rows[name].to_numpy() for name in ("open", "high", "low", "close"))
+    _flag(issue, (open_ <= 0) | (high <= 0) | (low <= 0) | (close <= 0), "non_positive_price")
     _flag(issue, high < np.maximum(open_, close), "high_below_open_close")
     _flag(issue, low > np.minimum(open_, close), "low_above_open_close")
     _flag(issue, rows["volume"].to_numpy() < 0, "negative_volume")
@@ -81,7 +80,7 @@ def validate(flat: FlatBatch, *, now: datetime) -> ValidatedBatch:
 
     # Out of order: earlier than a bar listed before it in the payload's time direction.
     valid = pd.isna(issue)
-    order = np.lexsort((oriented, payload_index))
+    order = _payload_time_order(payload_index, position, descending)
     ordered_valid = order[valid[order]]
     utc_int = utc.view(np.int64)
     running_max = (
@@ -125,10 +124,34 @@ def validate(flat: FlatBatch, *, now: datetime) -> ValidatedBatch:
             "low": low[kept],
             "close": close[kept],
             "volume": rows["volume"].to_numpy()[kept],
-        }
+        },
+        copy=False,  # fresh arrays already: no consolidation copy
     )
     quarantine = _quarantine_frame(flat, issue)
     return ValidatedBatch(payloads=payloads, bars=bars, quarantine=quarantine)
+
+
+def _payload_time_order(
+    payload_index: np.ndarray, position: np.ndarray, descending: np.ndarray
+) -> np.ndarray:
+    """Rows sorted by (payload, position in time order), i.e. lexsort((oriented, payload)).
+
+    flatten lists rows payload by payload in API order, so this is the identity except that a
+    newest-first payload's rows are reversed in place: linear, no sort. Anything else sorts.
+    """
+    size = payload_index.size
+    rows = np.arange(size)
+    lengths = np.bincount(payload_index, minlength=descending.size)
+    starts = np.cumsum(lengths) - lengths
+    start_of_row = starts[payload_index] if size else rows
+    laid_out = bool(
+        np.all(payload_index[1:] >= payload_index[:-1]) and np.all(position == rows - start_of_row)
+    )
+    if not laid_out:
+        oriented = np.where(descending[payload_index], -position, position)
+        return np.lexsort((oriented, payload_index))
+    reversed_rows = start_of_row + lengths[payload_index] - 1 - position
+    return np.where(descending[payload_index], reversed_rows, rows)
 
 
 def _scatter(mask_in_order: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:
@@ -138,6 +161,8 @@ def _scatter(mask_in_order: np.ndarray, order: np.ndarray, size: int) -> np.ndar
 
 
 def _flag(issue: np.ndarray, mask: np.ndarray, reason: str) -> None:
+    if not mask.any():  # the usual case: skip the missing-value scan of the object array
+        return
     fresh = mask & pd.isna(issue)
     issue[fresh] = reason
 
