@@ -14,21 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 
 import pandas as pd
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from marketpipe.db import reader_engine
 from marketpipe.migrate import migrate
+from marketpipe.scratch import scratch_database
 from marketpipe.settings import Settings
 from services.dashboard import queries
 
@@ -110,30 +108,6 @@ def server_url() -> str:
         or os.environ.get("TEST_DATABASE_URL")
         or "postgresql://postgres@127.0.0.1:5432/postgres"
     )
-
-
-@contextmanager
-def scratch_database() -> Iterator[str]:
-    server = make_url(server_url())
-    name = f"marketpipe_bench_dashboard_{secrets.token_hex(4)}"
-    admin = psycopg2.connect(
-        host=server.host,
-        port=server.port or 5432,
-        user=server.username,
-        password=server.password,
-        dbname=server.database or "postgres",
-    )
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
 
 
 BARS_INDEXES = """
@@ -222,7 +196,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=40)
     args = parser.parse_args()
     print(f"dashboard queries over {args.symbols * args.hours:,} bars ({args.symbols} symbols)")
-    with scratch_database() as database_url:
+    with scratch_database(server_url(), prefix="marketpipe_bench_dashboard") as database_url:
         settings = Settings(database_url=database_url)
         migrate(settings)
         fill(database_url, args.symbols, args.hours)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import sys
 import time
 from collections import Counter
@@ -25,11 +24,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-from psycopg2 import sql
 from redis import Redis
 
-from marketpipe.db import connect
 from marketpipe.migrate import migrate
+from marketpipe.scratch import scratch_database, scratch_redis
 from marketpipe.settings import Settings
 from services.fetcher.__main__ import build_fetcher
 from services.fetcher.backfill import run_backfill
@@ -46,7 +44,6 @@ SYMBOLS = [
 ]
 DAY_START = datetime(2026, 3, 9, 0, 5, tzinfo=UTC)  # a Monday, at the first tick
 PLAN = (8, 800)
-CLAIM_KEY = "marketpipe:bench-claim"
 
 
 class RecordingLedger(CreditLedger):
@@ -63,41 +60,11 @@ class RecordingLedger(CreditLedger):
 
 
 @contextmanager
-def bench_redis(base_url: str) -> Iterator[str]:
-    """An empty Redis db index, claimed for this run and flushed afterwards."""
-    base = base_url.rsplit("/", 1)[0]
-    for index in range(15, 0, -1):
-        client = Redis.from_url(f"{base}/{index}")
-        if client.dbsize() == 0 and client.set(CLAIM_KEY, "1", nx=True):
-            try:
-                yield f"{base}/{index}"
-            finally:
-                client.flushdb()
-                client.close()
-            return
-        client.close()
-    raise SystemExit("bench_fetch: no empty Redis db index (1-15) to use")
-
-
-@contextmanager
 def bench_database(server_url: str) -> Iterator[str]:
     """A migrated scratch database, dropped afterwards whatever happens."""
-    admin_settings = Settings(database_url=server_url)
-    name = f"marketpipe_bench_{secrets.token_hex(4)}"
-    admin = connect(admin_settings.admin_url.set(database="postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = admin_settings.admin_url.set(database=name).render_as_string(hide_password=False)
+    with scratch_database(server_url, prefix="marketpipe_bench") as url:
         migrate(Settings(database_url=url))
         yield url
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
 
 
 def per_minute(charges: list[tuple[int, int, bool]], first: int, last: int) -> list[int]:
@@ -135,7 +102,7 @@ def main() -> int:
     redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     with (
         bench_database(pg) as db_url,
-        bench_redis(redis_base) as redis_url,
+        scratch_redis(redis_base) as redis_url,
         SandboxServer(server) as sandbox,
     ):
         ledger = RecordingLedger(sandbox.api.settings.plan_for)

@@ -30,12 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.csv as pa_csv
-from psycopg2 import sql
 from sqlalchemy import create_engine
 
 from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY, column_names
 from marketpipe.db import connect
 from marketpipe.migrate import migrate
+from marketpipe.scratch import scratch_database
 from marketpipe.settings import Settings
 from services.loader.jobs import LINEAGE
 from services.loader.upsert import prepare_session, to_arrow, upsert_frame
@@ -154,23 +154,10 @@ def enriched_bars(
 @contextmanager
 def bench_database(server_url: str) -> Iterator[Settings]:
     """A migrated scratch database on the server, dropped afterwards whatever happens."""
-    settings = Settings(database_url=server_url)
-    name = f"marketpipe_bench_{secrets.token_hex(4)}"
-    admin = connect(settings.admin_url.set(database="postgres"))
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        url = settings.admin_url.set(database=name).render_as_string(hide_password=False)
+    with scratch_database(server_url, prefix="marketpipe_bench") as url:
         bench = Settings(database_url=url)
         migrate(bench)
         yield bench
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
 
 
 def run_sql(settings: Settings, statement: str) -> None:

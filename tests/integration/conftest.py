@@ -9,7 +9,6 @@ database and claims an empty Redis db index, and drops / flushes them at the end
 from __future__ import annotations
 
 import os
-import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,16 +20,15 @@ import psycopg2
 import pytest
 from psycopg2 import sql
 from redis import Redis
-from sqlalchemy.engine import make_url
 
 from marketpipe.migrate import migrate
+from marketpipe.scratch import CLAIM_KEY, scratch_database, scratch_redis
 from marketpipe.settings import Settings
 from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUR_TABLES = ("bars", "daily_bars", "quarantine", "pipeline_runs", "watermarks", "raw_payloads")
-CLAIM_KEY = "marketpipe:test-session-claim"
 
 
 def _docker_available() -> bool:
@@ -68,44 +66,18 @@ def server_urls() -> Iterator[tuple[str, str]]:
 @pytest.fixture(scope="session")
 def database_url(server_urls: tuple[str, str]) -> Iterator[str]:
     """A fresh database for this session, dropped afterwards."""
-    server = make_url(server_urls[0])
-    name = f"marketpipe_test_{secrets.token_hex(4)}"
-    admin = psycopg2.connect(
-        host=server.host,
-        port=server.port or 5432,
-        user=server.username,
-        password=server.password,
-        dbname=server.database or "postgres",
-    )
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.cursor() as cur:
-            cur.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-        admin.close()
+    with scratch_database(server_urls[0], prefix="marketpipe_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def redis_url(server_urls: tuple[str, str]) -> Iterator[str]:
     """An empty Redis db index claimed for this session, flushed afterwards."""
-    base = server_urls[1].rsplit("/", 1)[0] if server_urls[1].count("/") > 2 else server_urls[1]
-    token = secrets.token_hex(8)
-    for index in range(15, 0, -1):
-        client = Redis.from_url(f"{base}/{index}")
-        if client.dbsize() == 0 and client.set(CLAIM_KEY, token, nx=True):
-            try:
-                yield f"{base}/{index}"
-            finally:
-                client.flushdb()
-                client.close()
-            return
-        client.close()
-    pytest.fail("no empty Redis db index (1-15) to claim for the tests", pytrace=False)
+    try:
+        with scratch_redis(server_urls[1]) as url:
+            yield url
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}: the tests need one", pytrace=False)
 
 
 @pytest.fixture(scope="session")
