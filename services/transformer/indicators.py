@@ -1,9 +1,10 @@
 """Grouped rolling indicators, vectorised over every series of a batch at once.
 
-Bars arrive sorted by (series, time). They are laid out as a padded matrix, one row per series
-(series of similar length share a matrix so padding stays small), and every indicator is a
-handful of whole-matrix numpy operations along the time axis: no Python loop per series or per
-bar. Windows not yet filled are NaN, never a partial value. Definitions: docs/indicators.md.
+Bars arrive sorted by (series, time). They are laid out as padded matrices, one row per series
+(series of similar length share a matrix so padding stays small), cut into cache-sized blocks,
+and every indicator is a handful of whole-matrix numpy operations along the time axis: no Python
+loop per series or per bar. Windows not yet filled are NaN, never a partial value. Definitions
+and numerics: docs/indicators.md.
 """
 
 from __future__ import annotations
