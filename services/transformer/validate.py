@@ -94,17 +94,15 @@ def validate(flat: FlatBatch, *, now: datetime) -> ValidatedBatch:
 
     # Duplicates: sort by series, time, then by "newness"; all but the last of a run lose.
     valid = pd.isna(issue)
-    candidates = np.flatnonzero(valid)
-    by_time = candidates[
-        np.lexsort(
-            (
-                oriented[candidates],
-                fetched_rank[candidates],
-                utc_int[candidates],
-                series[candidates],
-            )
-        )
-    ]
+    by_time = _series_time_order(
+        order[valid[order]],
+        payload_index,
+        series_of_payload,
+        series,
+        utc_int,
+        fetched_rank,
+        oriented,
+    )
     same_as_next = np.zeros(len(by_time), bool)
     if len(by_time) > 1:
         same_as_next[:-1] = (series[by_time[1:]] == series[by_time[:-1]]) & (
@@ -152,6 +150,38 @@ def _payload_time_order(
         return np.lexsort((oriented, payload_index))
     reversed_rows = start_of_row + lengths[payload_index] - 1 - position
     return np.where(descending[payload_index], reversed_rows, rows)
+
+
+def _series_time_order(
+    valid_in_payload_order: np.ndarray,
+    payload_index: np.ndarray,
+    series_of_payload: np.ndarray,
+    series: np.ndarray,
+    utc_int: np.ndarray,
+    fetched_rank: np.ndarray,
+    oriented: np.ndarray,
+) -> np.ndarray:
+    """Valid rows sorted by (series, utc, fetched_rank, oriented).
+
+    ``valid_in_payload_order`` lists them payload by payload in time order, and after the
+    out-of-order rule their times never decrease within a payload. So when every series has one
+    payload (the usual batch) the sort is only a reordering of whole payloads by series: linear.
+    Several payloads of one series (overlapping fetches) interleave: then a real sort.
+    """
+    rows = valid_in_payload_order
+    payload_of = payload_index[rows]
+    counts = np.bincount(payload_of, minlength=series_of_payload.size)
+    present = np.flatnonzero(counts)
+    if np.unique(series_of_payload[present]).size != present.size:
+        return rows[np.lexsort((oriented[rows], fetched_rank[rows], utc_int[rows], series[rows]))]
+    by_series = present[np.argsort(series_of_payload[present], kind="stable")]
+    new_start = np.zeros(series_of_payload.size, np.int64)
+    new_start[by_series] = np.cumsum(counts[by_series]) - counts[by_series]
+    old_start = np.cumsum(counts) - counts
+    destination = new_start[payload_of] + (np.arange(rows.size) - old_start[payload_of])
+    ordered = np.empty_like(rows)
+    ordered[destination] = rows
+    return ordered
 
 
 def _scatter(mask_in_order: np.ndarray, order: np.ndarray, size: int) -> np.ndarray:

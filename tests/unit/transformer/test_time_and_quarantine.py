@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from marketpipe.contract import OLAP_COLUMNS, RawPayload, column_names
 from services.transformer.transform import transform_payloads
@@ -325,3 +328,28 @@ def test_quarantine_is_deterministic() -> None:
     assert not first[["payload_id", "row_key", "reason"]].duplicated().any()
     assert str(first["quarantined_at"].dtype) == "datetime64[us, UTC]"
     assert first["quarantined_at"].iloc[0] == utc("2027-01-01")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 30), min_size=1, max_size=8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_linear_series_time_order_equals_the_sort(counts: list[int], seed: int) -> None:
+    """One payload per series: reordering whole payloads gives lexsort's order, ties included."""
+    from services.transformer.validate import _series_time_order
+
+    rng = np.random.default_rng(seed)
+    payload_index = np.repeat(np.arange(len(counts)), counts)
+    # Times never decrease within a payload (the out-of-order rule ran); equal times happen.
+    utc = np.concatenate([np.sort(rng.integers(0, 20, c)) for c in counts]).astype(np.int64)
+    oriented = np.concatenate([np.arange(c) for c in counts]).astype(np.int64)
+    series_of_payload = rng.permutation(len(counts)).astype(np.int64)
+    series = series_of_payload[payload_index]
+    fetched_rank = rng.permutation(len(counts))[payload_index]
+    rows = np.arange(payload_index.size)
+    got = _series_time_order(
+        rows, payload_index, series_of_payload, series, utc, fetched_rank, oriented
+    )
+    want = rows[np.lexsort((oriented, fetched_rank, utc, series))]
+    assert np.array_equal(got, want)
