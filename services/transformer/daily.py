@@ -11,10 +11,8 @@ import numpy as np
 import pandas as pd
 
 from marketpipe.contract import DAILY_COLUMNS, column_names
-from services.transformer.timeconv import (
-    INTRADAY_MINUTES,
-    UTC_DTYPE,
-)
+from marketpipe.intervals import INTRADAY_MINUTES
+from services.transformer.timeconv import UTC_DTYPE
 
 DAILY_COLUMN_NAMES = column_names(DAILY_COLUMNS)
 _INTERVAL_RANK = {**INTRADAY_MINUTES, "1day": 24 * 60}

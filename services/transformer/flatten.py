@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketpipe.contract import RawPayload
+from marketpipe.intervals import KNOWN_INTERVALS
 from marketpipe.settings import validate_symbol
-from services.transformer.timeconv import KNOWN_INTERVALS, parse_api_datetimes
+from services.transformer.timeconv import parse_api_datetimes
 
 PRICE_FIELDS = ("open", "high", "low", "close")
 

@@ -14,25 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from marketpipe.intervals import INTRADAY_MINUTES
+
 TIME_UNIT = "us"  # PostgreSQL timestamps have microsecond resolution; so do our columns.
 UTC_DTYPE = f"datetime64[{TIME_UNIT}, UTC]"
 NAIVE_DTYPE = f"datetime64[{TIME_UNIT}]"
 
-# Minutes per bar of the intraday intervals the API serves ("5h" only in an older spec).
-INTRADAY_MINUTES: dict[str, int] = {
-    "1min": 1,
-    "5min": 5,
-    "15min": 15,
-    "30min": 30,
-    "45min": 45,
-    "1h": 60,
-    "2h": 120,
-    "4h": 240,
-    "5h": 300,
-    "8h": 480,
-}
-CALENDAR_INTERVALS = ("1day", "1week", "1month")
-KNOWN_INTERVALS = frozenset(INTRADAY_MINUTES) | frozenset(CALENDAR_INTERVALS)
 
 # Trading days per year by asset class: stocks follow an exchange calendar, crypto never closes,
 # forex trades around the clock on weekdays.
