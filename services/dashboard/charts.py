@@ -25,6 +25,22 @@ OPEN_BAR_COLOUR = "#9e9e9e"
 MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
 
 
+def closed_market_gaps(bar_times: pd.Series) -> dict[str, object] | None:
+    """A Plotly rangebreak hiding the slots with no bar (nights, weekends, holidays).
+
+    The slots are the regular grid of the most common bar spacing from the first bar to the
+    last; crypto trades in every slot, so it gets none.
+    """
+    times = pd.DatetimeIndex(bar_times).tz_convert("UTC").tz_localize(None).unique().sort_values()
+    if len(times) < 3:
+        return None
+    step = pd.Series(times).diff().mode().iloc[0]
+    missing = pd.date_range(times[0], times[-1], freq=step).difference(times)
+    if missing.empty:
+        return None
+    return {"values": list(missing), "dvalue": step / pd.Timedelta(milliseconds=1)}
+
+
 def instrument_figure(bars: pd.DataFrame, symbol: str, overlays: Collection[str]) -> go.Figure:
     """Candlesticks + overlays, volume, RSI and MACD panels on one shared time axis.
 
@@ -94,6 +110,9 @@ def instrument_figure(bars: pd.DataFrame, symbol: str, overlays: Collection[str]
             go.Scatter(x=bars["bar_time"], y=bars[column], name=name, mode="lines"), row=4, col=1
         )
     figure.update_yaxes(range=[0, 100], row=3, col=1)
+    gaps = closed_market_gaps(bars["bar_time"])
+    if gaps is not None:
+        figure.update_xaxes(rangebreaks=[gaps])
     figure.update_layout(
         height=820,
         margin=MARGIN,

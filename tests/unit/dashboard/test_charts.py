@@ -77,3 +77,19 @@ def test_performers_figure_colours_gains_and_losses() -> None:
     assert list(figure.data[0].y) == ["UP", "DOWN"]
     gain, loss = figure.data[0].marker.color
     assert gain != loss
+
+
+def test_closed_market_slots_are_hidden_and_trading_slots_kept() -> None:
+    session = [T0 + timedelta(hours=14, minutes=30) + h * timedelta(hours=1) for h in range(7)]
+    two_days = pd.Series(session + [t + timedelta(days=1) for t in session])
+    gaps = charts.closed_market_gaps(two_days)
+    assert gaps is not None
+    assert gaps["dvalue"] == 3_600_000
+    hidden = pd.DatetimeIndex(gaps["values"])
+    # The night between the two sessions: 21:30 .. 13:30 UTC, 17 hourly slots.
+    assert len(hidden) == 17
+    assert not set(hidden) & set(two_days.dt.tz_localize(None))
+
+
+def test_round_the_clock_series_hide_nothing() -> None:
+    assert charts.closed_market_gaps(bars(48, open_last=False)["bar_time"]) is None
