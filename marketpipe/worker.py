@@ -25,6 +25,7 @@ from typing import Final
 from redis import Redis
 from rq import Queue, Worker
 from rq.executions import Execution
+from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from marketpipe import broker
@@ -74,10 +75,24 @@ def reap_abandoned(queue: Queue, *, hostname: str | None = None) -> list[str]:
             worker_name = Execution.fetch(execution_id, job_id, redis).worker_name
         except ValueError:
             worker_name = ""  # the execution hash is gone: only the heartbeat can tell
-        if worker_is_dead(redis, worker_name, hostname):
+        if not worker_is_dead(redis, worker_name, hostname):
+            continue
+        entry = f"{job_id}:{execution_id}"
+        job = queue.fetch_job(job_id)
+        if job is not None and job.get_status(refresh=False) == JobStatus.QUEUED:
+            # The worker died between dequeueing the job and its horse starting it. RQ's
+            # cleanup would only drop the entry (not STARTED: "not abandoned") and leave the
+            # job in the intermediate list for minutes; it never ran, so it goes back as it was
+            # (its hash still says QUEUED), in one transaction.
+            with redis.pipeline() as pipe:
+                pipe.zrem(registry.key, entry)
+                pipe.lrem(queue.intermediate_queue_key, 0, job_id)
+                queue.push_job_id(job_id, pipeline=pipe, at_front=True)
+                pipe.execute()
+        else:
             # Score 0 = expired: RQ's own cleanup then retries it or records AbandonedJobError.
-            redis.zadd(registry.key, {f"{job_id}:{execution_id}": 0}, xx=True)
-            reaped.append(job_id)
+            redis.zadd(registry.key, {entry: 0}, xx=True)
+        reaped.append(job_id)
     if reaped:
         log.warning("requeueing %d job(s) of dead workers: %s", len(reaped), ", ".join(reaped))
         registry.cleanup()

@@ -38,7 +38,11 @@ def queue_state(redis: Redis, settings: Settings) -> dict[str, int]:
     for name in QUEUES:
         queue = broker.queue(name, redis, settings)
         state["queued"] += queue.count
-        state["started"] += queue.started_job_registry.count
+        # A dequeued job sits in the intermediate list until its horse starts it; a worker
+        # killed in between leaves it there, neither queued nor in any registry.
+        state["started"] += queue.started_job_registry.count + len(
+            queue.intermediate_queue.get_job_ids()
+        )
         state["scheduled"] += queue.scheduled_job_registry.count
         state["failed"] += queue.failed_job_registry.count
     return state
@@ -125,12 +129,21 @@ class Workers:
 
 
 def horse_pids(worker_pid: int) -> list[int]:
-    """The work horses a worker forked (RQ puts each in its own process group)."""
+    """The work horses a worker forked: RQ puts each in its own process group, which tells
+    them from the worker's other child, its scheduler (killing that interrupts no job)."""
     path = Path(f"/proc/{worker_pid}/task/{worker_pid}/children")
     try:
-        return [int(p) for p in path.read_text().split()]
+        children = [int(p) for p in path.read_text().split()]
     except (FileNotFoundError, ProcessLookupError):
         return []
+    horses = []
+    for pid in children:
+        try:
+            if os.getpgid(pid) == pid:
+                horses.append(pid)
+        except ProcessLookupError:
+            continue
+    return horses
 
 
 def kill(pid: int) -> bool:
