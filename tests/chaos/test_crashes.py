@@ -16,6 +16,7 @@ from tests.chaos.conftest import compare, jobs_run, lost_by_series, snapshot
 from tests.integration.conftest import CLAIM_KEY, REPO_ROOT, settings_env
 from tests.integration.reliability.conftest import (
     Workers,
+    child_pids,
     clean_tables,
     failed_jobs,
     horse_pids,
@@ -93,8 +94,11 @@ def test_killed_workers_lose_and_duplicate_nothing(
                 kills.append(f"{module} horse")
         else:
             # The whole worker dies (OOM, kill -9 of the container): a new one replaces it.
+            # Its scheduler too, as a container kill would: else it lives on as an orphan.
+            tree = child_pids(worker.pid)
             kill(worker.pid)
-            kill(horse)
+            for pid in tree:
+                kill(pid)
             worker.wait()
             workers.start(module, settings, **WORKER_ENV)
             kills.append(f"{module} worker")

@@ -128,16 +128,19 @@ class Workers:
                 process.wait()
 
 
+def child_pids(pid: int) -> list[int]:
+    """A process's children: a worker's horse and its scheduler process."""
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
 def horse_pids(worker_pid: int) -> list[int]:
     """The work horses a worker forked: RQ puts each in its own process group, which tells
     them from the worker's other child, its scheduler (killing that interrupts no job)."""
-    path = Path(f"/proc/{worker_pid}/task/{worker_pid}/children")
-    try:
-        children = [int(p) for p in path.read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        return []
     horses = []
-    for pid in children:
+    for pid in child_pids(worker_pid):
         try:
             if os.getpgid(pid) == pid:
                 horses.append(pid)
