@@ -20,9 +20,12 @@ import logging
 import os
 import secrets
 import socket
+import time
 from typing import Final
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
 from rq.executions import Execution
 from rq.job import JobStatus
@@ -32,6 +35,9 @@ from marketpipe import broker
 from marketpipe.settings import load_settings
 
 log = logging.getLogger("marketpipe.worker")
+
+REDIS_LOST: Final = (RedisConnectionError, RedisTimeoutError)
+MAX_QUICK_RESTARTS: Final = 5
 
 MAINTENANCE_INTERVAL_SECONDS: Final = 60
 # An idle worker blocks on the queue for worker_ttl - 15 s between maintenance checks (RQ's
@@ -112,6 +118,19 @@ class MarketpipeWorker(Worker):
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
 
+def wait_for_redis(redis: Redis, *, max_delay: float = 30.0) -> None:
+    """Block until Redis answers again, backing off exponentially (capped at ``max_delay``)."""
+    delay = 0.5
+    while True:
+        try:
+            redis.ping()
+            return
+        except REDIS_LOST as exc:
+            log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
+            time.sleep(delay)
+            delay = min(max_delay, delay * 2)
+
+
 def run_worker(queue_name: str, description: str) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -119,15 +138,35 @@ def run_worker(queue_name: str, description: str) -> None:
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     redis = broker.redis_from(settings)
-    worker = MarketpipeWorker(
-        [broker.queue(queue_name, redis, settings)],
-        connection=redis,
-        serializer=JSONSerializer,
-        # A restarted container has the same hostname and pid (1): without the random part
-        # RQ refuses to start ("an active worker named ... already") until the old key expires.
-        name=f"{queue_name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}",
-        maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
-        worker_ttl=WORKER_TTL_SECONDS,
-    )
-    # The scheduler moves retried jobs back onto the queue when their backoff has passed.
-    worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
+    quick_failures = 0
+    while True:
+        started_at = time.monotonic()
+        worker = MarketpipeWorker(
+            [broker.queue(queue_name, redis, settings)],
+            connection=redis,
+            serializer=JSONSerializer,
+            # A restarted container has the same hostname and pid (1): without the random part
+            # RQ refuses to start ("an active worker named ... already") until the old key
+            # expires. A worker restarted after a Redis outage gets a new name the same way.
+            name=f"{queue_name}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(3)}",
+            maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
+            worker_ttl=WORKER_TTL_SECONDS,
+        )
+        try:
+            # The scheduler moves retried jobs back onto the queue when their backoff has passed.
+            worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
+        except REDIS_LOST as exc:
+            log.warning("lost Redis (%s)", exc)
+        if args.burst or worker._stop_requested:
+            return
+        # RQ retries a lost connection only around its dequeue; anywhere else (heartbeats,
+        # registries) work() logs the error and returns. The process stays up and starts a new
+        # worker once Redis answers (the old registration's jobs are reaped like a dead
+        # worker's). Only a worker that keeps failing at once ends the process, for its
+        # supervisor to see.
+        quick_failures = quick_failures + 1 if time.monotonic() - started_at < 60 else 1
+        if quick_failures > MAX_QUICK_RESTARTS:
+            raise SystemExit(f"the worker stopped {quick_failures} times within a minute each")
+        log.warning("the worker stopped on an error; starting over once Redis answers")
+        wait_for_redis(redis)
+        time.sleep(min(30.0, 0.5 * 2**quick_failures))
