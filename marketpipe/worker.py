@@ -157,7 +157,8 @@ def run_worker(queue_name: str, description: str) -> None:
             worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
         except REDIS_LOST as exc:
             log.warning("lost Redis (%s)", exc)
-        if args.burst or worker._stop_requested:
+        # SIGTERM/SIGINT (warm or cold shutdown) is recorded by RQ as a shutdown request.
+        if args.burst or worker._stop_requested or worker._shutdown_requested_date is not None:
             return
         # RQ retries a lost connection only around its dequeue; anywhere else (heartbeats,
         # registries) work() logs the error and returns. The process stays up and starts a new
