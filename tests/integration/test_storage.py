@@ -23,6 +23,34 @@ from services.loader.upsert import upsert_frame
 PAGILA_DIR = Path(__file__).resolve().parents[3] / "shared" / "pagila"
 
 
+def run_psql_file(settings: Settings, path: Path) -> None:
+    """Apply a SQL file with psql, as the postgres image's entrypoint does."""
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.fail("psql is needed to apply SQL files the way the postgres image does")
+    url = settings.admin_url
+    subprocess.run(
+        [
+            psql,
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            url.host or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            "-d",
+            url.database or "",
+            "-f",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
 def catalog(settings: Settings) -> list[tuple]:
     """Everything migrations define in our schema: columns, indexes, grants, versions."""
     conn = connect(settings.admin_url)
@@ -87,31 +115,8 @@ def test_the_sql_files_alone_give_the_same_catalog_as_migrate(
     scratch_db: Settings, base_settings: Settings
 ) -> None:
     """docker-entrypoint-initdb.d runs the files with psql; `migrate` must agree with that path."""
-    psql = shutil.which("psql")
-    if psql is None:
-        pytest.fail("psql is needed to apply db/init the way the postgres image does")
-    url = scratch_db.admin_url
     for path in sorted((Path(__file__).resolve().parents[2] / "db" / "init").glob("*.sql")):
-        subprocess.run(
-            [
-                psql,
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                url.host or "127.0.0.1",
-                "-p",
-                str(url.port or 5432),
-                "-U",
-                url.username or "postgres",
-                "-d",
-                url.database or "",
-                "-f",
-                str(path),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        run_psql_file(scratch_db, path)
     assert migrate(scratch_db) == []  # every version was recorded by the files themselves
     assert catalog(scratch_db) == catalog(base_settings)
 
@@ -246,28 +251,8 @@ def test_quarantine_upsert_is_idempotent(clean_db: Settings) -> None:
 def pagila_db(scratch_db: Settings) -> Settings:
     if not (PAGILA_DIR / "pagila-schema.sql").is_file():
         pytest.skip(f"Pagila not found at {PAGILA_DIR} (../shared/pagila beside the checkout)")
-    url = scratch_db.admin_url
     for part in ("pagila-schema.sql", "pagila-data.sql"):
-        subprocess.run(
-            [
-                "psql",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                url.host or "127.0.0.1",
-                "-p",
-                str(url.port or 5432),
-                "-U",
-                url.username or "postgres",
-                "-d",
-                url.database or "",
-                "-f",
-                str(PAGILA_DIR / part),
-            ],
-            check=True,
-            capture_output=True,
-        )
+        run_psql_file(scratch_db, PAGILA_DIR / part)
     return scratch_db
 
 
