@@ -36,6 +36,13 @@ def scratch_database(server_url: str, prefix: str = "marketpipe_scratch") -> Ite
         admin.close()
 
 
+def empty_claimed_redis(client: Redis) -> None:
+    """Empty a claimed scratch db but keep the claim, so no other run takes it meanwhile."""
+    token = client.get(CLAIM_KEY)
+    client.flushdb()
+    client.set(CLAIM_KEY, token or b"claimed")
+
+
 @contextmanager
 def scratch_redis(server_url: str) -> Iterator[str]:
     """An empty Redis db index (15 down to 1) claimed for this run, flushed afterwards."""

@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 from redis import Redis
 
+from marketpipe.scratch import empty_claimed_redis
 from marketpipe.settings import Settings
 from tests.chaos.conftest import compare, jobs_run, lost_by_series, snapshot
-from tests.integration.conftest import CLAIM_KEY, REPO_ROOT, settings_env
+from tests.integration.conftest import REPO_ROOT, settings_env
 from tests.integration.reliability.conftest import (
     Workers,
     child_pids,
@@ -45,9 +46,7 @@ def backfill(settings: Settings) -> subprocess.Popen[bytes]:
 
 def reset(settings: Settings, redis: Redis) -> None:
     clean_tables(settings)
-    token = redis.get(CLAIM_KEY)
-    redis.flushdb()
-    redis.set(CLAIM_KEY, token or b"claimed")
+    empty_claimed_redis(redis)
 
 
 def test_killed_workers_lose_and_duplicate_nothing(

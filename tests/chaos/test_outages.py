@@ -18,13 +18,14 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from marketpipe.queues import LOAD_QUEUE
+from marketpipe.scratch import empty_claimed_redis
 from marketpipe.settings import Settings
 from services.fetcher.__main__ import build_fetcher
 from services.fetcher.clock import InProcessClock
 from services.fetcher.cycle import CycleReport, run_cycle
 from services.sandbox.app import SandboxServer
 from tests.chaos.conftest import compare, jobs_run, snapshot
-from tests.integration.conftest import CLAIM_KEY, run_pipeline
+from tests.integration.conftest import run_pipeline
 from tests.integration.loader.test_outage import TcpProxy
 from tests.integration.reliability.conftest import (
     Workers,
@@ -46,9 +47,7 @@ def expected_after_one_cycle(settings: Settings, redis: Redis) -> dict[str, list
 
 
 def flush(redis: Redis) -> None:
-    token = redis.get(CLAIM_KEY)
-    redis.flushdb()
-    redis.set(CLAIM_KEY, token or b"claimed")
+    empty_claimed_redis(redis)
 
 
 def test_postgres_restarted_while_loading(

@@ -22,7 +22,7 @@ from psycopg2 import sql
 from redis import Redis
 
 from marketpipe.migrate import migrate
-from marketpipe.scratch import CLAIM_KEY, scratch_database, scratch_redis
+from marketpipe.scratch import empty_claimed_redis, scratch_database, scratch_redis
 from marketpipe.settings import Settings
 from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
@@ -91,9 +91,7 @@ def base_settings(database_url: str, redis_url: str) -> Settings:
 def redis(base_settings: Settings) -> Iterator[Redis]:
     """The session's Redis db, emptied before each test (the claim key is kept)."""
     client = Redis.from_url(base_settings.redis_url)
-    token = client.get(CLAIM_KEY)
-    client.flushdb()
-    client.set(CLAIM_KEY, token or b"claimed")
+    empty_claimed_redis(client)
     yield client
     client.close()
 

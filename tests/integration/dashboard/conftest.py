@@ -17,9 +17,10 @@ from rq.serializers import JSONSerializer
 from streamlit.testing.v1 import AppTest
 
 from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
+from marketpipe.scratch import empty_claimed_redis
 from marketpipe.settings import Settings
 from services.sandbox.app import SandboxServer
-from tests.integration.conftest import CLAIM_KEY, OUR_TABLES, OUTPUTSIZE, run_pipeline
+from tests.integration.conftest import OUR_TABLES, OUTPUTSIZE, run_pipeline
 
 APP = Path(__file__).resolve().parents[3] / "services" / "dashboard" / "app.py"
 QUARANTINE_REASON = "high below low"
@@ -33,9 +34,7 @@ def empty_stores(settings: Settings) -> None:
         cur.execute(sql.SQL("TRUNCATE {}").format(tables))
     conn.close()
     redis = Redis.from_url(settings.redis_url)
-    token = redis.get(CLAIM_KEY)
-    redis.flushdb()
-    redis.set(CLAIM_KEY, token or b"claimed")
+    empty_claimed_redis(redis)
     redis.close()
 
 

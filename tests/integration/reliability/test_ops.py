@@ -6,10 +6,11 @@ from redis import Redis
 
 from marketpipe import broker
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
+from marketpipe.scratch import empty_claimed_redis
 from marketpipe.settings import Settings
 from services.sandbox.app import SandboxServer
 from services.transformer.jobs import load_job_id
-from tests.integration.conftest import CLAIM_KEY, FROZEN_AT, run_pipeline, run_service, settings_env
+from tests.integration.conftest import FROZEN_AT, run_pipeline, run_service, settings_env
 from tests.integration.loader.conftest import put_batch
 from tests.integration.reliability.conftest import (
     drain_bursts,
@@ -55,9 +56,7 @@ def test_replay_rebuilds_a_window_from_raw_payloads_without_the_api(
         " WHERE symbol = 'AAPL' RETURNING 1) SELECT count(*) FROM d",
     )
     assert conn_rows[0][0] > 0
-    token = redis.get(CLAIM_KEY)
-    redis.flushdb()
-    redis.set(CLAIM_KEY, token or b"claimed")
+    empty_claimed_redis(redis)
     credits = sandbox.credits.snapshot("marketpipe-sandbox", sandbox.clock.now()).day_used
 
     env = settings_env(settings)
