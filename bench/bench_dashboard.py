@@ -26,9 +26,9 @@ from sqlalchemy import text
 
 from marketpipe.db import reader_engine
 from marketpipe.migrate import migrate
-from marketpipe.scratch import scratch_database
 from marketpipe.settings import Settings
 from services.dashboard import queries
+from tests.support.scratch import scratch_database
 
 GOAL_MS = 50.0
 

@@ -35,10 +35,10 @@ from sqlalchemy import create_engine
 from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY, column_names
 from marketpipe.db import connect
 from marketpipe.migrate import migrate
-from marketpipe.scratch import scratch_database
 from marketpipe.settings import Settings
 from services.loader.jobs import LINEAGE
 from services.loader.upsert import prepare_session, to_arrow, upsert_frame
+from tests.support.scratch import scratch_database
 
 COLUMNS = column_names(OLAP_COLUMNS)
 SYMBOL_COUNT = 200

@@ -11,7 +11,6 @@ from collections.abc import Callable
 
 from redis import Redis
 
-from marketpipe.scratch import empty_claimed_redis
 from marketpipe.settings import Settings
 from tests.chaos.conftest import compare, jobs_run, lost_by_series, snapshot
 from tests.integration.conftest import REPO_ROOT, settings_env
@@ -25,6 +24,7 @@ from tests.integration.reliability.conftest import (
     queue_state,
     wait_drained,
 )
+from tests.support.scratch import empty_claimed_redis
 
 KILLS = 20
 SEED = 20260311

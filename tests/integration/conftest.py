@@ -22,10 +22,10 @@ from psycopg2 import sql
 from redis import Redis
 
 from marketpipe.migrate import migrate
-from marketpipe.scratch import empty_claimed_redis, scratch_database, scratch_redis
 from marketpipe.settings import Settings
 from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
+from tests.support.scratch import empty_claimed_redis, scratch_database, scratch_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUR_TABLES = ("bars", "daily_bars", "quarantine", "pipeline_runs", "watermarks", "raw_payloads")

@@ -17,10 +17,10 @@ from rq.serializers import JSONSerializer
 from streamlit.testing.v1 import AppTest
 
 from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
-from marketpipe.scratch import empty_claimed_redis
 from marketpipe.settings import Settings
 from services.sandbox.app import SandboxServer
 from tests.integration.conftest import OUR_TABLES, OUTPUTSIZE, run_pipeline
+from tests.support.scratch import empty_claimed_redis
 
 APP = Path(__file__).resolve().parents[3] / "services" / "dashboard" / "app.py"
 QUARANTINE_REASON = "high below low"

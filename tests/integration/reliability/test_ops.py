@@ -6,7 +6,6 @@ from redis import Redis
 
 from marketpipe import broker
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
-from marketpipe.scratch import empty_claimed_redis
 from marketpipe.settings import Settings
 from services.sandbox.app import SandboxServer
 from services.transformer.jobs import load_job_id
@@ -18,6 +17,7 @@ from tests.integration.reliability.conftest import (
     query,
     table_rows,
 )
+from tests.support.scratch import empty_claimed_redis
 
 
 def test_requeue_failed_gives_failed_jobs_another_run(clean_db: Settings, redis: Redis) -> None:

@@ -1,0 +1,1 @@
+"""Test machinery shared by tests and benchmarks: scratch servers state, test clocks."""
