@@ -1,4 +1,4 @@
-"""Fetcher on a free plan: a day of hourly ticks, then a two-year backfill, credits per minute.
+"""FetchContext on a free plan: a day of hourly ticks, then a two-year backfill, credits per minute.
 
 Run: .venv/bin/python bench/bench_fetch.py [--speed 60] [--symbols 20]
 
@@ -27,15 +27,15 @@ from datetime import UTC, datetime, timedelta
 from redis import Redis
 
 from marketpipe.migrate import migrate
-from marketpipe.scratch import scratch_database, scratch_redis
 from marketpipe.settings import Settings
-from services.fetcher.__main__ import build_fetcher
+from services.fetcher.__main__ import build_context
 from services.fetcher.backfill import run_backfill
-from services.fetcher.clock import InProcessClock
 from services.fetcher.schedule import run_schedule
 from services.sandbox.app import SandboxServer
 from services.sandbox.credits import CreditDecision, CreditLedger
 from services.sandbox.settings import SandboxSettings
+from tests.support.clock import InProcessClock
+from tests.support.scratch import scratch_database, scratch_redis
 
 SYMBOLS = [
     *("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM"),
@@ -119,22 +119,22 @@ def main() -> int:
             log_level="WARNING",
         )
         clock = InProcessClock(sandbox.clock, fast_forward_seconds=90)
-        fx = build_fetcher(settings, clock=clock, redis=Redis.from_url(redis_url))
+        ctx = build_context(settings, clock=clock, redis=Redis.from_url(redis_url))
         # A request sent in a minute's last seconds could land in the next at this speed.
-        fx.limiter.guard = max(fx.limiter.guard, 0.1 * args.speed)
+        ctx.limiter.guard = max(ctx.limiter.guard, 0.1 * args.speed)
 
         real = time.monotonic()
         day_end = DAY_START + timedelta(days=1) - timedelta(minutes=5)
-        ticks = run_schedule(fx, until=lambda: clock.now() >= day_end)
+        ticks = run_schedule(ctx, until=lambda: clock.now() >= day_end)
         day_real = time.monotonic() - real
         day_charges = list(ledger.charges)
 
         sandbox.clock.set_speed(args.backfill_speed)
-        fx.limiter.guard = max(2.0, 0.1 * args.backfill_speed)
+        ctx.limiter.guard = max(2.0, 0.1 * args.backfill_speed)
         since = (clock.now() - timedelta(days=365 * args.years)).date()
         start_minute = int(clock.now().timestamp()) // 60
         real = time.monotonic()
-        report = run_backfill(fx, since)
+        report = run_backfill(ctx, since)
         backfill_real = time.monotonic() - real
         end_minute = int(clock.now().timestamp()) // 60
         backfill_charges = ledger.charges[len(day_charges) :]

@@ -18,29 +18,20 @@ from marketpipe import broker
 from marketpipe.settings import Settings, load_settings, validate_symbol
 from services.fetcher.backfill import BackfillInterrupted, ProgressBar, run_backfill
 from services.fetcher.client import TwelveDataClient
-from services.fetcher.clock import ApiDateClock, Clock, sandbox_speed
-from services.fetcher.cycle import Fetcher, run_cycle
+from services.fetcher.clock import ApiDateClock, Clock
+from services.fetcher.context import FetchContext
+from services.fetcher.cycle import run_cycle
 from services.fetcher.limiter import CreditLimiter
 from services.fetcher.schedule import run_schedule
 
 log = logging.getLogger("marketpipe.fetcher")
 
 
-def api_clock(settings: Settings) -> Clock:
-    """The API's clock: the Date header, at the demo sandbox's speed when it runs accelerated."""
-    speed = 1.0
-    if settings.demo_mode:
-        seen = sandbox_speed(settings.api_base_url, settings.http_timeout_seconds)
-        if seen:
-            speed = seen
-    return ApiDateClock(speed=speed)
-
-
-def build_fetcher(
+def build_context(
     settings: Settings, *, clock: Clock | None = None, redis: Redis | None = None
-) -> Fetcher:
+) -> FetchContext:
     """The production wiring; tests and benchmarks pass their own clock and Redis."""
-    clock = clock or api_clock(settings)
+    clock = clock or ApiDateClock()
     redis = redis or broker.redis_from(settings)
     limiter = CreditLimiter(
         redis,
@@ -54,10 +45,8 @@ def build_fetcher(
         limiter=limiter,
         clock=clock,
         timeout=settings.http_timeout_seconds,
-        max_attempts=settings.fetch_max_attempts,
-        backoff_seconds=settings.fetch_backoff_seconds,
     )
-    return Fetcher(settings=settings, client=client, redis=redis, limiter=limiter, clock=clock)
+    return FetchContext(settings=settings, client=client, redis=redis, limiter=limiter, clock=clock)
 
 
 def _symbols(raw: str) -> list[str]:
@@ -89,21 +78,21 @@ def main(argv: list[str] | None = None) -> None:
         )
     else:
         log.info("fetching from %s", settings.api_base_url)
-    fx = build_fetcher(settings)
+    ctx = build_context(settings)
 
     if args.command == "backfill":
         try:
             run_backfill(
-                fx, args.since, symbols=args.symbols, until=args.until, progress=ProgressBar
+                ctx, args.since, symbols=args.symbols, until=args.until, progress=ProgressBar
             )
         except BackfillInterrupted as exc:
             log.error("backfill interrupted: %s", exc)
             sys.exit(1)
         return
     if args.once:
-        run_cycle(fx)
+        run_cycle(ctx)
         return
-    run_schedule(fx)
+    run_schedule(ctx)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Each symbol's span is cut into calendar windows that hold at most 5000 bars with their warm-up
 (sized per asset class: a stock's hour has fewer bars per day than a coin's), fetched newest
-first. Symbols of one asset class share window dates, so a window is one batch request sized to
+first. Symbols of one asset class share window dates, so a window is asked in batches sized to
 the credits left this minute. Progress (windows done per symbol, and the span's end) lives in a
 Redis hash; an interrupted backfill started again with the same ``--since`` resumes there.
 """
@@ -15,11 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
-from marketpipe.intervals import MAX_BATCH_SYMBOLS, MAX_OUTPUTSIZE
-from services.fetcher.client import ApiError, SeriesAnswer
-from services.fetcher.cycle import Fetcher, land, record_error
+from marketpipe.intervals import MAX_OUTPUTSIZE
+from services.fetcher.client import BadRequest, SeriesAnswer, SeriesQuery, is_transient
+from services.fetcher.context import FetchContext
+from services.fetcher.handoff import land, record_error
+from services.fetcher.reference import instruments
+from services.fetcher.request import fetch_series
 from services.fetcher.series import (
     asset_class_of,
     backfill_windows,
@@ -42,7 +45,7 @@ class BackfillReport:
     windows_total: int = 0
     windows_done: int = 0
     enqueued: int = 0
-    credits: int = 0
+    credits: int = 0  # of the windows' first requests
     finished_early: dict[str, str] = field(default_factory=dict)  # symbol -> why
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -106,11 +109,122 @@ def progress_key(interval: str, since: date) -> str:
 
 def _is_empty_window(answer: SeriesAnswer) -> bool:
     """ "No data is available on the specified dates" for this window."""
-    return answer.error_code == 400 and "no data" in str(answer.body.get("message", "")).lower()
+    return isinstance(answer.error, BadRequest) and "no data" in answer.error.message.lower()
+
+
+Window = tuple[str | None, date, date]  # (asset class, start, end)
+
+
+@dataclass
+class Progress:
+    """Windows done per symbol, and why a symbol finished early; kept in a Redis hash."""
+
+    ctx: FetchContext
+    key: str
+    plans: dict[str, list[tuple[date, date]]]
+    classes: dict[str, str | None]
+    done: dict[str, int]
+    finished: dict[str, str]
+    # Symbols a window has returned bars for: only after bars, an empty window means history
+    # ends there. Before, it is a window past the API's newest bar (`until` comes from our
+    # clock, which may run ahead of the API's: a frozen or lagging sandbox, a future --until).
+    has_bars: set[str]
+
+    @classmethod
+    def load(
+        cls,
+        ctx: FetchContext,
+        key: str,
+        plans: dict[str, list[tuple[date, date]]],
+        classes: dict[str, str | None],
+    ) -> Progress:
+        saved = {_text(k): _text(v) for k, v in ctx.redis.hgetall(key).items()}
+        return cls(
+            ctx,
+            key,
+            plans,
+            classes,
+            done={s: int(saved.get(f"windows:{s}", 0)) for s in plans},
+            finished={s: saved[f"finished:{s}"] for s in plans if f"finished:{s}" in saved},
+            has_bars={s for s in plans if f"bars:{s}" in saved},
+        )
+
+    @property
+    def windows_total(self) -> int:
+        return sum(len(p) for p in self.plans.values())
+
+    def windows_done(self) -> int:
+        return sum(
+            len(plan) if s in self.finished else min(self.done[s], len(plan))
+            for s, plan in self.plans.items()
+        )
+
+    def next_window(self) -> tuple[Window, list[str]] | None:
+        """The window most symbols wait for next, and those symbols; None when all are done."""
+        groups: dict[Window, list[str]] = {}
+        for s, plan in self.plans.items():
+            if s not in self.finished and self.done[s] < len(plan):
+                start, end = plan[self.done[s]]
+                groups.setdefault((self.classes[s], start, end), []).append(s)
+        return max(groups.items(), key=lambda item: len(item[1])) if groups else None
+
+    def window_done(self, symbol: str, *, bars: bool) -> None:
+        self.done[symbol] += 1
+        if bars:
+            self.has_bars.add(symbol)
+            self.ctx.redis.hset(
+                self.key, mapping={f"windows:{symbol}": self.done[symbol], f"bars:{symbol}": 1}
+            )
+        else:
+            self.ctx.redis.hset(self.key, f"windows:{symbol}", self.done[symbol])
+
+    def finish(self, symbol: str, why: str) -> None:
+        self.finished[symbol] = why
+        self.ctx.redis.hset(self.key, f"finished:{symbol}", why)
+
+
+def _span_end(ctx: FetchContext, key: str, until: date | None) -> date:
+    """The span's end: the first run's when resuming (the windows must be the ones it cut)."""
+    stored = ctx.redis.hget(key, "until")
+    if stored:
+        end = date.fromisoformat(_text(stored))
+    else:
+        end = until or ctx.clock.now().date() + timedelta(days=1)
+        ctx.redis.hset(key, "until", end.isoformat())
+    ctx.redis.expire(key, PROGRESS_TTL_SECONDS)
+    return end
+
+
+def _take(
+    ctx: FetchContext,
+    progress: Progress,
+    report: BackfillReport,
+    answer: SeriesAnswer,
+    request: dict[str, Any],
+    instrument: dict[str, Any],
+) -> None:
+    """Record one window's answer for its symbol."""
+    s = answer.symbol
+    report.credits += 1  # its first request; retries come on top
+    if answer.error is None:
+        report.enqueued += land(ctx, answer, request, instrument)
+        progress.window_done(s, bars=True)
+    elif _is_empty_window(answer):
+        if s in progress.has_bars:
+            progress.finish(s, "no older data")
+        else:
+            progress.window_done(s, bars=False)
+    elif is_transient(answer.error):
+        raise BackfillInterrupted(
+            f"{s}: {answer.error.message}; run the same command again to resume"
+        )
+    else:
+        report.errors[s] = record_error(ctx, answer, request)
+        progress.finish(s, "error")
 
 
 def run_backfill(
-    fx: Fetcher,
+    ctx: FetchContext,
     since: date,
     *,
     symbols: Sequence[str] | None = None,
@@ -118,108 +232,40 @@ def run_backfill(
     progress: Callable[[int], ProgressBar] | None = None,
 ) -> BackfillReport:
     """Fetch and enqueue every window not done yet; ``progress`` builds a bar for a total."""
-    interval = fx.settings.interval
-    wanted = list(symbols or fx.settings.symbols)
+    interval = ctx.settings.interval
+    wanted = list(symbols or ctx.settings.symbols)
     key = progress_key(interval, since)
-    stored_until = fx.redis.hget(key, "until")
-    if stored_until:
-        # Resuming: the windows must be the ones the first run cut.
-        until = date.fromisoformat(_text(stored_until))
-    else:
-        until = until or fx.clock.now().date() + timedelta(days=1)
-        fx.redis.hset(key, "until", until.isoformat())
-    fx.redis.expire(key, PROGRESS_TTL_SECONDS)
-
-    attrs = fx.instruments(wanted)
+    until = _span_end(ctx, key, until)
+    attrs = instruments(ctx, wanted)
     classes = {s: asset_class_of(s, attrs.get(s)) for s in wanted}
     plans = {s: backfill_windows(since, until, interval, classes[s]) for s in wanted}
-    saved = fx.redis.hgetall(key)
-    done = {s: int(saved.get(f"windows:{s}".encode(), 0)) for s in wanted}
-    finished = {
-        s: _text(saved[f"finished:{s}".encode()])
-        for s in wanted
-        if f"finished:{s}".encode() in saved
-    }
-    # Symbols a window has returned bars for: only after bars, an empty window means history
-    # ends there. Before, it is a window past the API's newest bar (`until` comes from our
-    # clock, which may run ahead of the API's: a frozen or lagging sandbox, a future --until).
-    has_bars = {s for s in wanted if f"bars:{s}".encode() in saved}
-
-    report = BackfillReport(windows_total=sum(len(p) for p in plans.values()))
-
-    def windows_done() -> int:
-        return sum(len(plans[s]) if s in finished else min(done[s], len(plans[s])) for s in wanted)
-
+    state = Progress.load(ctx, key, plans, classes)
+    report = BackfillReport(windows_total=state.windows_total)
     bar = progress(report.windows_total) if progress else None
     if bar:
-        bar.update(windows_done(), "resuming" if any(done.values()) else "")
-    failures: dict[str, int] = {}
-    while True:
-        groups: dict[tuple[str | None, date, date], list[str]] = {}
-        for s in wanted:
-            if s not in finished and done[s] < len(plans[s]):
-                start, end = plans[s][done[s]]
-                groups.setdefault((classes[s], start, end), []).append(s)
-        if not groups:
-            break
-        (asset_class, start, end), members = max(groups.items(), key=lambda item: len(item[1]))
-        grant = fx.limiter.acquire(min(len(members), MAX_BATCH_SYMBOLS), at_least=1)
-        batch = members[: grant.credits]
-        report.credits += grant.credits
+        bar.update(state.windows_done(), "resuming" if any(state.done.values()) else "")
+    while (window := state.next_window()) is not None:
+        (asset_class, start, end), members = window
         warm_start = start - timedelta(days=warmup_days(interval, asset_class))
-        try:
-            answers = fx.client.time_series(
-                batch,
-                interval,
-                outputsize=MAX_OUTPUTSIZE,
-                start_date=warm_start.isoformat(),
-                end_date=end.isoformat(),
-                paid=grant.credits,
-            )
-        except ApiError as exc:
-            if exc.transient:
-                raise BackfillInterrupted(f"{exc}; run the same command again to resume") from exc
-            answers = [SeriesAnswer(s, exc.as_body(), fx.clock.now()) for s in batch]
-        for answer in answers:
-            s = answer.symbol
+        query = SeriesQuery(interval, MAX_OUTPUTSIZE, warm_start.isoformat(), end.isoformat())
+        for answer, _ in fetch_series(ctx, members, query):
             request = {
-                "symbol": s,
+                "symbol": answer.symbol,
                 "interval": interval,
                 "outputsize": MAX_OUTPUTSIZE,
-                "start_date": warm_start.isoformat(),
-                "end_date": end.isoformat(),
+                "start_date": query.start_date,
+                "end_date": query.end_date,
                 # Bars before `since` are the warm-up of the window's first bars.
                 "since": start.isoformat(),
-                "warmup_bars": warmup_bars(interval, classes[s]),
+                "warmup_bars": warmup_bars(interval, classes[answer.symbol]),
             }
-            if not answer.is_error:
-                enqueued, _ = land(fx, answer, request, attrs.get(s, {}))
-                report.enqueued += enqueued
-                has_bars.add(s)
-                done[s] += 1
-                fx.redis.hset(key, mapping={f"windows:{s}": done[s], f"bars:{s}": 1})
-            elif _is_empty_window(answer) and s in has_bars:
-                finished[s] = "no older data"
-                fx.redis.hset(key, f"finished:{s}", finished[s])
-            elif _is_empty_window(answer):
-                done[s] += 1
-                fx.redis.hset(key, f"windows:{s}", done[s])
-            elif answer.error_code in (None, 429) or (answer.error_code or 0) >= 500:
-                failures[s] = failures.get(s, 0) + 1
-                if failures[s] >= fx.settings.fetch_max_attempts:
-                    raise BackfillInterrupted(
-                        f"{s}: {answer.body.get('message')}; run the same command again to resume"
-                    )
-            else:
-                report.errors[s] = record_error(fx, answer, request)
-                finished[s] = "error"
-                fx.redis.hset(key, f"finished:{s}", "error")
+            _take(ctx, state, report, answer, request, attrs.get(answer.symbol, {}))
         if bar:
-            bar.update(windows_done(), f"{start}..{end} {len(batch)} symbols")
+            bar.update(state.windows_done(), f"{start}..{end} {len(members)} symbols")
     if bar:
         bar.finish()
-    report.windows_done = windows_done()
-    report.finished_early = {s: why for s, why in finished.items()}
+    report.windows_done = state.windows_done()
+    report.finished_early = dict(state.finished)
     log.info(
         "backfill since %s done: %d/%d windows, %d payloads enqueued, %d credits",
         since,

@@ -1,15 +1,15 @@
 """The Twelve Data API behind a small interface: the real API and our sandbox speak the same.
 
-Every request pays its credits to a :class:`CreditLimiter` first, and every answer's credit
-headers go back to it. Errors arrive two ways (an HTTP status, or HTTP 200 with
-``"status": "error"``); both become :class:`ApiError`, transient ones are retried here with
-bounded exponential backoff and full jitter, a refusal for lack of credits waits for the budget.
+One call is one HTTP request. Its answer's credit headers go to the :class:`CreditLimiter`, its
+``Date`` to the clock. Errors arrive two ways (an HTTP status, or HTTP 200 with
+``"status": "error"``); both become the :class:`ApiError` subclass of their meaning, decided in
+one place (:func:`error_for`). Taking credits and asking again is the request loop's
+(services/fetcher/request.py).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,64 +24,101 @@ from services.fetcher.limiter import CreditLimiter
 
 log = logging.getLogger("marketpipe.fetcher.client")
 
-TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504, 520, 521, 522, 524})
-# How often one call may be refused for credits before giving up (each refusal waits a minute).
-MAX_REFUSALS = 5
-BACKOFF_CAP_SECONDS = 60.0
-
 
 class ApiError(Exception):
-    """An answer that is not data: HTTP error, error body or unreadable body."""
+    """An answer that is not data; its subclass says what it means and what to do about it."""
 
-    def __init__(self, code: int, message: str, *, transient: bool) -> None:
+    def __init__(self, code: int, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.transient = transient
 
     def as_body(self) -> dict[str, Any]:
         """The error as the API's own error object (it travels the pipeline to the run log)."""
         return {"code": self.code, "message": self.message, "status": "error"}
 
 
-class CreditsRefused(ApiError):
-    """429 for lack of credits; ``scope`` is "minute" or "day"."""
+class TransientError(ApiError):
+    """Worth asking again after a pause: server errors, timeouts, unreadable answers."""
+
+
+class CreditsRefused(TransientError):
+    """429 for lack of credits: ask again once the budget is back; ``scope`` is minute or day."""
 
     def __init__(self, message: str, scope: str) -> None:
-        super().__init__(429, message, transient=True)
+        super().__init__(429, message)
         self.scope = scope
+
+
+class BadRequest(ApiError):
+    """The request is wrong for the API (a parameter, no data on those dates): never retried."""
+
+
+class SymbolRefused(BadRequest):
+    """Unknown or plan-gated symbol: asking again within the day would be refused again."""
+
+
+class AuthError(ApiError):
+    """401: the API key is missing or wrong."""
+
+
+def error_for(code: int, message: str) -> ApiError:
+    """What an error code means (the message tells a credit refusal and a symbol apart)."""
+    if code == 429 and "credits" in message:
+        return CreditsRefused(message, "day" if "for the day" in message else "minute")
+    if code == 429 or code >= 500:
+        return TransientError(code, message)
+    if code == 401:
+        return AuthError(code, message)
+    if code in (403, 404) or (code == 400 and "symbol" in message.lower()):
+        return SymbolRefused(code, message)
+    return BadRequest(code, message)
+
+
+def is_transient(error: ApiError | None) -> bool:
+    """Asking again later may succeed (credits refused included)."""
+    return isinstance(error, TransientError)
+
+
+@dataclass(frozen=True)
+class SeriesQuery:
+    """The parameters of one /time_series request, shared by every symbol of its batch."""
+
+    interval: str
+    outputsize: int
+    start_date: str | None = None
+    end_date: str | None = None
+
+    def params(self, symbols: Sequence[str]) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "symbol": ",".join(symbols),
+            "interval": self.interval,
+            "outputsize": self.outputsize,
+        }
+        if self.start_date:
+            params["start_date"] = self.start_date
+        if self.end_date:
+            params["end_date"] = self.end_date
+        return params
 
 
 @dataclass(frozen=True)
 class SeriesAnswer:
-    """One symbol's body from /time_series, as the API sent it (data or an error object)."""
+    """One symbol's body from /time_series as the API sent it: data, or ``error`` and its body."""
 
     symbol: str
     body: dict[str, Any]
     served_at: datetime
+    error: ApiError | None = None
 
     @property
     def is_error(self) -> bool:
-        return self.body.get("status") == "error" or "values" not in self.body
-
-    @property
-    def error_code(self) -> int | None:
-        code = self.body.get("code")
-        return int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+        return self.error is not None
 
 
 class MarketDataClient(Protocol):
-    def time_series(
-        self,
-        symbols: Sequence[str],
-        interval: str,
-        *,
-        outputsize: int,
-        start_date: str | None = None,
-        end_date: str | None = None,
-        paid: int = 0,
-    ) -> list[SeriesAnswer]:
-        """One answer per symbol. ``paid``: credits the caller already took for the first try."""
+    def time_series(self, symbols: Sequence[str], query: SeriesQuery) -> list[SeriesAnswer]:
+        """One answer per symbol from one request; an error of the whole request raises."""
         ...
 
     def reference(self, endpoint: str, symbol: str) -> list[dict[str, Any]]:
@@ -109,15 +146,30 @@ def classify(status: int, body: Any) -> ApiError | None:
             code = int(body.get("code") or status)
         except (TypeError, ValueError):
             code = status
-        message = str(body.get("message", ""))
-        if code == 429 and "credits" in message:
-            return CreditsRefused(message, "day" if "for the day" in message else "minute")
-        return ApiError(code, message, transient=code in TRANSIENT_STATUSES or code >= 500)
+        return error_for(code, str(body.get("message", "")))
     if status >= 400:
-        return ApiError(
-            status, f"HTTP {status}", transient=status in TRANSIENT_STATUSES or status >= 500
-        )
+        return error_for(status, f"HTTP {status}")
     return None
+
+
+def series_error(part: Any) -> ApiError | None:
+    """The error in one symbol's body (a one-symbol answer, or its part of a batch), if any."""
+    if not isinstance(part, dict):
+        return TransientError(502, "no answer for the symbol")
+    if part.get("status") == "error":
+        code = part.get("code")
+        if isinstance(code, int | str) and str(code).isdigit():
+            return error_for(int(code), str(part.get("message", "")))
+        return TransientError(502, str(part.get("message", "error without a code")))
+    if "values" not in part:
+        return TransientError(502, "answer without values")
+    return None
+
+
+def _answer(symbol: str, part: Any, served_at: datetime) -> SeriesAnswer:
+    error = series_error(part)
+    body = part if isinstance(part, dict) else error.as_body() if error else {}
+    return SeriesAnswer(symbol, body, served_at, error)
 
 
 class TwelveDataClient:
@@ -131,17 +183,11 @@ class TwelveDataClient:
         limiter: CreditLimiter,
         clock: Clock,
         timeout: float = 10.0,
-        max_attempts: int = 4,
-        backoff_seconds: float = 1.0,
-        rng: random.Random | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.limiter = limiter
         self.clock = clock
         self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.backoff_seconds = backoff_seconds
-        self.rng = rng or random.Random()
         self.refusals = 0  # answers refused for credits, over this client's life
         self._session = requests.Session()
         # The docs recommend the header; it also keeps the key out of URLs, logs and payloads.
@@ -150,111 +196,48 @@ class TwelveDataClient:
     def close(self) -> None:
         self._session.close()
 
-    def backoff(self, attempt: int) -> float:
-        """Full jitter over an exponential ceiling: replicas that failed together spread out."""
-        ceiling = min(BACKOFF_CAP_SECONDS, self.backoff_seconds * 2 ** (attempt - 1))
-        return self.rng.uniform(0, ceiling)
-
-    def get_json(self, path: str, params: dict[str, Any], cost: int, paid: int = 0) -> Any:
-        """GET with credits taken first; transient failures retried, refusals waited out."""
-        attempt = refusals = 0
-        while True:
-            if paid < cost:
-                self.limiter.acquire(cost - paid)
-            paid = 0
-            try:
-                return self._get_once(path, params)
-            except CreditsRefused as exc:
-                refusals += 1
-                self.refusals += 1
-                self.limiter.spent(exc.scope, self.clock.now())
-                if refusals > MAX_REFUSALS:
-                    raise
-                log.warning("%s refused for credits (%s); waiting for the budget", path, exc.scope)
-            except ApiError as exc:
-                attempt += 1
-                if not exc.transient or attempt >= self.max_attempts:
-                    raise
-                delay = self.backoff(attempt)
-                log.warning(
-                    "%s attempt %d/%d failed (%s); retrying in %.1fs",
-                    path,
-                    attempt,
-                    self.max_attempts,
-                    exc,
-                    delay,
-                )
-                self.clock.sleep(delay)
-
-    def _get_once(self, path: str, params: dict[str, Any]) -> tuple[Any, datetime]:
+    def get(self, path: str, params: dict[str, Any]) -> tuple[Any, datetime]:
+        """One GET: the JSON body and the server's time, or the answer's :class:`ApiError`."""
         try:
             response = self._session.get(
                 f"{self.base_url}{path}", params=params, timeout=self.timeout
             )
         except (requests.Timeout, requests.ConnectionError) as exc:
             # The exception text names the URL, which never holds the key (it is a header).
-            raise ApiError(0, f"{type(exc).__name__}: {exc}", transient=True) from exc
+            raise TransientError(0, f"{type(exc).__name__}: {exc}") from exc
         served_at = _served_at(response, self.clock.now())
-        if isinstance(self.clock, ApiDateClock):
-            self.clock.observe(served_at)
+        if isinstance(self.clock, ApiDateClock) and "Date" in response.headers:
+            self.clock.observe(served_at, round_trip=response.elapsed.total_seconds())
         try:
             body = response.json()
         except ValueError:
             body = None
         error = classify(response.status_code, body)
+        refused = isinstance(error, CreditsRefused)
+        if refused:
+            self.refusals += 1
         self.limiter.observe(
             _int_header(response, "Api-Credits-Used"),
             _int_header(response, "Api-Credits-Left"),
             served_at,
-            refused=isinstance(error, CreditsRefused),
+            refused=refused,
         )
         if error is not None:
             raise error
         if body is None:
             snippet = response.text[:120].replace("\n", " ")
-            raise ApiError(response.status_code, f"non-JSON body: {snippet!r}", transient=True)
+            raise TransientError(response.status_code, f"non-JSON body: {snippet!r}")
         return body, served_at
 
-    def time_series(
-        self,
-        symbols: Sequence[str],
-        interval: str,
-        *,
-        outputsize: int,
-        start_date: str | None = None,
-        end_date: str | None = None,
-        paid: int = 0,
-    ) -> list[SeriesAnswer]:
-        params: dict[str, Any] = {
-            "symbol": ",".join(symbols),
-            "interval": interval,
-            "outputsize": outputsize,
-        }
-        if start_date:
-            params["start_date"] = start_date
-        if end_date:
-            params["end_date"] = end_date
-        try:
-            body, served_at = self.get_json("/time_series", params, len(symbols), paid)
-        except ApiError as exc:
-            if exc.transient or len(symbols) > 1:
-                raise
-            # A one-symbol request's error is that symbol's answer (404 unknown symbol ...).
-            return [SeriesAnswer(symbols[0], exc.as_body(), self.clock.now())]
+    def time_series(self, symbols: Sequence[str], query: SeriesQuery) -> list[SeriesAnswer]:
+        body, served_at = self.get("/time_series", query.params(symbols))
         if len(symbols) == 1:
-            return [SeriesAnswer(symbols[0], body, served_at)]
+            return [_answer(symbols[0], body, served_at)]
         # A batch answer is keyed by symbol, each value that symbol's own body or error.
         by_upper = {str(k).upper(): v for k, v in body.items()} if isinstance(body, dict) else {}
-        answers = []
-        for symbol in symbols:
-            part = by_upper.get(symbol.upper())
-            if not isinstance(part, dict):
-                part = {"code": 502, "message": "symbol missing from batch answer"}
-                part["status"] = "error"
-            answers.append(SeriesAnswer(symbol, part, served_at))
-        return answers
+        return [_answer(s, by_upper.get(s.upper()), served_at) for s in symbols]
 
     def reference(self, endpoint: str, symbol: str) -> list[dict[str, Any]]:
-        body, _ = self.get_json(f"/{endpoint}", {"symbol": symbol}, 1)
+        body, _ = self.get(f"/{endpoint}", {"symbol": symbol})
         data = body.get("data") if isinstance(body, dict) else None
         return [row for row in data or [] if isinstance(row, dict)]

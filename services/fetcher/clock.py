@@ -1,9 +1,8 @@
 """The API's clock, injectable: minute and day budgets and the schedule follow the API, not us.
 
 Credits reset on the API's minute, and "the still-open bar" is judged on the API's time, so every
-fetcher decision reads a :class:`Clock`. Production follows the HTTP ``Date`` header (the sandbox
-sets it from its own, possibly accelerated, clock); tests and benchmarks inject the sandbox clock
-itself, and a ``sleep`` that advances it, so nothing waits on the wall clock.
+fetcher decision reads a :class:`Clock`. Production follows the HTTP ``Date`` header, the only
+clock the API shows; tests and benchmarks inject their own (tests/support/clock.py).
 """
 
 from __future__ import annotations
@@ -12,9 +11,11 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Final, Protocol
 
-import requests
+# A header this far behind our reckoning means the API's clock was set back or slowed down.
+RESYNC_SECONDS: Final = 2.0
+DATE_RESOLUTION_SECONDS: Final = 1.0
 
 
 class Clock(Protocol):
@@ -26,101 +27,60 @@ class Clock(Protocol):
 
 
 class ApiDateClock:
-    """Wall clock corrected by the offset the API's ``Date`` header shows (1 s resolution).
+    """Our wall clock, set to the API's ``Date`` headers and running at the pace they show.
 
-    ``speed`` > 1 follows an accelerated sandbox: API time advances ``speed`` times faster than
-    ours from the last sync, and sleeps are shortened by the same factor.
+    The real API's clock runs at ours; a clock that runs faster (an accelerated test double)
+    shows it in the headers too. The pace is measured from the first header of a run to the
+    latest, at its slowest value the headers allow (one second of ``Date`` resolution, and the
+    first request's round trip) and never below 1, so a sleep may end late but never early.
+    A header behind our reckoning starts the measurement again.
     """
 
     def __init__(
         self,
         *,
-        speed: float = 1.0,
         wall: Callable[[], float] = time.time,
         real_sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if speed <= 0:
-            raise ValueError("a frozen API clock cannot be waited on; speed must be > 0")
         self._lock = threading.Lock()
         self._wall = wall
         self._real_sleep = real_sleep
-        self._speed = speed
-        self._anchor_api = datetime.fromtimestamp(wall(), UTC)
+        self._rate = 1.0
+        self._first: tuple[datetime, float] | None = None  # (API time, earliest wall time)
         self._anchor_wall = wall()
+        self._anchor_api = datetime.fromtimestamp(self._anchor_wall, UTC)
 
-    def observe(self, api_now: datetime) -> None:
-        """Re-anchor on a ``Date`` header; keeps the later of the two so time never runs back."""
+    @property
+    def rate(self) -> float:
+        """API seconds per wall second, as measured so far."""
         with self._lock:
-            ours = self._now_locked()
-            # The header truncates to the second: only move when we are more than that off.
-            if abs((api_now - ours).total_seconds()) >= 1.0:
-                self._anchor_api = api_now
-                self._anchor_wall = self._wall()
+            return self._rate
+
+    def observe(self, api_now: datetime, *, round_trip: float = 0.0) -> None:
+        """Follow one ``Date`` header of an answer that took ``round_trip`` wall seconds."""
+        with self._lock:
+            wall = self._wall()
+            ours = self._now_locked(wall)
+            if self._first is None or api_now < ours - timedelta(seconds=RESYNC_SECONDS):
+                self._first = (api_now, wall - round_trip)
+                self._rate = 1.0
+                self._anchor_api, self._anchor_wall = api_now, wall
+                return
+            first_api, first_wall = self._first
+            api_span = (api_now - first_api).total_seconds() - DATE_RESOLUTION_SECONDS
+            if wall > first_wall:
+                self._rate = max(1.0, api_span / (wall - first_wall))
+            # The later of the two: our time never runs back within a measurement.
+            self._anchor_api, self._anchor_wall = max(api_now, ours), wall
 
     def now(self) -> datetime:
         with self._lock:
-            return self._now_locked()
+            return self._now_locked(self._wall())
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
-            self._real_sleep(seconds / self._speed)
+            self._real_sleep(seconds / self.rate)
 
-    def _now_locked(self) -> datetime:
-        elapsed = (self._wall() - self._anchor_wall) * self._speed
+    def _now_locked(self, wall: float) -> datetime:
+        elapsed = (wall - self._anchor_wall) * self._rate
         return self._anchor_api + timedelta(seconds=elapsed)
-
-
-class SandboxLikeClock(Protocol):
-    """What :class:`InProcessClock` needs of ``services.sandbox.clock.SandboxClock``."""
-
-    def now(self) -> datetime: ...
-
-    @property
-    def speed(self) -> float: ...
-
-    def advance(self, seconds: float) -> datetime: ...
-
-
-class InProcessClock:
-    """An in-process sandbox's clock (tests, benchmarks).
-
-    A sleep waits ``seconds / speed`` real seconds on a running clock; on a frozen clock, and
-    for waits of at least ``fast_forward_seconds`` of API time, it advances the clock instead,
-    so idle hours between ticks cost no real time and a frozen test never hangs.
-    """
-
-    def __init__(
-        self,
-        clock: SandboxLikeClock,
-        *,
-        fast_forward_seconds: float | None = None,
-        real_sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self._clock = clock
-        self._fast_forward = fast_forward_seconds
-        self._real_sleep = real_sleep
-        self.slept = 0.0  # API seconds waited, for tests and reports
-
-    def now(self) -> datetime:
-        return self._clock.now()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        self.slept += seconds
-        speed = self._clock.speed
-        if speed == 0 or (self._fast_forward is not None and seconds >= self._fast_forward):
-            self._clock.advance(seconds)
-        else:
-            self._real_sleep(seconds / speed)
-
-
-def sandbox_speed(base_url: str, timeout: float) -> float | None:
-    """The demo sandbox's clock speed from its admin endpoint; None where it does not answer."""
-    try:
-        answer = requests.get(f"{base_url}/__sandbox/clock", timeout=timeout)
-        if answer.ok:
-            return float(answer.json()["speed"])
-    except (requests.RequestException, ValueError, KeyError, TypeError):
-        pass
-    return None

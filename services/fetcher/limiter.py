@@ -77,14 +77,6 @@ def seconds_to_next_day(now: datetime) -> float:
     return 86_400.0 - (now.timestamp() % 86_400.0)
 
 
-def grantable(
-    want: int, at_least: int, used_minute: int, used_day: int, per_minute: int, per_day: int
-) -> int:
-    """Credits that may be taken now: up to ``want``, or 0 when fewer than ``at_least`` are left."""
-    grant = min(want, per_minute - used_minute, per_day - used_day)
-    return grant if grant >= max(1, at_least) else 0
-
-
 def wait_seconds(now: datetime, used_day: int, per_day: int, at_least: int, slack: float) -> float:
     """How long to wait when refused: to the next API day if the day is spent, else the minute."""
     if per_day - used_day < at_least:
@@ -140,9 +132,14 @@ class CreditLimiter:
         return [f"{self.prefix}:m:{minute_index(now)}", f"{self.prefix}:d:{day_index(now)}"]
 
     def acquire(self, want: int, *, at_least: int | None = None) -> Grant:
-        """Take between ``at_least`` (default: all of ``want``) and ``want`` credits, waiting."""
+        """Take between ``at_least`` (default: all of ``want``) and ``want`` credits, waiting.
+
+        ``at_least`` is capped by the plan (a bigger batch could never be granted whole).
+        """
+        if want < 1:
+            raise ValueError(f"want {want} credits: at least 1")
         per_minute = self.per_minute
-        need = min(want if at_least is None else at_least, per_minute, self.per_day)
+        need = max(1, min(want if at_least is None else at_least, per_minute, self.per_day))
         waited = 0.0
         while True:
             now = self.clock.now()

@@ -1,8 +1,8 @@
 """Instrument attributes from the reference endpoints, cached in Redis and refreshed daily.
 
 ``/stocks`` and ``/cryptocurrencies`` (``/forex_pairs`` for pairs that are not crypto) cost a
-credit a call like everything else, so they go through the same client and limiter. A failed
-refresh keeps the previous attributes: a stale exchange name beats none.
+credit a call like everything else, so they go through the same request loop. A failed refresh
+keeps the previous attributes: a stale exchange name beats none.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
+from functools import partial
 from typing import Any
 
-from redis import Redis
-
-from services.fetcher.client import ApiError, MarketDataClient
+from services.fetcher.client import ApiError
+from services.fetcher.context import FetchContext
+from services.fetcher.request import send
 from services.fetcher.series import parse_utc
 
 log = logging.getLogger("marketpipe.fetcher.reference")
@@ -48,24 +49,20 @@ def _key(symbol: str) -> str:
     return f"{INSTRUMENT_PREFIX}:{symbol}"
 
 
-def _lookup(client: MarketDataClient, symbol: str) -> dict[str, Any]:
+def _lookup(ctx: FetchContext, symbol: str) -> dict[str, Any]:
     endpoints = ("cryptocurrencies", "forex_pairs") if "/" in symbol else ("stocks",)
     for endpoint in endpoints:
-        rows = client.reference(endpoint, symbol)
+        rows = send(ctx, 1, partial(ctx.client.reference, endpoint, symbol))
         match = [r for r in rows if str(r.get("symbol", "")).upper() == symbol.upper()]
         if match:
             return instrument_from(endpoint, match[0])
     return {}
 
 
-def instruments(
-    client: MarketDataClient,
-    redis: Redis,
-    symbols: Sequence[str],
-    now: datetime,
-    refresh_after: timedelta,
-) -> dict[str, dict[str, Any]]:
-    """Attributes per symbol: cached ones younger than ``refresh_after``, the rest fetched."""
+def instruments(ctx: FetchContext, symbols: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Attributes per symbol: cached ones younger than REFERENCE_REFRESH_HOURS, the rest fetched."""
+    redis, now = ctx.redis, ctx.clock.now()
+    refresh_after = timedelta(hours=ctx.settings.reference_refresh_hours)
     cached = redis.mget([_key(s) for s in symbols])
     result: dict[str, dict[str, Any]] = {}
     for symbol, raw in zip(symbols, cached, strict=True):
@@ -75,7 +72,7 @@ def instruments(
             result[symbol] = entry["attrs"]
             continue
         try:
-            attrs = _lookup(client, symbol)
+            attrs = _lookup(ctx, symbol)
         except ApiError as exc:
             log.warning("reference data for %s unavailable (%s); keeping the cache", symbol, exc)
             result[symbol] = entry["attrs"] if entry else {}

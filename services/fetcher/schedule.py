@@ -17,7 +17,8 @@ from typing import Final
 
 from cronsim import CronSim
 
-from services.fetcher.cycle import CycleReport, Fetcher, run_cycle
+from services.fetcher.context import FetchContext
+from services.fetcher.cycle import CycleReport, run_cycle
 from services.fetcher.series import parse_utc
 
 log = logging.getLogger("marketpipe.fetcher.schedule")
@@ -58,42 +59,42 @@ def _tick_text(tick: datetime) -> str:
     return tick.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def run_due_tick(fx: Fetcher) -> tuple[datetime | None, CycleReport | None]:
+def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None]:
     """Run the due tick if this replica wins it: (tick, report); (tick, None) if another won."""
-    expression = fx.settings.fetch_schedule
-    last_done = parse_utc(fx.redis.get(LAST_TICK_KEY))
-    tick = due_tick(expression, last_done, fx.clock.now())
+    expression = ctx.settings.fetch_schedule
+    last_done = parse_utc(ctx.redis.get(LAST_TICK_KEY))
+    tick = due_tick(expression, last_done, ctx.clock.now())
     if tick is None:
         return None, None
     claim = f"{TICK_CLAIM_PREFIX}:{_tick_text(tick)}"
-    if not fx.redis.set(claim, secrets.token_hex(8), nx=True, ex=TICK_LEASE_SECONDS):
+    if not ctx.redis.set(claim, secrets.token_hex(8), nx=True, ex=TICK_LEASE_SECONDS):
         log.info("tick %s is run by another fetcher", _tick_text(tick))
         return tick, None
     if last_done is not None and tick - last_done > timedelta(hours=1, minutes=1):
         log.info("catching up once for the ticks missed since %s", _tick_text(last_done))
     log.info("tick %s", _tick_text(tick))
     try:
-        report = run_cycle(fx)
+        report = run_cycle(ctx)
     except BaseException:
-        fx.redis.delete(claim)  # let this or another replica try the tick again
+        ctx.redis.delete(claim)  # let this or another replica try the tick again
         raise
-    fx.redis.eval(_ADVANCE, 1, LAST_TICK_KEY, _tick_text(tick))
+    ctx.redis.eval(_ADVANCE, 1, LAST_TICK_KEY, _tick_text(tick))
     return tick, report
 
 
-def run_schedule(fx: Fetcher, *, until: Callable[[], bool] = lambda: False) -> int:
+def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False) -> int:
     """Tick for ever (or until ``until()``); returns how many ticks this replica ran."""
     ran = 0
     while not until():
         try:
-            _, report = run_due_tick(fx)
+            _, report = run_due_tick(ctx)
         except Exception:
             log.exception("tick failed; retrying in %.0f s", RETRY_AFTER_FAILURE_SECONDS)
-            fx.clock.sleep(RETRY_AFTER_FAILURE_SECONDS)
+            ctx.clock.sleep(RETRY_AFTER_FAILURE_SECONDS)
             continue
         ran += report is not None
-        now = fx.clock.now()
-        upcoming = next_tick(fx.settings.fetch_schedule, now)
+        now = ctx.clock.now()
+        upcoming = next_tick(ctx.settings.fetch_schedule, now)
         log.info("next tick at %s", _tick_text(upcoming))
-        fx.clock.sleep((upcoming - now).total_seconds())
+        ctx.clock.sleep((upcoming - now).total_seconds())
     return ran

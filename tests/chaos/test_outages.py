@@ -18,10 +18,8 @@ from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from marketpipe.queues import LOAD_QUEUE
-from marketpipe.scratch import empty_claimed_redis
 from marketpipe.settings import Settings
-from services.fetcher.__main__ import build_fetcher
-from services.fetcher.clock import InProcessClock
+from services.fetcher.__main__ import build_context
 from services.fetcher.cycle import CycleReport, run_cycle
 from services.sandbox.app import SandboxServer
 from tests.chaos.conftest import compare, jobs_run, snapshot
@@ -35,6 +33,8 @@ from tests.integration.reliability.conftest import (
     wait_drained,
     wait_for,
 )
+from tests.support.clock import InProcessClock
+from tests.support.scratch import empty_claimed_redis
 
 
 def expected_after_one_cycle(settings: Settings, redis: Redis) -> dict[str, list[tuple]]:
@@ -65,8 +65,8 @@ def test_postgres_restarted_while_loading(
         workers.start("services.transformer", through)
         workers.start("services.loader", through, LOAD_BATCH_MAX_WAIT_SECONDS=0)
         proxy.cut()  # the server goes down before the loads
-        fx = build_fetcher(settings, redis=redis)
-        run_cycle(fx)
+        ctx = build_context(settings, redis=redis)
+        run_cycle(ctx)
         # Every load job fails against the dead server and waits for its retry.
         wait_for(lambda: "OperationalError" in workers.logs(), 60, "a load to fail on the outage")
         assert query(settings, "SELECT count(*) FROM marketpipe.bars") == [(0,)]
@@ -154,19 +154,19 @@ def test_redis_restarted_mid_run(
     # surely lands mid-run: a load job started, the other batches still queued.
     blocker = psycopg2.connect(settings.database_url)
     blocker.cursor().execute("LOCK TABLE marketpipe.bars IN SHARE MODE")
-    fx = build_fetcher(settings, redis=own)
-    assert sorted(run_cycle(fx).enqueued) == sorted(settings.symbols)
+    ctx = build_context(settings, redis=own)
+    assert sorted(run_cycle(ctx).enqueued) == sorted(settings.symbols)
     started = StartedJobRegistry(LOAD_QUEUE, connection=own, serializer=JSONSerializer)
     wait_for(lambda: started.count > 0, 120, "a load job to start")
 
     private_redis.kill()
     private_redis.start()
     blocker.close()  # the blocked load commits now, with its Redis connection gone
-    fx = build_fetcher(settings, redis=Redis.from_url(private_redis.url))
+    ctx = build_context(settings, redis=Redis.from_url(private_redis.url))
     if not private_redis.appendonly:
         # make run: the local Redis kept nothing; the watermarks in Postgres say what is
         # already stored, and the next tick fetches the rest again.
-        run_cycle(fx)
+        run_cycle(ctx)
     # compose: the append-only file brought the queues, blobs and registries back.
     wait_drained(Redis.from_url(private_redis.url), settings, 300, workers)
     # The worker processes rode out the outage (reconnected), not restarted by anyone.
@@ -194,12 +194,12 @@ def test_api_down_for_an_hour_of_sandbox_time(
         update={"fetch_backoff_seconds": 0.05, "symbols": ("AAPL", "BTC/USD", "ETH/USD")}
     )
     start = sandbox.clock.now()
-    fx = build_fetcher(settings, clock=InProcessClock(sandbox.clock), redis=redis)
+    ctx = build_context(settings, clock=InProcessClock(sandbox.clock), redis=redis)
     workers.start("services.transformer", settings)
     workers.start("services.loader", settings)
 
     def tick() -> CycleReport:
-        report = run_cycle(fx)
+        report = run_cycle(ctx)
         wait_drained(redis, settings, 120, workers)
         return report
 

@@ -13,12 +13,12 @@ import pytest
 from redis import Redis
 
 from marketpipe.settings import Settings
-from services.fetcher.__main__ import build_fetcher
-from services.fetcher.clock import InProcessClock
-from services.fetcher.cycle import Fetcher
+from services.fetcher.__main__ import build_context
+from services.fetcher.context import FetchContext
 from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
 from tests.integration.conftest import FROZEN_AT
+from tests.support.clock import InProcessClock
 
 SECRET_KEY = "td-secret-7f3a9c2e51b84d60"
 FREE_PLAN = (8, 800)
@@ -52,12 +52,12 @@ def fetch_settings(clean_db: Settings, redis: Redis, free_sandbox: SandboxServer
 
 
 @pytest.fixture
-def make_fetcher(
+def make_context(
     fetch_settings: Settings, redis: Redis, free_sandbox: SandboxServer
-) -> Callable[..., Fetcher]:
-    def make(**overrides: Any) -> Fetcher:
+) -> Callable[..., FetchContext]:
+    def make(**overrides: Any) -> FetchContext:
         settings = fetch_settings.model_copy(update=overrides)
-        return build_fetcher(settings, clock=InProcessClock(free_sandbox.clock), redis=redis)
+        return build_context(settings, clock=InProcessClock(free_sandbox.clock), redis=redis)
 
     return make
 

@@ -7,14 +7,14 @@ from datetime import datetime, timedelta
 from redis import Redis
 
 from marketpipe.settings import Settings
-from services.fetcher.__main__ import build_fetcher
-from services.fetcher.clock import InProcessClock
+from services.fetcher.__main__ import build_context
 from services.fetcher.cycle import run_cycle
 from services.fetcher.limiter import CreditLimiter
 from services.sandbox.app import SandboxServer
 from services.sandbox.clock import SandboxClock
 from services.sandbox.settings import SandboxSettings
 from tests.integration.conftest import FROZEN_AT
+from tests.support.clock import InProcessClock
 
 
 def limiter_at(redis: Redis, at: datetime) -> tuple[CreditLimiter, InProcessClock]:
@@ -65,8 +65,8 @@ def test_the_apis_bigger_plan_wins_over_the_configured_one(
             }
         )
         clock = InProcessClock(sandbox.clock)
-        fx = build_fetcher(settings, clock=clock, redis=redis)
-        report = run_cycle(fx)
+        ctx = build_context(settings, clock=clock, redis=redis)
+        report = run_cycle(ctx)
     assert sorted(report.enqueued) == sorted(symbols) and not report.deferred
     # Twice the configured minute's credits without waiting: the API's 50 a minute counted.
-    assert clock.slept == 0 and fx.limiter.per_minute == 50
+    assert clock.slept == 0 and ctx.limiter.per_minute == 50

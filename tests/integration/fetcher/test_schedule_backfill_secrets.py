@@ -15,7 +15,7 @@ from marketpipe import broker
 from marketpipe.queues import TRANSFORM_QUEUE
 from marketpipe.settings import Settings
 from services.fetcher.backfill import ProgressBar, run_backfill
-from services.fetcher.cycle import Fetcher
+from services.fetcher.context import FetchContext
 from services.fetcher.schedule import LAST_TICK_KEY, run_due_tick, run_schedule
 from services.fetcher.series import backfill_windows
 from services.sandbox.app import SandboxServer
@@ -24,16 +24,16 @@ from tests.integration.fetcher.conftest import SECRET_KEY
 from tests.integration.fetcher.test_extraction import queued_payloads
 
 
-def test_of_two_replicas_exactly_one_runs_a_tick(make_fetcher: Callable[..., Fetcher]) -> None:
-    replicas = [make_fetcher(symbols=["AAPL"]) for _ in range(2)]
+def test_of_two_replicas_exactly_one_runs_a_tick(make_context: Callable[..., FetchContext]) -> None:
+    replicas = [make_context(symbols=["AAPL"]) for _ in range(2)]
     results: list[object] = []
     gate = threading.Barrier(2)
 
-    def tick(fx: Fetcher) -> None:
+    def tick(ctx: FetchContext) -> None:
         gate.wait()
-        results.append(run_due_tick(fx)[1])
+        results.append(run_due_tick(ctx)[1])
 
-    threads = [threading.Thread(target=tick, args=(fx,)) for fx in replicas]
+    threads = [threading.Thread(target=tick, args=(ctx,)) for ctx in replicas]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -44,29 +44,29 @@ def test_of_two_replicas_exactly_one_runs_a_tick(make_fetcher: Callable[..., Fet
 
 
 def test_missed_ticks_are_caught_up_once(
-    make_fetcher: Callable[..., Fetcher], free_sandbox: SandboxServer, redis: Redis
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer, redis: Redis
 ) -> None:
-    fx = make_fetcher(symbols=["BTC/USD"], fetch_schedule="5 * * * *")
+    ctx = make_context(symbols=["BTC/USD"], fetch_schedule="5 * * * *")
     # The fetcher was last seen five ticks ago.
     redis.set(LAST_TICK_KEY, "2026-03-11T13:05:00Z")
-    tick, report = run_due_tick(fx)
+    tick, report = run_due_tick(ctx)
     assert tick == datetime(2026, 3, 11, 18, 5, tzinfo=UTC)  # the latest due tick, once
     assert report is not None and report.enqueued == ["BTC/USD"]
-    assert run_due_tick(fx) == (None, None)
+    assert run_due_tick(ctx) == (None, None)
     # The one catch-up fetched every missed hour: the gap since nothing was stored is the
     # initial history, which spans them.
-    [payload] = queued_payloads(redis, fx.settings)
-    assert len(payload.body["values"]) == fx.settings.fetch_outputsize
+    [payload] = queued_payloads(redis, ctx.settings)
+    assert len(payload.body["values"]) == ctx.settings.fetch_outputsize
 
 
 def test_the_schedule_runs_at_the_configured_minute_of_each_hour(
-    make_fetcher: Callable[..., Fetcher], free_sandbox: SandboxServer, redis: Redis
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer, redis: Redis
 ) -> None:
-    fx = make_fetcher(symbols=["ETH/USD"], fetch_schedule="17 * * * *")
+    ctx = make_context(symbols=["ETH/USD"], fetch_schedule="17 * * * *")
     end = free_sandbox.clock.now() + timedelta(hours=3)
-    ran = run_schedule(fx, until=lambda: free_sandbox.clock.now() >= end)
+    ran = run_schedule(ctx, until=lambda: free_sandbox.clock.now() >= end)
     assert ran == 4  # the due 18:17 at start, then 19:17, 20:17, 21:17
-    ticks = sorted(p.fetched_at for p in queued_payloads(redis, fx.settings))
+    ticks = sorted(p.fetched_at for p in queued_payloads(redis, ctx.settings))
     assert [t.strftime("%H:%M") for t in ticks[1:]] == ["19:17", "20:17", "21:17"]
 
 
@@ -84,10 +84,10 @@ class StopAfter(ProgressBar):
 
 
 def test_backfill_pages_windows_within_budget_and_resumes_after_an_interruption(
-    make_fetcher: Callable[..., Fetcher], free_sandbox: SandboxServer, redis: Redis
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer, redis: Redis
 ) -> None:
     symbols = ["BTC/USD", "ETH/USD", "AAPL"]
-    fx = make_fetcher(symbols=symbols, interval="15min")
+    ctx = make_context(symbols=symbols, interval="15min")
     since, until = date(2025, 11, 1), date(2026, 3, 12)
     crypto_windows = backfill_windows(since, until, "15min", "crypto")
     stock_windows = backfill_windows(since, until, "15min", "stock")
@@ -97,17 +97,17 @@ def test_backfill_pages_windows_within_budget_and_resumes_after_an_interruption(
     stream = io.StringIO()
     StopAfter.stop_after = 2
     with pytest.raises(KeyboardInterrupt):
-        run_backfill(fx, since, until=until, progress=lambda n: StopAfter(n, stream=stream))
-    first = len(queued_payloads(redis, fx.settings))
+        run_backfill(ctx, since, until=until, progress=lambda n: StopAfter(n, stream=stream))
+    first = len(queued_payloads(redis, ctx.settings))
     assert 0 < first < total
 
     StopAfter.stop_after = None
-    report = run_backfill(fx, since, progress=lambda n: StopAfter(n, stream=stream))
-    payloads = queued_payloads(redis, fx.settings)
+    report = run_backfill(ctx, since, progress=lambda n: StopAfter(n, stream=stream))
+    payloads = queued_payloads(redis, ctx.settings)
     assert len(payloads) == total  # the resumed run did only what was left
     assert report.windows_done == report.windows_total == total
     assert "resuming" in stream.getvalue() and "ETA" in stream.getvalue()
-    assert fx.client.refusals == 0  # type: ignore[attr-defined]
+    assert ctx.client.refusals == 0  # type: ignore[attr-defined]
 
     # Every 15-minute bar of BTC/USD since `since` is in some payload: no window was skipped.
     seen = {v["datetime"] for p in payloads if p.symbol == "BTC/USD" for v in p.body["values"]}

@@ -17,9 +17,9 @@ from redis import Redis
 from marketpipe import broker
 from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
 from marketpipe.settings import Settings
-from services.fetcher.__main__ import build_fetcher
-from services.fetcher.clock import InProcessClock
-from services.fetcher.cycle import BAD_SYMBOL_PREFIX, run_cycle
+from services.fetcher.__main__ import build_context
+from services.fetcher.cycle import run_cycle
+from services.fetcher.handoff import BAD_SYMBOL_PREFIX
 from services.sandbox.app import SandboxServer
 from services.sandbox.market import model_bars
 from services.sandbox.settings import SandboxSettings
@@ -31,6 +31,7 @@ from tests.integration.reliability.conftest import (
     query,
     wait_drained,
 )
+from tests.support.clock import InProcessClock
 from tests.unit.transformer.payloads import CRYPTO_META, bar, hourly_times, payload
 
 SYMBOLS = ("AAPL", "MSFT", "BTC/USD", "ETH/USD")
@@ -105,7 +106,7 @@ def test_the_fault_matrix_loses_nothing_and_records_every_error(
         }
     )
     # In-process fetcher on the sandbox clock: its credit and backoff waits advance that clock.
-    fx = build_fetcher(settings, clock=InProcessClock(faulty_sandbox.clock), redis=redis)
+    ctx = build_context(settings, clock=InProcessClock(faulty_sandbox.clock), redis=redis)
     workers.start("services.transformer", settings)
     workers.start("services.loader", settings)
     reports = []
@@ -116,7 +117,7 @@ def test_the_fault_matrix_loses_nothing_and_records_every_error(
                 faulty_sandbox.set_error_transport("legacy")
                 name = name.removeprefix("legacy:")
             faulty_sandbox.faults.script(name, count=count)
-        reports.append(run_cycle(fx))
+        reports.append(run_cycle(ctx))
         wait_drained(redis, settings, 60, workers)
         # The API refused a symbol once: the fetcher skips it for the day. The day passes.
         redis.delete(*[f"{BAD_SYMBOL_PREFIX}:{s}" for s in SYMBOLS])

@@ -1,8 +1,7 @@
-"""Pure fetcher logic: budget math, warm-up and outputsize, bar views, job ids, windows, ticks."""
+"""Pure extraction logic: warm-up and outputsize, bar views, job ids, backfill windows."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import re
 from datetime import UTC, date, datetime, timedelta
@@ -10,10 +9,6 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from marketpipe.intervals import MAX_OUTPUTSIZE
-from services.fetcher.backfill import ProgressBar
-from services.fetcher.client import ApiError, CreditsRefused, classify
-from services.fetcher.limiter import grantable, seconds_to_next_minute, wait_seconds
-from services.fetcher.schedule import due_tick, latest_tick
 from services.fetcher.series import (
     INDICATOR_WARMUP,
     backfill_windows,
@@ -29,28 +24,6 @@ from services.fetcher.series import (
 )
 
 NOW = datetime(2026, 3, 11, 18, 45, 30, tzinfo=UTC)
-
-
-@pytest.mark.parametrize(
-    ("want", "at_least", "used_m", "used_d", "expected"),
-    [
-        (20, 1, 0, 0, 8),  # a batch sized to the minute's budget
-        (20, 1, 5, 0, 3),
-        (3, 1, 0, 0, 3),
-        (20, 1, 8, 8, 0),  # minute spent
-        (8, 8, 1, 1, 0),  # a retry needs its whole batch
-        (20, 1, 0, 798, 2),  # the day's end bounds it too
-    ],
-)
-def test_grantable(want: int, at_least: int, used_m: int, used_d: int, expected: int) -> None:
-    assert grantable(want, at_least, used_m, used_d, 8, 800) == expected
-
-
-def test_waits_for_the_next_minute_or_the_next_day() -> None:
-    assert seconds_to_next_minute(NOW) == pytest.approx(30.0)
-    assert wait_seconds(NOW, 10, 800, 1, slack=1.0) == pytest.approx(31.0)
-    day_left = (datetime(2026, 3, 12, tzinfo=UTC) - NOW).total_seconds()
-    assert wait_seconds(NOW, 800, 800, 1, slack=1.0) == pytest.approx(day_left + 1)
 
 
 def test_warmup_covers_the_longest_indicator_and_52_weeks_when_it_fits() -> None:
@@ -119,43 +92,3 @@ def test_backfill_windows_tile_the_span_and_fit_5000_bars(asset_class: str, inte
         interval, asset_class
     ) <= MAX_OUTPUTSIZE + bars_per_day(interval, asset_class)
     assert warmup_days(interval, asset_class) >= 1
-
-
-def test_ticks_catch_up_once() -> None:
-    assert latest_tick("5 * * * *", NOW) == datetime(2026, 3, 11, 18, 5, tzinfo=UTC)
-    assert due_tick("5 * * * *", None, NOW) == datetime(2026, 3, 11, 18, 5, tzinfo=UTC)
-    five_missed = datetime(2026, 3, 11, 13, 5, tzinfo=UTC)
-    assert due_tick("5 * * * *", five_missed, NOW) == datetime(2026, 3, 11, 18, 5, tzinfo=UTC)
-    assert due_tick("5 * * * *", datetime(2026, 3, 11, 18, 5, tzinfo=UTC), NOW) is None
-
-
-def test_errors_in_both_transports() -> None:
-    body = {"code": 404, "message": "**symbol** not found", "status": "error"}
-    for status in (404, 200):
-        error = classify(status, body)
-        assert isinstance(error, ApiError) and error.code == 404 and not error.transient
-    minute = classify(
-        429,
-        {
-            "code": 429,
-            "message": "run out of API credits for the current minute",
-            "status": "error",
-        },
-    )
-    day = classify(
-        200, {"code": 429, "message": "run out of API credits for the day", "status": "error"}
-    )
-    assert isinstance(minute, CreditsRefused) and minute.scope == "minute"
-    assert isinstance(day, CreditsRefused) and day.scope == "day"
-    gateway = classify(502, None)
-    assert gateway is not None and gateway.transient
-    assert classify(200, {"values": [], "status": "ok"}) is None
-
-
-def test_progress_bar_shows_an_eta() -> None:
-    ticks = iter([0.0, 0.0, 10.0])
-    stream = io.StringIO()
-    bar = ProgressBar(10, stream=stream, monotonic=lambda: next(ticks))
-    bar.update(0)
-    bar.update(2)  # 2 windows in 10 s: 8 left take 40 s
-    assert "2/10 windows" in stream.getvalue() and "ETA 00:40" in stream.getvalue()

@@ -1,0 +1,83 @@
+"""Where a fetched answer leaves the fetcher: as a payload, with its transform enqueued once.
+
+The hourly cycle and the backfill hand on through :func:`hand_on` only. Permanent API errors
+travel the same way as the API's own error object, so the loader writes them to
+``marketpipe.pipeline_runs`` with the API's message.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from marketpipe import broker
+from marketpipe.contract import RawPayload
+from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
+from services.fetcher.client import SeriesAnswer, SymbolRefused
+from services.fetcher.context import FetchContext
+from services.fetcher.series import transform_job_id, view_series
+
+log = logging.getLogger("marketpipe.fetcher")
+
+ENQUEUED_PREFIX: Final = "marketpipe:fetch:enqueued"
+BAD_SYMBOL_PREFIX: Final = "marketpipe:fetch:bad-symbol"
+
+
+def hand_on(ctx: FetchContext, payload: RawPayload) -> bool:
+    """Store the payload and enqueue its transform job once; False if that job was enqueued.
+
+    One job per (symbol, interval, window) and content (:func:`transform_job_id`). A marker set
+    with NX decides, atomically across replicas and restarts, who enqueues; it lives as long as
+    the payload blob, so the same work is never queued twice meanwhile.
+    """
+    redis, settings = ctx.redis, ctx.settings
+    view = view_series(payload.body, payload.interval, payload.fetched_at)
+    job_id = transform_job_id(
+        payload.symbol, payload.interval, (view.oldest, view.newest), payload.payload_id
+    )
+    broker.put_payload(redis, payload, settings.blob_ttl_seconds)
+    marker = f"{ENQUEUED_PREFIX}:{job_id}"
+    if not redis.set(marker, payload.payload_id, nx=True, ex=settings.blob_ttl_seconds):
+        return False
+    try:
+        broker.queue(TRANSFORM_QUEUE, redis, settings).enqueue(
+            TRANSFORM_JOB,
+            args=(payload.payload_id,),
+            job_id=job_id,
+            retry=broker.default_retry(),
+            description=f"transform {payload.symbol} {payload.interval}",
+        )
+    except BaseException:
+        redis.delete(marker)
+        raise
+    return True
+
+
+def land(
+    ctx: FetchContext, answer: SeriesAnswer, request: dict[str, Any], instrument: dict[str, Any]
+) -> bool:
+    """Hand on the payload of an answer; False if its transform was enqueued already."""
+    payload = RawPayload.build(
+        source=ctx.settings.data_source,  # type: ignore[arg-type]
+        symbol=answer.symbol,
+        interval=ctx.settings.interval,
+        body=answer.body,
+        request=request,
+        instrument=instrument,
+        fetched_at=answer.served_at,
+    )
+    return hand_on(ctx, payload)
+
+
+def record_error(ctx: FetchContext, answer: SeriesAnswer, request: dict[str, Any]) -> str:
+    """A permanent error goes to the run log via the pipeline; never retried. Its message."""
+    message = str(answer.body.get("message", answer.body))
+    log.warning("API error for %s: %s", answer.symbol, message)
+    land(ctx, answer, request, {})
+    if isinstance(answer.error, SymbolRefused):
+        ctx.redis.set(
+            f"{BAD_SYMBOL_PREFIX}:{answer.symbol}",
+            message[:500],
+            ex=int(ctx.settings.reference_refresh_hours * 3600),
+        )
+    return message
