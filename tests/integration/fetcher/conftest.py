@@ -9,9 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg2
 import pytest
 from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
+from marketpipe import broker
+from marketpipe.contract import RawPayload
+from marketpipe.queues import TRANSFORM_QUEUE
 from marketpipe.settings import Settings
 from services.fetcher.__main__ import build_context
 from services.fetcher.context import FetchContext
@@ -64,3 +70,18 @@ def make_context(
 
 def credits_used_today(sandbox: SandboxServer, key: str = "marketpipe-sandbox") -> int:
     return sandbox.credits.snapshot(key, sandbox.clock.now()).day_used
+
+
+def queued_payloads(redis: Redis, settings: Settings) -> list[RawPayload]:
+    ids = broker.queue(TRANSFORM_QUEUE, redis, settings).get_job_ids()
+    jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)
+    return [broker.get_payload(redis, job.args[0]) for job in jobs if job is not None]
+
+
+def query(settings: Settings, statement: str, *params: object) -> list[tuple]:
+    conn = psycopg2.connect(settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(statement, params)
+        rows = cur.fetchall()
+    conn.close()
+    return rows

@@ -1,25 +1,114 @@
-"""The shared credit limiter on real Redis, with the sandbox's clock injected (no real waits)."""
+"""The shared credit limiter: its Lua rule on real Redis, on a frozen clock that waits advance."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import pytest
 from redis import Redis
 
 from marketpipe.settings import Settings
 from services.fetcher.__main__ import build_context
 from services.fetcher.cycle import run_cycle
-from services.fetcher.limiter import CreditLimiter
+from services.fetcher.limiter import CreditLimiter, seconds_to_next_day, seconds_to_next_minute
 from services.sandbox.app import SandboxServer
 from services.sandbox.clock import SandboxClock
 from services.sandbox.settings import SandboxSettings
 from tests.integration.conftest import FROZEN_AT
 from tests.support.clock import InProcessClock
 
+PER_MINUTE, PER_DAY = 8, 800
+# Early in a minute, so the guard before the minute's end does not come into play.
+EARLY = FROZEN_AT + timedelta(seconds=10)
+
 
 def limiter_at(redis: Redis, at: datetime) -> tuple[CreditLimiter, InProcessClock]:
     clock = InProcessClock(SandboxClock(at, speed=0))
-    return CreditLimiter(redis, clock, per_minute=8, per_day=800), clock
+    return CreditLimiter(redis, clock, per_minute=PER_MINUTE, per_day=PER_DAY), clock
+
+
+def spend(limiter: CreditLimiter, clock: InProcessClock, minute: int, day: int) -> None:
+    """Bring the budget to ``minute`` used this minute and ``day`` today, early in a minute."""
+    for _ in range(day - minute):
+        limiter.acquire(1)  # waits for the next minute whenever this one is full
+    if limiter.usage()[0]:
+        clock.sleep(seconds_to_next_minute(clock.now()) + 10)
+    for _ in range(minute):
+        limiter.acquire(1)
+    assert limiter.usage() == (minute, day)
+
+
+@pytest.mark.parametrize(
+    ("want", "at_least", "used_minute", "used_day", "granted"),
+    [
+        (20, 1, 0, 0, 8),  # a batch sized to the minute's budget
+        (20, 1, 5, 5, 3),  # what is left of the minute
+        (3, 1, 0, 0, 3),
+        (3, None, 4, 4, 3),  # all of want, when it is there
+        (20, None, 0, 0, 8),  # more than the plan can ever give: the whole minute
+        (20, 0, 6, 6, 2),  # 'at least nothing' is at least one
+        (20, 1, 0, 798, 2),  # the day's end bounds it too
+    ],
+)
+def test_the_lua_rule_grants_what_the_budgets_leave_without_waiting(
+    redis: Redis, want: int, at_least: int | None, used_minute: int, used_day: int, granted: int
+) -> None:
+    limiter, clock = limiter_at(redis, EARLY)
+    spend(limiter, clock, used_minute, used_day)
+    slept = clock.slept
+    grant = limiter.acquire(want, at_least=at_least)
+    assert grant.credits == granted and grant.waited == 0 and clock.slept == slept
+    assert limiter.usage() == (used_minute + granted, used_day + granted)
+    assert (grant.minute_used, grant.day_used) == limiter.usage()
+
+
+@pytest.mark.parametrize(
+    ("want", "at_least", "used_minute", "granted"),
+    [
+        (20, 1, 8, 8),  # minute spent: the next minute's whole budget
+        (8, 8, 1, 8),  # a retry needs its whole batch: it waits rather than take 7
+        (5, None, 6, 5),
+    ],
+)
+def test_too_little_left_waits_for_the_next_minute(
+    redis: Redis, want: int, at_least: int | None, used_minute: int, granted: int
+) -> None:
+    limiter, clock = limiter_at(redis, EARLY)
+    spend(limiter, clock, used_minute, used_minute)
+    to_next_minute = seconds_to_next_minute(clock.now())
+    grant = limiter.acquire(want, at_least=at_least)
+    assert grant.credits == granted
+    assert to_next_minute <= grant.waited <= to_next_minute + limiter.slack
+    assert limiter.usage() == (granted, used_minute + granted)
+
+
+def test_a_spent_day_waits_for_the_next_api_day(redis: Redis) -> None:
+    limiter, clock = limiter_at(redis, EARLY)
+    spend(limiter, clock, 0, PER_DAY)
+    to_next_day = seconds_to_next_day(clock.now())
+    grant = limiter.acquire(3, at_least=1)
+    assert grant.credits == 3 and grant.waited >= to_next_day
+    assert limiter.usage() == (3, 3)  # a new day's counters
+
+
+def test_no_credits_are_handed_out_just_before_a_minute_ends(redis: Redis) -> None:
+    limiter, clock = limiter_at(redis, FROZEN_AT + timedelta(seconds=59))
+    grant = limiter.acquire(2)
+    assert grant.waited > 0 and clock.now() >= FROZEN_AT + timedelta(seconds=60)
+
+
+def test_nothing_wanted_is_a_mistake(redis: Redis) -> None:
+    limiter, _ = limiter_at(redis, EARLY)
+    with pytest.raises(ValueError, match="at least 1"):
+        limiter.acquire(0)
+
+
+def test_two_limiters_share_one_budget(redis: Redis) -> None:
+    one, clock = limiter_at(redis, EARLY)
+    two = CreditLimiter(redis, clock, per_minute=PER_MINUTE, per_day=PER_DAY)
+    assert one.acquire(5).credits == 5
+    assert two.acquire(8, at_least=1).credits == 3
+    assert one.usage() == two.usage() == (8, 8)
 
 
 def test_a_minute_refusal_closes_the_minute_not_the_day(redis: Redis) -> None:
