@@ -66,7 +66,8 @@ migrate: $(STAMP) ## create the database if missing and apply migrations
 
 .PHONY: bench
 bench: $(STAMP) ## benchmarks, each with its baseline measured in the same run
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@# As modules from the repo root: benchmarks share tests/support (scratch servers, test clocks).
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python -m bench.$$(basename $$b .py) || exit 1; done
 
 .PHONY: lock
 lock: ## re-resolve pyproject's pins into requirements*.lock

@@ -1,10 +1,10 @@
-"""FetchContext on a free plan: a day of hourly ticks, then a two-year backfill, credits per minute.
+"""Fetcher on a free plan: a day of hourly ticks, then a two-year backfill, credits per minute.
 
-Run: .venv/bin/python bench/bench_fetch.py [--speed 60] [--symbols 20]
+Run: .venv/bin/python -m bench.bench_fetch [--speed 60] [--symbols 20]
 
 The sandbox runs in-process on an accelerated clock with the free plan (8 credits a minute, 800
 a day) and counts every credit it charges, by API minute, with refusals. The fetcher is the
-production code (limiter, client, cycle, schedule, backfill) with the sandbox clock injected:
+production code (limiter, request loop, cycle, schedule, backfill) with the sandbox clock injected:
 waits of a minute or less pass in accelerated real time; the idle hours between ticks are skipped
 by advancing the clock. Transformer and loader do not run: this measures extraction.
 

@@ -9,6 +9,7 @@ refusal for lack of credits closes the minute (or day) for every replica and wai
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -33,10 +34,9 @@ BACKOFF_CAP_SECONDS: Final = 60.0
 T = TypeVar("T")
 
 
-def backoff(ctx: FetchContext, attempt: int) -> float:
+def backoff_seconds(base: float, attempt: int, rng: random.Random) -> float:
     """Full jitter over an exponential ceiling: replicas that failed together spread out."""
-    ceiling = min(BACKOFF_CAP_SECONDS, ctx.settings.fetch_backoff_seconds * 2 ** (attempt - 1))
-    return ctx.rng.uniform(0, ceiling)
+    return rng.uniform(0, min(BACKOFF_CAP_SECONDS, base * 2 ** (attempt - 1)))
 
 
 def send(ctx: FetchContext, cost: int, request: Callable[[], T], *, paid: int = 0) -> T:
@@ -62,7 +62,7 @@ def send(ctx: FetchContext, cost: int, request: Callable[[], T], *, paid: int = 
             attempt += 1
             if attempt >= ctx.settings.fetch_max_attempts:
                 raise
-            delay = backoff(ctx, attempt)
+            delay = backoff_seconds(ctx.settings.fetch_backoff_seconds, attempt, ctx.rng)
             log.warning(
                 "attempt %d/%d failed (%s); retrying in %.1fs",
                 attempt,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, timedelta
 
 import pytest
+from pydantic import SecretStr
 from redis import Redis
 
 from marketpipe import broker
 from marketpipe.queues import TRANSFORM_QUEUE
+from services.fetcher.backfill import run_backfill
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import run_cycle
 from services.fetcher.reference import instruments
+from services.fetcher.request import MAX_REFUSALS
 from services.sandbox.app import SandboxServer
+from tests.integration.fetcher.conftest import credits_used_today
 
 
 @pytest.mark.parametrize(
@@ -47,3 +51,50 @@ def test_transient_failures_beyond_the_retries_defer_to_the_next_tick(
     assert list(report.deferred) == ["AAPL"] and report.enqueued == []
     assert broker.queue(TRANSFORM_QUEUE, redis, ctx.settings).count == 0
     assert run_cycle(ctx).enqueued == ["AAPL"]  # the next tick gets it
+
+
+def test_refusals_beyond_the_limit_defer_to_the_next_tick(
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer
+) -> None:
+    ctx = make_context(symbols=["AAPL"])
+    instruments(ctx, ["AAPL"])
+    free_sandbox.faults.script("rate_limit", count=MAX_REFUSALS + 1)
+    report = run_cycle(ctx)
+    assert list(report.deferred) == ["AAPL"] and "credits" in report.deferred["AAPL"]
+    assert ctx.client.refusals == MAX_REFUSALS + 1  # type: ignore[attr-defined]
+    assert run_cycle(ctx).enqueued == ["AAPL"]
+
+
+def test_a_wrong_key_is_every_symbols_answer_and_never_retried(
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer
+) -> None:
+    ctx = make_context(symbols=["AAPL", "BTC/USD"], sandbox_api_key=SecretStr("wrong"))
+    before = free_sandbox.clock.now()
+    report = run_cycle(ctx)
+    assert sorted(report.api_errors) == ["AAPL", "BTC/USD"]
+    assert all("api" in message.lower() for message in report.api_errors.values())
+    assert report.deferred == {} and report.enqueued == []
+    assert free_sandbox.clock.now() == before  # no backoff: asking again cannot help
+
+
+def test_reference_look_ups_share_the_loop(
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer
+) -> None:
+    ctx = make_context(symbols=["AAPL"])
+    free_sandbox.faults.script("server_error", count=2, endpoint="stocks")
+    before = free_sandbox.clock.now()
+    attrs = instruments(ctx, ["AAPL"])
+    assert attrs["AAPL"]["mic_code"] == "XNGS"  # the third try answered
+    assert free_sandbox.clock.now() > before  # after a backoff
+    assert credits_used_today(free_sandbox) == 1  # a refused try is not charged
+
+
+def test_the_backfill_shares_the_loop(
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer, redis: Redis
+) -> None:
+    ctx = make_context(symbols=["BTC/USD"], interval="1day")
+    instruments(ctx, ["BTC/USD"])
+    free_sandbox.faults.script("bad_gateway", count=2)
+    report = run_backfill(ctx, date(2025, 1, 1), until=date(2026, 3, 1))
+    assert report.windows_done == report.windows_total and report.enqueued == 1
+    assert broker.queue(TRANSFORM_QUEUE, redis, ctx.settings).count == 1
