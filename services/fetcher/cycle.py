@@ -64,6 +64,7 @@ def _take(
     if answer.error is not None:
         if is_transient(answer.error):
             report.deferred[symbol] = answer.error.message
+            log.error("time_series for %s failed, next tick retries: %s", symbol, answer.error)
         else:
             report.api_errors[symbol] = record_error(ctx, answer, request)
         return

@@ -1,7 +1,7 @@
 """The one request loop of the fetcher: credits first, transient errors retried, refusals waited.
 
 Every request (time series of the hourly cycle and of the backfill, reference look-ups) takes its
-credits from the shared limiter before it is sent. A transient error (:func:`is_transient`) is
+credits from the shared limiter before it is sent. A transient error (``client.is_transient``) is
 asked again after a bounded exponential backoff with full jitter, up to FETCH_MAX_ATTEMPTS; a
 refusal for lack of credits closes the minute (or day) for every replica and waits for it.
 """
