@@ -1,4 +1,4 @@
-"""The fetcher process end to end: the API key never leaks anywhere."""
+"""The fetcher process end to end: the API key never leaks, the sandbox is just an API."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ def test_the_api_key_never_reaches_logs_jobs_redis_or_the_database(
     # The run used the key and did real work, so the greps below are meaningful.
     assert free_sandbox.credits.snapshot(SECRET_KEY, free_sandbox.clock.now()).day_used > 0
     assert "GET /time_series?symbol=AAPL" in logs  # urllib3 logs request URLs at DEBUG
+    assert "/__sandbox/" not in logs  # it reads the API's clock as from the real API: Date
 
     assert SECRET_KEY not in logs
     assert SECRET_KEY.encode() not in _everything_in_redis(redis)
