@@ -111,10 +111,6 @@ class SeriesAnswer:
     served_at: datetime
     error: ApiError | None = None
 
-    @property
-    def is_error(self) -> bool:
-        return self.error is not None
-
 
 class MarketDataClient(Protocol):
     def time_series(self, symbols: Sequence[str], query: SeriesQuery) -> list[SeriesAnswer]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -204,10 +203,6 @@ def transform_job_id(
         f"transform-{symbol_slug(symbol)}-{interval}-{_stamp(start)}-{_stamp(end)}"
         f"-{payload_id[:12]}"
     )
-
-
-def chunks(items: Sequence[str], size: int) -> list[list[str]]:
-    return [list(items[i : i + size]) for i in range(0, len(items), max(1, size))]
 
 
 # --- backfill windows --------------------------------------------------------------------------
