@@ -1,1 +1,1 @@
-"""Test machinery shared by tests and benchmarks: scratch servers state, test clocks."""
+"""Test machinery shared by tests and benchmarks: scratch databases and Redis dbs, test clocks."""
