@@ -53,7 +53,8 @@ def price_event(instrument: Instrument, timestamp: int, price: float, volume: in
     if instrument.currency:
         event["currency"] = instrument.currency
     else:
-        event |= {"currency_base": instrument.currency_base, "currency_quote": instrument.currency_quote}
+        event["currency_base"] = instrument.currency_base
+        event["currency_quote"] = instrument.currency_quote
     event |= {"timestamp": timestamp, "price": round(price, instrument.price_decimals)}
     if volume is not None:
         event["day_volume"] = volume
