@@ -9,8 +9,7 @@ the one-minute bars a stream client builds over an hour reproduce that hour's OH
 ``/time_series`` exactly (same rounding), and every minute's prices stay on the model's path.
 
 Stocks tick only in session (the XNYS calendar of the market model); crypto around the clock.
-``day_volume`` (stocks) is the day's volume at the hour's start plus the hour's minute volumes
-accumulated to the tick's minute.
+``day_volume`` (stocks) is the session's ``1min`` volumes summed up to the tick's minute.
 """
 
 from __future__ import annotations
@@ -92,10 +91,12 @@ def hour_ticks(symbol: str, bar_open: int, bar_end: int, tick_seconds: int) -> H
         prices[top], prices[bottom] = bar_h, bar_l
     day_volume = None
     if minutes.volume is not None:
-        day = model_bars(symbol, "1day", _utc(bar_open), outputsize=1)
-        start_volume = 0
-        if len(day) and day.volume is not None and not bool(day.is_complete[-1]):
-            start_volume = int(day.volume[-1])
+        table = session_table(instrument.calendar)
+        session = int(np.searchsorted(table.open_s, bar_open, side="right")) - 1
+        earlier = model_bars(
+            symbol, "1min", _utc(bar_open), start=_utc(int(table.open_s[session])), outputsize=1440
+        )
+        start_volume = int(earlier.volume.sum()) if earlier.volume is not None else 0
         traded = np.concatenate([[0], np.cumsum(minutes.volume)])
         day_volume = start_volume + traded[np.minimum(offsets // 60, len(traded) - 1)]
     return HourTicks(bar_open, bar_end, bar_open + offsets, prices, day_volume)
