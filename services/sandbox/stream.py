@@ -109,6 +109,11 @@ class StreamServer:
         return len(self._connections)
 
     @property
+    def subscriptions(self) -> int:
+        """Symbols subscribed over all open connections."""
+        return sum(len(c.subscriptions) for c in list(self._connections))
+
+    @property
     def port(self) -> int:
         return self._port
 
@@ -230,6 +235,7 @@ class StreamServer:
             success.append(_symbol_fields(instrument))
             if symbol not in connection.subscriptions:
                 source = TickSource(symbol, self.settings.stream_tick_seconds)
+                source.between(now - 1, now)  # builds the current hour now, not at its 1st tick
                 connection.subscriptions[symbol] = _Subscription(instrument, source, now)
         status = "ok" if success or not fails else "error"
         event = {"event": "subscribe-status", "status": status, "success": success, "fails": fails}
