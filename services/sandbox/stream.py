@@ -31,6 +31,9 @@ from services.sandbox.settings import SandboxSettings
 from services.sandbox.ticks import TickSource
 
 logger = logging.getLogger("services.sandbox.stream")
+# The library logs request lines (the key in the query) at DEBUG: never below INFO here.
+WS_LOGGER = logging.getLogger("services.sandbox.stream.ws")
+WS_LOGGER.setLevel(logging.INFO)
 
 STREAM_PATH = "/v1/quotes/price"
 EMIT_INTERVAL_SECONDS = 0.05  # real time between emission rounds
@@ -157,7 +160,7 @@ class StreamServer:
             process_request=self._check_request,
             server_header="marketpipe-sandbox",
             ping_interval=None,  # Twelve Data's liveness is the heartbeat action, not pings
-            logger=logging.getLogger("services.sandbox.stream.ws"),
+            logger=WS_LOGGER,
         ) as server:
             self._server = server
             self._port = int(next(iter(server.sockets)).getsockname()[1])
