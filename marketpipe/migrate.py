@@ -15,7 +15,13 @@ import psycopg2
 from psycopg2 import sql
 
 from marketpipe.db import connect
-from marketpipe.settings import LOADER_ROLE, READER_ROLE, Settings, load_settings
+from marketpipe.settings import (
+    LOADER_ROLE,
+    READER_ROLE,
+    STREAMER_ROLE,
+    Settings,
+    load_settings,
+)
 
 log = logging.getLogger("marketpipe.migrate")
 
@@ -89,6 +95,7 @@ def migrate(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[int]:
             for role, password in (
                 (LOADER_ROLE, settings.loader_db_password),
                 (READER_ROLE, settings.reader_db_password),
+                (STREAMER_ROLE, settings.streamer_db_password),
             ):
                 cur.execute(
                     sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD %s").format(sql.Identifier(role)),

@@ -25,6 +25,9 @@ Interval = Literal[
 
 REAL_API_BASE_URL = "https://api.twelvedata.com"
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8090"
+REAL_STREAM_URL = "wss://ws.twelvedata.com/v1/quotes/price"
+DEFAULT_SANDBOX_STREAM_URL = "ws://127.0.0.1:8091"
+STREAM_PATH = "/v1/quotes/price"
 DEFAULT_SYMBOLS = ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "BTC/USD", "ETH/USD", "SOL/USD")
 
 # Ticker, optional /QUOTE for crypto and forex pairs; nothing that could reach SQL text or a path.
@@ -34,6 +37,7 @@ S = TypeVar("S", bound=BaseSettings)
 
 LOADER_ROLE = "marketpipe_loader"
 READER_ROLE = "marketpipe_reader"
+STREAMER_ROLE = "marketpipe_streamer"
 
 
 def validate_symbol(raw: str) -> str:
@@ -77,6 +81,32 @@ class Settings(BaseSettings):
     load_batch_max_wait_seconds: float = Field(default=0.5, ge=0, le=60)
     dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Live prices (services/streamer). Empty LIVE_SYMBOLS streams every configured symbol.
+    live_symbols: Annotated[tuple[str, ...], NoDecode] = ()
+    live_max_symbols: int = Field(default=8, ge=1, le=10_000)  # the plan's WebSocket credits
+    live_ring_size: int = Field(default=100, ge=1, le=100_000)
+    live_retention_days: int = Field(default=7, ge=1, le=3650)
+    live_buffer_max_bars: int = Field(default=100_000, ge=1, le=10_000_000)
+    live_heartbeat_seconds: float = Field(default=10.0, gt=0, le=300)
+    twelve_data_stream_url: str = ""
+    sandbox_stream_url: str = DEFAULT_SANDBOX_STREAM_URL
+    streamer_db_password: SecretStr = SecretStr("marketpipe-streamer")
+
+    @field_validator("live_symbols", mode="before")
+    @classmethod
+    def _split_live_symbols(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        return tuple(dict.fromkeys(validate_symbol(str(s)) for s in items if str(s).strip()))
+
+    @field_validator("twelve_data_stream_url", "sandbox_stream_url")
+    @classmethod
+    def _check_stream_url(cls, value: str) -> str:
+        if value and not value.startswith(("ws://", "wss://")):
+            raise ValueError("expected a ws(s) URL")
+        if "apikey" in value.lower():
+            raise ValueError("give the URL without its apikey (the key is added from the secret)")
+        return value.rstrip("/")
 
     @field_validator("symbols", mode="before")
     @classmethod
@@ -130,6 +160,18 @@ class Settings(BaseSettings):
         return self.sandbox_url.rstrip("/") if self.demo_mode else REAL_API_BASE_URL
 
     @property
+    def stream_base_url(self) -> str:
+        """The price stream's URL without the key (safe to log); mirrors api_base_url."""
+        if self.twelve_data_stream_url:
+            return self.twelve_data_stream_url
+        return self.sandbox_stream_url + STREAM_PATH if self.demo_mode else REAL_STREAM_URL
+
+    @property
+    def live_symbol_list(self) -> tuple[str, ...]:
+        """LIVE_SYMBOLS, or every configured symbol (the streamer applies LIVE_MAX_SYMBOLS)."""
+        return self.live_symbols or self.symbols
+
+    @property
     def api_key(self) -> SecretStr:
         return self.sandbox_api_key if self.demo_mode else self.twelve_data_api_key
 
@@ -141,8 +183,11 @@ class Settings(BaseSettings):
     def admin_url(self) -> URL:
         return make_url(self.database_url)
 
-    def role_url(self, role: Literal["loader", "reader"]) -> URL:
-        """The database URL with the credentials of the loader's or the dashboard's role."""
+    def role_url(self, role: Literal["loader", "reader", "streamer"]) -> URL:
+        """The database URL with the credentials of the loader's, dashboard's or streamer's role."""
+        if role == "streamer":
+            secret = self.streamer_db_password.get_secret_value()
+            return self.admin_url.set(username=STREAMER_ROLE, password=secret)
         name, password = (
             (LOADER_ROLE, self.loader_db_password)
             if role == "loader"

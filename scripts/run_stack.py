@@ -57,6 +57,7 @@ def main() -> int:
     commands |= {
         "transformer": [python, "-m", "services.transformer"],
         "loader": [python, "-m", "services.loader"],
+        "streamer": [python, "-m", "services.streamer"],
         "dashboard": [
             python,
             "-m",

@@ -16,8 +16,10 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from marketpipe.db import reader_engine
+from marketpipe.intervals import INTRADAY_MINUTES
 from marketpipe.settings import Settings, load_settings
 from services.dashboard import charts, metrics, queries, queue_status, view_state
+from services.dashboard import live as live_prices
 from services.dashboard.view_state import CUSTOM, DAILY, VIEWS, WINDOWS, ViewState
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -272,8 +274,15 @@ class Dashboard:
                 ).iloc[0]
             ),
         )
+        live_bar = pd.DataFrame()
+        if state.interval in INTRADAY_MINUTES:
+            length = timedelta(minutes=INTRADAY_MINUTES[state.interval])
+            tick = live_prices.live_tick(self.settings.redis_url, symbol)
+            live_bar = live_prices.extend_open_bar(history, tick, length)
         _chart(
-            charts.instrument_figure(history, symbol, overlays or []),
+            live_prices.with_live_candle(
+                charts.instrument_figure(history, symbol, overlays or []), live_bar
+            ),
             history,
             f"{symbol.replace('/', '-')}_{state.interval}",
         )
@@ -388,6 +397,7 @@ class Dashboard:
             rows = self.quarantine(engine, now - QUARANTINE_LOOKBACK)
             st.dataframe(rows, hide_index=True)
             _csv_button(rows, "quarantine")
+        live_prices.render_health(self.settings.redis_url)
 
     # -- the refreshing body --
 
@@ -424,6 +434,13 @@ def main() -> None:
     st.title("marketpipe")
     dashboard = Dashboard(settings)
     state = dashboard.controls(dashboard.catalog(_engine(), settings.interval))
+    if state.view in ("overview", "instrument"):
+        shown = settings.live_symbol_list[: settings.live_max_symbols]
+        live_prices.render_strip(
+            settings.redis_url,
+            _engine(),
+            [state.symbol] if state.symbol and state.view == "instrument" else shown,
+        )
     # Only the body reruns on the timer: widgets keep their state and the page does not flash.
     live = st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))(
         dashboard.render

@@ -25,6 +25,7 @@ from services.sandbox.clock import SandboxClock
 from services.sandbox.credits import CreditLedger
 from services.sandbox.faults import FaultInjector
 from services.sandbox.settings import SandboxSettings
+from services.sandbox.stream import StreamServer
 
 logger = logging.getLogger("services.sandbox")
 
@@ -120,6 +121,12 @@ class SandboxServer:
         self.api = SandboxApi(self.settings)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.stream = StreamServer(self.settings, self.api.clock, self.api.faults)
+
+    @property
+    def stream_url(self) -> str:
+        """The WebSocket price stream's URL, without a key."""
+        return self.stream.url
 
     @property
     def clock(self) -> SandboxClock:
@@ -157,6 +164,7 @@ class SandboxServer:
             target=self._server.serve_forever, args=(0.05,), name="sandbox-http", daemon=True
         )
         self._thread.start()
+        self.stream.start(self.settings.stream_bind_port)
         logger.info("sandbox serving on %s", self.url)
         return self
 
@@ -166,14 +174,17 @@ class SandboxServer:
         logger.info(
             "sandbox serving Twelve Data API on http://%s:%s", self.settings.host, self.port
         )
+        self.stream.start(self.settings.stream_bind_port)
         try:
             self._server.serve_forever()
         finally:
             self.api.stopping.set()
+            self.stream.stop()
             self._server.server_close()
 
     def stop(self) -> None:
         self.api.stopping.set()
+        self.stream.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -22,7 +22,16 @@ FAULT_NAMES: tuple[str, ...] = (
     "gaps",  # some bars are missing
     "unknown_symbol",  # one symbol of the request answers 'not found'
     "empty_values",  # status ok with values: []
+    # WebSocket price stream (endpoint "stream", drawn on each emission round of a connection)
+    "stream_drop",  # the server drops the connection without a close frame
+    "stream_stall",  # the connection stays open but sends nothing, not even heartbeat replies
+    "stream_malformed",  # one frame that is not JSON
+    "stream_out_of_order",  # one price event older than the symbol's previous one
+    "stream_future",  # one price event dated a day ahead (a known quirk of the real stream)
+    "stream_unknown_symbol",  # one price event for a symbol nobody subscribed to
 )
+STREAM_ENDPOINT = "stream"
+STREAM_FAULTS = tuple(name for name in FAULT_NAMES if name.startswith("stream_"))
 ALIASES = {"429": "rate_limit", "500": "server_error", "502": "bad_gateway"}
 ANY_ENDPOINT = "*"
 
@@ -58,6 +67,8 @@ def make_rule(
     if count is not None and probability is not None:
         raise ValueError("give either count or probability, not both")
     endpoint = endpoint.strip().strip("/") or "time_series"
+    if canonical_fault_name(name) in STREAM_FAULTS and endpoint == "time_series":
+        endpoint = STREAM_ENDPOINT  # the default endpoint of a stream fault is the stream
     if probability is not None:
         if not 0.0 <= probability <= 1.0:
             raise ValueError("probability must be within 0..1")
@@ -122,7 +133,7 @@ class FaultInjector:
         """The fault for this call, if any: scripted rules first (in order), then random ones."""
         with self._lock:
             for rule in self._rules:
-                if rule.remaining is not None and rule.matches(endpoint):
+                if rule.remaining is not None and self._applies(rule, endpoint):
                     rule.remaining -= 1
                     if rule.remaining == 0:
                         self._rules.remove(rule)
@@ -130,11 +141,17 @@ class FaultInjector:
             for rule in self._rules:
                 if (
                     rule.remaining is None
-                    and rule.matches(endpoint)
+                    and self._applies(rule, endpoint)
                     and self._rng.random() < rule.probability
                 ):
                     return rule.name
             return None
+
+    @staticmethod
+    def _applies(rule: FaultRule, endpoint: str) -> bool:
+        # HTTP faults never fire on the stream and stream faults never on HTTP, even with "*".
+        is_stream = rule.name in STREAM_FAULTS
+        return rule.matches(endpoint) and is_stream == (endpoint == STREAM_ENDPOINT)
 
     def rules(self) -> list[dict[str, object]]:
         with self._lock:

@@ -68,6 +68,10 @@ class SandboxSettings(BaseSettings):
     fault_seed: int = 0
     slow_seconds: float = Field(default=35.0, ge=0, le=600)
     admin_token: SecretStr = SecretStr("")
+    # The WebSocket price stream (stream.py): unset port = the HTTP port + 1 (ephemeral with 0).
+    stream_port: int | None = Field(default=None, ge=0, le=65535)
+    stream_tick_seconds: int = Field(default=1, ge=1, le=60)
+    stream_refused_symbols: Annotated[tuple[str, ...], NoDecode] = ()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("api_keys", mode="before")
@@ -78,6 +82,25 @@ class SandboxSettings(BaseSettings):
         if not keys:
             raise ValueError("at least one API key is required")
         return keys
+
+    @field_validator("stream_tick_seconds")
+    @classmethod
+    def _check_tick_seconds(cls, value: int) -> int:
+        if 60 % value:
+            raise ValueError("must divide a minute (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+        return value
+
+    @field_validator("stream_refused_symbols", mode="before")
+    @classmethod
+    def _split_refused(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        return tuple(str(s).strip().upper() for s in items if str(s).strip())
+
+    @property
+    def stream_bind_port(self) -> int:
+        if self.stream_port is not None:
+            return self.stream_port
+        return self.port + 1 if self.port else 0
 
     @field_validator("key_credits", mode="before")
     @classmethod

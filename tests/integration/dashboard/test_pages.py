@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from marketpipe.settings import Settings
+from services.dashboard.live import BADGE_ICONS
 from tests.integration.dashboard.conftest import (
     FAILED_JOB_ERROR,
     QUARANTINE_REASON,
@@ -30,6 +32,11 @@ def infos(app: AppTest) -> list[str]:
 def downloads(app: AppTest) -> list[str]:
     """The CSV names offered, in page order (each button's key is csv_<name>)."""
     return [b.proto.id.rsplit("csv_", 1)[-1] for b in app.get("download_button")]
+
+
+def page_metrics(app: AppTest) -> list[Any]:
+    """The page's metrics, without the live strip's (labelled with their badge)."""
+    return [m for m in app.metric if not m.label.endswith(tuple(BADGE_ICONS.values()))]
 
 
 def figure_titles(app: AppTest) -> list[str]:
@@ -59,7 +66,7 @@ def test_empty_database_says_how_to_start(
 def test_overview_cards_table_and_performers(loaded_settings: Settings, open_app: OpenApp) -> None:
     app = open_app(loaded_settings, view="overview", window="7d")
     symbols = set(loaded_settings.symbols)
-    cards = {m.label.split(" · ")[0] for m in app.metric}
+    cards = {m.label.split(" · ")[0] for m in page_metrics(app)}
     assert cards == symbols
     table = app.dataframe[0].value
     assert set(table["symbol"]) == symbols
@@ -75,14 +82,14 @@ def test_overview_asset_class_filter(loaded_settings: Settings, open_app: OpenAp
     assert not app.exception
     table = app.dataframe[0].value
     assert set(table["asset_class"]) == {"crypto"}
-    assert all("crypto" in m.label for m in app.metric)
+    assert all("crypto" in m.label for m in page_metrics(app))
 
 
 def test_instrument_view_with_overlays_and_open_bar(
     loaded_settings: Settings, open_app: OpenApp
 ) -> None:
     app = open_app(loaded_settings, view="instrument", symbol="BTC/USD", window="7d")
-    assert app.metric[0].label.startswith("BTC/USD last close (1h")
+    assert page_metrics(app)[0].label.startswith("BTC/USD last close (1h")
     (chart,) = app.get("plotly_chart")
     spec = json.loads(chart.proto.spec)
     names = {trace.get("name") for trace in spec["data"]}
@@ -100,7 +107,7 @@ def test_instrument_view_with_overlays_and_open_bar(
 def test_instrument_daily_interval(loaded_settings: Settings, open_app: OpenApp) -> None:
     app = open_app(loaded_settings, view="instrument", symbol="AAPL", interval="1day")
     assert not infos(app), infos(app)
-    assert "(1day" in app.metric[0].label
+    assert "(1day" in page_metrics(app)[0].label
     assert app.selectbox(key="interval").value == "1day"
 
 
