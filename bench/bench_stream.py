@@ -37,13 +37,13 @@ from redis import Redis
 
 from marketpipe.live import LATEST_KEY
 from marketpipe.migrate import migrate
-from marketpipe.scratch import scratch_database, scratch_redis
 from marketpipe.settings import Settings
 from services.dashboard import live
 from services.sandbox.app import SandboxServer
 from services.sandbox.calendar import session_table
 from services.sandbox.settings import SandboxSettings
 from services.sandbox.ticks import TickSource
+from tests.support.scratch import scratch_database, scratch_redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BARE_CLIENT = Path(__file__).resolve().parent / "_bare_ws_client.py"
