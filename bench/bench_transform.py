@@ -36,7 +36,7 @@ from marketpipe.contract import RawPayload
 from services.transformer.timeconv import bars_per_year
 from services.transformer.transform import transform_series
 
-NOW = datetime(2030, 1, 1, tzinfo=UTC)
+NOW = datetime(2040, 1, 1, tzinfo=UTC)
 STOCK_META = {
     "interval": "1h",
     "currency": "USD",
@@ -82,7 +82,9 @@ def make_payload(
     if kind == "stock":
         columns.append([str(v) for v in rng.integers(1_000, 1_000_000, bars)])
         keys.append("volume")
-    values: list[dict[str, Any]] = [dict(zip(keys, row, strict=True)) for row in zip(*columns)]
+    values: list[dict[str, Any]] = [
+        dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)
+    ]
     values.reverse()  # the API's default order: newest first
     symbol = f"S{k:04d}" if kind == "stock" else f"C{k:04d}/USD"
     meta = {**(STOCK_META if kind == "stock" else CRYPTO_META), "symbol": symbol}
@@ -263,7 +265,7 @@ def main() -> None:
             s,
             "stock" if s % 2 == 0 else "crypto",
             5_000,
-            first_day=str(np.datetime64("2015-01-05") + np.timedelta64(w * 700, "D")),
+            first_day=str(np.datetime64("1995-01-02") + np.timedelta64(w * 1_000, "D")),
             warmup=300,
             seed=1_000 + 100 * s + w,
         )
