@@ -2,8 +2,8 @@
 
 Plain numpy and pandas over one series. Windows not yet filled are NaN, never a partial value.
 Fixed-length windows are computed from the window's own values (``sliding_window_view``), so a
-bar's SMA, Bollinger bands, volatility and 52-week extremes do not depend on how much history the
-request reached back; the exponential averages do, through their seed, by definition.
+bar's SMA, Bollinger bands and volatility do not depend on how much history the request reached
+back; the exponential averages do, through their seed, by definition.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ import pandas as pd
 from marketpipe.intervals import INTRADAY_MINUTES
 
 TIME_UNIT = "us"  # PostgreSQL timestamps have microsecond resolution; so do our columns.
-UTC_DTYPE = f"datetime64[{TIME_UNIT}, UTC]"
 NAIVE_DTYPE = f"datetime64[{TIME_UNIT}]"
 
 

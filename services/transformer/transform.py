@@ -70,7 +70,9 @@ def transform_series(payload: RawPayload, *, now: datetime) -> TransformResult:
 
 def quarantine_frame(records: list[QuarantineRecord], transformed_at: pd.Timestamp) -> pd.DataFrame:
     values: dict[str, Any] = {
-        name: [record[name] for record in records] for name, _ in QUARANTINE_COLUMNS[:-1]
+        name: [record.get(name) for record in records]
+        for name, _ in QUARANTINE_COLUMNS
+        if name != "quarantined_at"
     }
     values["quarantined_at"] = transformed_at
     return contract_frame(QUARANTINE_COLUMNS, values, len(records))

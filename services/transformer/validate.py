@@ -47,7 +47,8 @@ class ValidatedSeries:
 
 
 def validate(flat: FlatSeries) -> ValidatedSeries:
-    # Everything below reads the bars in time order; ``position`` maps back to the API's list.
+    # Everything below reads the bars in time order; the rows keep their index, the position
+    # in the API's list.
     newest_first = lists_newest_first(flat)
     rows = flat.rows.iloc[::-1] if newest_first else flat.rows
     issue = rows["issue"].to_numpy(dtype=object, copy=True)
