@@ -8,7 +8,7 @@ from functools import cache
 from marketpipe import broker
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
 from marketpipe.settings import Settings, load_settings
-from services.transformer.transform import transform_payloads
+from services.transformer.transform import transform_series
 
 
 @cache
@@ -25,8 +25,7 @@ def transform_payload(payload_id: str) -> dict[str, int]:
     settings = _settings()
     redis = broker.redis_from(settings)
     payload = broker.get_payload(redis, payload_id)
-    # A sandbox clock may run ahead of ours: a bar is "in the future" only past the API's clock.
-    result = transform_payloads([payload], now=max(datetime.now(UTC), payload.fetched_at))
+    result = transform_series(payload, now=datetime.now(UTC))
     broker.put_batch(
         redis,
         payload_id,

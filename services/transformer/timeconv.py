@@ -1,8 +1,7 @@
-"""Time rules of the transformer: intervals, exchange sessions, local -> UTC, bar ends.
+"""Time rules of the transformer: bars per year, exchange sessions, wall time -> UTC, bar ends.
 
 Twelve Data stamps intraday bars with their *open* time as naive wall-clock text: stocks in the
-exchange's time zone (whose UTC offset moves at DST), crypto and forex in UTC. Everything here
-is vectorised over numpy/pandas arrays; no function loops over bars in Python.
+exchange's time zone (whose UTC offset moves at DST), crypto and forex in UTC.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import pandas as pd
 from marketpipe.intervals import INTRADAY_MINUTES
 
 TIME_UNIT = "us"  # PostgreSQL timestamps have microsecond resolution; so do our columns.
-UTC_DTYPE = f"datetime64[{TIME_UNIT}, UTC]"
 NAIVE_DTYPE = f"datetime64[{TIME_UNIT}]"
 
 
@@ -86,97 +84,70 @@ def bars_per_year(asset_class: str, interval: str, exchange_timezone: str | None
     return days * (24 * 60 / minutes)
 
 
-def parse_api_datetimes(text: Sequence[str] | np.ndarray) -> np.ndarray:
+def parse_api_datetimes(text: Sequence[str]) -> np.ndarray:
     """Parse 'YYYY-MM-DD[ HH:MM:SS]' text to naive datetime64[s]; unparseable text gives NaT.
 
-    A list of str is parsed directly by numpy's C parser (no intermediate fixed-width unicode
-    array, which costs several times the parse itself).
+    A list of str is parsed directly by numpy's C parser; only a list holding something it
+    refuses is parsed value by value.
     """
     try:
         return np.array(text, dtype="datetime64[s]")
     except (ValueError, TypeError):
-        # One bad string spoils the fast path; only then pay the per-element cost.
         return np.array([_parse_one(value) for value in text], dtype="datetime64[s]")
 
 
-def _parse_one(value: object) -> np.datetime64:
-    if not isinstance(value, str) or not value.strip():
-        return np.datetime64("NaT", "s")
+def _parse_one(value: str) -> np.datetime64:
     try:
-        parsed = np.datetime64(value.strip(), "s")
+        return np.datetime64(value.strip(), "s") if value.strip() else np.datetime64("NaT", "s")
     except ValueError:
         return np.datetime64("NaT", "s")
-    return parsed
 
 
 @dataclass(frozen=True)
-class LocalizeResult:
+class UtcTimes:
     utc: np.ndarray  # datetime64[us] (UTC, naive representation), NaT where nonexistent
     nonexistent: np.ndarray  # bool: the wall time does not exist in the zone (spring forward)
 
 
-def local_to_utc(local: np.ndarray, timezone: str, first_is_dst: np.ndarray) -> LocalizeResult:
-    """Convert naive wall times of one zone to UTC.
+def wall_to_utc(wall: np.ndarray, timezone: str) -> UtcTimes:
+    """UTC times of one zone's wall times, which must be listed in time order.
 
-    ``first_is_dst`` decides ambiguous wall times (the repeated hour when clocks fall back): True
-    means the DST reading (the first occurrence), False the standard-time one (the repeat).
-    Wall times skipped when clocks spring forward do not exist and come back as NaT, flagged.
+    A wall time repeated when clocks fall back (01:00-02:00 twice in New York) is read as DST at
+    its first occurrence and as standard time at the repeat, because bars come in time order; a
+    third occurrence reads as DST again. Wall times skipped when clocks spring forward do not
+    exist: NaT, flagged ``nonexistent``.
     """
-    index = pd.DatetimeIndex(local.astype(NAIVE_DTYPE))
-    localized = index.tz_localize(timezone, ambiguous=first_is_dst, nonexistent="NaT")
-    # NaT in the input stays NaT without being a DST gap.
-    nonexistent = np.asarray(localized.isna()) & ~np.asarray(index.isna())
-    utc = np.asarray(localized.tz_convert("UTC").tz_localize(None).as_unit(TIME_UNIT))
-    return LocalizeResult(utc=utc, nonexistent=nonexistent)
-
-
-def ambiguous_mask(local: np.ndarray, timezone: str) -> np.ndarray:
-    """True where the wall time happens twice in the zone (the hour repeated at fall-back)."""
-    index = pd.DatetimeIndex(local.astype(NAIVE_DTYPE))
-    as_dst = index.tz_localize(timezone, ambiguous=np.ones(len(index), bool), nonexistent="NaT")
-    as_std = index.tz_localize(timezone, ambiguous=np.zeros(len(index), bool), nonexistent="NaT")
-    return np.asarray(as_dst != as_std) & ~np.asarray(as_dst.isna())
-
-
-def utc_to_local(utc: np.ndarray, timezone: str) -> np.ndarray:
-    index = pd.DatetimeIndex(utc.astype(NAIVE_DTYPE)).tz_localize("UTC").tz_convert(timezone)
-    return np.asarray(index.tz_localize(None).as_unit(TIME_UNIT))
+    index = pd.DatetimeIndex(wall.astype(NAIVE_DTYPE))
+    size = len(index)
+    as_dst = index.tz_localize(timezone, ambiguous=np.ones(size, bool), nonexistent="NaT")
+    as_std = index.tz_localize(timezone, ambiguous=np.zeros(size, bool), nonexistent="NaT")
+    ambiguous = np.asarray(as_dst != as_std) & np.asarray(as_dst.notna())
+    is_dst = np.ones(size, bool)
+    if ambiguous.any():
+        repeated = pd.Series(index[ambiguous])
+        is_dst[ambiguous] = repeated.groupby(repeated).cumcount().to_numpy() % 2 == 0
+    utc_dst = np.asarray(as_dst.tz_convert("UTC").tz_localize(None))
+    utc_std = np.asarray(as_std.tz_convert("UTC").tz_localize(None))
+    nonexistent = np.asarray(as_dst.isna()) & ~np.asarray(index.isna())
+    return UtcTimes(utc=np.where(is_dst, utc_dst, utc_std), nonexistent=nonexistent)
 
 
 def bar_end_local(
-    local_open: np.ndarray, interval: str, asset_class: str, exchange_timezone: str | None
-) -> np.ndarray:
-    """Wall-clock end of each bar (naive local for stocks, UTC for crypto and forex).
+    local_open: pd.Timestamp, interval: str, asset_class: str, exchange_timezone: str | None
+) -> pd.Timestamp:
+    """Wall-clock end of a bar (naive local for stocks, UTC for crypto and forex).
 
     A stock bar never ends after its session's close: the last NYSE 1h bar opens at 15:30 and
     ends at 16:00. A stock day ends at the session close, a week at Friday's close.
     """
-    local_open = local_open.astype(NAIVE_DTYPE)
-    day = local_open.astype("datetime64[D]").astype(NAIVE_DTYPE)
+    day = local_open.normalize()
     is_stock = asset_class == "stock"
-    session = session_for(exchange_timezone)
-    close = day + np.timedelta64(session.close_minute, "m")
+    close = day + pd.Timedelta(minutes=session_for(exchange_timezone).close_minute)
     if interval in INTRADAY_MINUTES:
-        end = local_open + np.timedelta64(INTRADAY_MINUTES[interval], "m")
-        return np.minimum(end, close) if is_stock else end
+        end = local_open + pd.Timedelta(minutes=INTRADAY_MINUTES[interval])
+        return min(end, close) if is_stock else end
     if interval == "1day":
-        return close if is_stock else day + np.timedelta64(1, "D")
+        return close if is_stock else day + pd.Timedelta(days=1)
     if interval == "1week":
-        return close + np.timedelta64(4, "D") if is_stock else day + np.timedelta64(7, "D")
-    month = local_open.astype("datetime64[M]")
-    return (month + np.timedelta64(1, "M")).astype(NAIVE_DTYPE)
-
-
-def session_start_local(local_open: np.ndarray, asset_class: str, tz: str | None) -> np.ndarray:
-    """Wall-clock start of the trading day each bar belongs to."""
-    day = local_open.astype("datetime64[D]").astype(NAIVE_DTYPE)
-    if asset_class != "stock":
-        return day
-    return day + np.timedelta64(session_for(tz).open_minute, "m")
-
-
-def session_end_local(local_open: np.ndarray, asset_class: str, tz: str | None) -> np.ndarray:
-    day = local_open.astype("datetime64[D]").astype(NAIVE_DTYPE)
-    if asset_class != "stock":
-        return day + np.timedelta64(1, "D")
-    return day + np.timedelta64(session_for(tz).close_minute, "m")
+        return close + pd.Timedelta(days=4) if is_stock else day + pd.Timedelta(days=7)
+    return day + pd.offsets.MonthBegin(1)  # a month ends where the next one begins

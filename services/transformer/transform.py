@@ -1,7 +1,8 @@
-"""Entry point of the transformer's pure core: raw payloads in, OLAP rows out.
+"""Entry point of the transformer's pure core: one raw payload in, its OLAP rows out.
 
-``transform_payloads`` flattens every payload of a batch into typed bars, validates them
-(quarantining what fails), and enriches all series at once with their indicators. No I/O.
+``transform_series`` runs one series (one symbol, one interval: every transform job carries
+exactly one payload) through flatten -> validate (quarantining what fails) -> enrich -> daily,
+then drops the warm-up bars. No I/O.
 
 Output dtypes:
 - ``bar_time``, ``transformed_at``, ``quarantined_at``: datetime64[us, UTC];
@@ -13,30 +14,18 @@ Output dtypes:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from marketpipe.contract import (
-    DAILY_COLUMNS,
-    OLAP_COLUMNS,
-    QUARANTINE_COLUMNS,
-    RawPayload,
-    column_names,
-)
+from marketpipe.contract import DAILY_COLUMNS, OLAP_COLUMNS, QUARANTINE_COLUMNS, RawPayload
 from services.transformer.daily import daily_aggregates
-from services.transformer.enrich import enrich
-from services.transformer.flatten import flatten_payloads
-from services.transformer.timeconv import UTC_DTYPE
-from services.transformer.validate import validate
+from services.transformer.enrich import contract_frame, empty_frame, enrich
+from services.transformer.flatten import PayloadRejection, flatten
+from services.transformer.validate import QuarantineRecord, rejection_record, validate
 from services.transformer.warmup import drop_warmup
-
-BAR_COLUMNS = column_names(OLAP_COLUMNS)
-DAILY_COLUMN_NAMES = column_names(DAILY_COLUMNS)
-QUARANTINE_COLUMN_NAMES = column_names(QUARANTINE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -53,26 +42,37 @@ def utc_timestamp(now: datetime) -> pd.Timestamp:
     return stamp.tz_convert("UTC").as_unit("us")
 
 
-def transform_payloads(payloads: Sequence[RawPayload], *, now: datetime) -> TransformResult:
+def transform_series(payload: RawPayload, *, now: datetime) -> TransformResult:
+    """Transform one payload; ``now`` (timezone-aware) stamps ``transformed_at`` only.
+
+    Which bars are "in the future" is judged by the API's own clock as the payload recorded it
+    (``payload.fetched_at``, which the fetcher takes from the answer's Date header), never by
+    the transformer's clock: the two may disagree, and only the API knows what it had.
+    """
     transformed_at = utc_timestamp(now)
-    flat = flatten_payloads(payloads)
-    checked = validate(flat, now=transformed_at.to_pydatetime())
-    bars = enrich(checked.bars, checked.payloads, transformed_at=transformed_at)
-    daily = daily_aggregates(
-        bars,
-        checked.payloads,
-        transformed_at=transformed_at,
-        series=checked.bars["series"].to_numpy(),
-    )
-    bars, daily = drop_warmup(bars, daily, payloads)
-    quarantine = checked.quarantine.copy()
-    quarantine["quarantined_at"] = pd.Series(
-        np.full(len(quarantine), transformed_at.tz_localize(None).to_datetime64()),
-        dtype="datetime64[us]",
-    ).dt.tz_localize("UTC")
-    quarantine = quarantine.astype({"quarantined_at": UTC_DTYPE})
+    flat = flatten(payload)
+    if isinstance(flat, PayloadRejection):
+        return TransformResult(
+            bars=empty_frame(OLAP_COLUMNS),
+            daily=empty_frame(DAILY_COLUMNS),
+            quarantine=quarantine_frame([rejection_record(payload, flat)], transformed_at),
+        )
+    checked = validate(flat)
+    bars = enrich(checked.bars, flat, transformed_at=transformed_at)
+    daily = daily_aggregates(bars, transformed_at=transformed_at)
+    bars, daily = drop_warmup(bars, daily, payload)
     return TransformResult(
-        bars=bars[BAR_COLUMNS].reset_index(drop=True),
-        daily=daily[DAILY_COLUMN_NAMES].reset_index(drop=True),
-        quarantine=quarantine[QUARANTINE_COLUMN_NAMES].reset_index(drop=True),
+        bars=bars.reset_index(drop=True),
+        daily=daily.reset_index(drop=True),
+        quarantine=quarantine_frame(checked.quarantine, transformed_at),
     )
+
+
+def quarantine_frame(records: list[QuarantineRecord], transformed_at: pd.Timestamp) -> pd.DataFrame:
+    values: dict[str, Any] = {
+        name: [record.get(name) for record in records]
+        for name, _ in QUARANTINE_COLUMNS
+        if name != "quarantined_at"
+    }
+    values["quarantined_at"] = transformed_at
+    return contract_frame(QUARANTINE_COLUMNS, values, len(records))

@@ -22,7 +22,7 @@ from marketpipe import broker
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
 from marketpipe.settings import Settings
 from services.transformer.jobs import load_job_id
-from services.transformer.transform import transform_payloads
+from services.transformer.transform import transform_series
 from tests.integration.conftest import OUR_TABLES, REPO_ROOT, settings_env
 from tests.unit.transformer.payloads import CRYPTO_META, bar, hourly_times, payload
 
@@ -48,7 +48,7 @@ def put_batch(
     ]
     fetched = fetched_at or start + timedelta(hours=count)
     raw = payload(symbol, CRYPTO_META, values, fetched_at=fetched)
-    result = transform_payloads([raw], now=fetched)
+    result = transform_series(raw, now=fetched)
     broker.put_payload(redis, raw, settings.blob_ttl_seconds)
     frames = {"bars": result.bars, "daily": result.daily, "quarantine": result.quarantine}
     broker.put_batch(redis, raw.payload_id, frames, settings.blob_ttl_seconds)

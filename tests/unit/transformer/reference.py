@@ -1,7 +1,7 @@
-"""Independent, straightforward indicator implementations: plain Python loops over one series.
+"""Independent, straightforward implementations: plain Python loops over one series.
 
-Written from the definitions in docs/indicators.md, deliberately without numpy or the
-transformer's code, so the vectorised implementation is checked against something else.
+Written from the definitions in docs/indicators.md, deliberately without numpy, pandas or the
+transformer's code, so the transformer is checked against something else.
 """
 
 from __future__ import annotations
@@ -118,3 +118,38 @@ def fifty_two_week(
         highest.append(max(high[j] for j in in_window))
         lowest.append(min(low[j] for j in in_window))
     return highest, lowest
+
+
+def daily(
+    days: list[object],
+    open_: list[float],
+    high: list[float],
+    low: list[float],
+    close: list[float],
+    volume: list[float],
+) -> list[dict[str, float]]:
+    """One aggregate per run of equal days, in order; NaN volume/VWAP unless every bar has one."""
+    out: list[dict[str, float]] = []
+    start = 0
+    for i in range(1, len(days) + 1):
+        if i < len(days) and days[i] == days[start]:
+            continue
+        bars = range(start, i)
+        total = math.fsum(volume[j] for j in bars)
+        traded = math.fsum((high[j] + low[j] + close[j]) / 3 * volume[j] for j in bars)
+        previous_close = out[-1]["close"] if out else NAN
+        row = {
+            "open": open_[start],
+            "high": max(high[j] for j in bars),
+            "low": min(low[j] for j in bars),
+            "close": close[i - 1],
+            "volume": total,
+            "vwap": traded / total if total > 0 else NAN,
+            "change": close[i - 1] - previous_close,
+            "pct_change": (close[i - 1] - previous_close) / previous_close * 100,
+            "bar_count": float(i - start),
+        }
+        row["range"] = row["high"] - row["low"]
+        out.append(row)
+        start = i
+    return out

@@ -1,193 +1,87 @@
-"""Every derived column against the plain-loop reference, on hypothesis-generated series.
-
-Several series of different lengths go through ``transform_payloads`` together, so the grouped
-vectorised code is also checked for leaks between series and for padding effects.
-"""
+"""indicators.py: every derived column of one series against the plain-loop reference."""
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.transformer.transform import transform_payloads
+from services.transformer import indicators as ind
 from tests.unit.transformer import reference as ref
-from tests.unit.transformer.payloads import CRYPTO_META, STOCK_META, payload, stock_session_times
+from tests.unit.transformer.strategies import (
+    PricePath,
+    assert_52_week_match,
+    assert_close,
+    assert_indicators_match,
+    price_paths,
+)
 
-NOW = datetime(2031, 1, 1, tzinfo=UTC)
-RTOL = 1e-9
-HOURS_PER_CRYPTO_YEAR = 365 * 24
-NYSE_1H_BARS_PER_YEAR = 252 * 7
-
-
-@st.composite
-def price_paths(draw: st.DrawFn, max_bars: int = 260) -> dict[str, list[float]]:
-    """OHLC(V) paths: random walks, sometimes with flat stretches and jumps."""
-    bars = draw(st.integers(1, max_bars))
-    level = draw(st.floats(0.01, 1e5))
-    sigma = draw(st.sampled_from([0.0, 1e-4, 0.01, 0.2]))
-    seed = draw(st.integers(0, 2**32 - 1))
-    flat = draw(st.booleans())
-    rng = np.random.default_rng(seed)
-    steps = rng.normal(0.0, sigma, bars)
-    if flat:
-        steps[rng.random(bars) < 0.5] = 0.0
-    close = level * np.exp(np.cumsum(steps))
-    open_ = np.r_[close[0], close[:-1]]
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.01, bars))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.01, bars))
-    volume = rng.integers(0, 10_000, bars).astype(float)
-    # The API gives text with at most 5 decimals; compare on the numbers the transformer sees.
-    return {
-        "open": [float(f"{v:.5f}") for v in open_],
-        "high": [float(f"{v:.5f}") for v in high],
-        "low": [float(f"{v:.5f}") for v in low],
-        "close": [float(f"{v:.5f}") for v in close],
-        "volume": volume.tolist(),
-    }
+HOURLY_CRYPTO_BARS_PER_YEAR = 365 * 24
 
 
-def _values(times: list[str], path: dict[str, list[float]], with_volume: bool) -> list[dict]:
-    rows = []
-    for i, when in enumerate(times):
-        row = {
-            "datetime": when,
-            **{k: f"{path[k][i]:.5f}" for k in ("open", "high", "low", "close")},
+def hourly(count: int, start: datetime = datetime(2026, 1, 1)) -> list[datetime]:
+    return [start + timedelta(hours=i) for i in range(count)]
+
+
+def bars_frame(path: PricePath, times: list[datetime]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "bar_time": np.array(times, dtype="datetime64[us]"),
+            **{name: np.array(path[name]) for name in ("open", "high", "low", "close", "volume")},
         }
-        if with_volume:
-            row["volume"] = str(int(path["volume"][i]))
-        rows.append(row)
-    return rows
-
-
-def assert_close(actual: pd.Series, expected: list[float], scale: float, name: str) -> None:
-    """Equal NULL positions; values within 1e-9 relative (of the value or the series' scale)."""
-    got = actual.to_numpy(dtype=float)
-    want = np.array(expected, dtype=float)
-    assert np.array_equal(np.isnan(got), np.isnan(want)), f"{name}: NULL positions differ"
-    defined = ~np.isnan(want)
-    tolerance = RTOL * np.maximum(np.abs(want[defined]), scale)
-    error = np.abs(got[defined] - want[defined])
-    assert (error <= tolerance).all(), f"{name}: max error {error.max()} over {tolerance.min()}"
-
-
-def check_series(bars: pd.DataFrame, path: dict[str, list[float]], bars_per_year: float) -> None:
-    close, high, low = path["close"], path["high"], path["low"]
-    level = max(close)
-    prev = ref.previous(close)
-    assert_close(bars["previous_close"], prev, level, "previous_close")
-    assert_close(bars["change"], [c - p for c, p in zip(close, prev, strict=True)], level, "change")
-    assert_close(
-        bars["pct_change"],
-        [(c - p) / p * 100 for c, p in zip(close, prev, strict=True)],
-        1e-4,  # 1e-13 percentage points: far below the API's 5 decimals
-        "pct",
     )
-    assert_close(
-        bars["log_return"],
-        [
-            math.log(c / p) if not math.isnan(p) else math.nan
-            for c, p in zip(close, prev, strict=True)
-        ],
-        1e-9,
-        "log_return",
-    )
-    for n in (20, 50, 200):
-        assert_close(bars[f"sma_{n}"], ref.sma(close, n), level, f"sma_{n}")
-    assert_close(bars["ema_12"], ref.ema(close, 12), level, "ema_12")
-    assert_close(bars["ema_26"], ref.ema(close, 26), level, "ema_26")
-    line, signal, hist = ref.macd(close)
-    assert_close(bars["macd"], line, level, "macd")
-    assert_close(bars["macd_signal"], signal, level, "macd_signal")
-    assert_close(bars["macd_hist"], hist, level, "macd_hist")
-    assert_close(bars["rsi_14"], ref.rsi(close), 100.0, "rsi_14")
-    middle, upper, lower = ref.bollinger(close)
-    assert_close(bars["bb_middle"], middle, level, "bb_middle")
-    assert_close(bars["bb_upper"], upper, level, "bb_upper")
-    assert_close(bars["bb_lower"], lower, level, "bb_lower")
-    assert_close(bars["atr_14"], ref.atr(high, low, close), level, "atr_14")
-    assert_close(bars["volatility_20"], ref.volatility(close, bars_per_year), 1e-9, "volatility_20")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(paths=st.lists(price_paths(), min_size=1, max_size=3))
-def test_crypto_indicators_match_reference(paths: list[dict[str, list[float]]]) -> None:
-    start = datetime(2026, 1, 1)
-    payloads = []
-    for k, path in enumerate(paths):
-        times = [
-            (start + timedelta(hours=i)).strftime("%Y-%m-%d %H:%M:%S")
-            for i in range(len(path["close"]))
-        ]
-        payloads.append(
-            payload(
-                f"C{k}/USD", CRYPTO_META, _values(times, path, with_volume=False), fetched_at=NOW
-            )
-        )
-    result = transform_payloads(payloads, now=NOW)
-    assert result.quarantine.empty
-    for k, path in enumerate(paths):
-        bars = result.bars[result.bars["symbol"] == f"C{k}/USD"].reset_index(drop=True)
-        assert len(bars) == len(path["close"])
-        check_series(bars, path, HOURS_PER_CRYPTO_YEAR)
-        assert bars["vwap_session"].isna().all()
-        assert bars["volume"].isna().all()
+def columns_of(path: PricePath, times: list[datetime], bars_per_year: float = 1.0) -> dict:
+    frame = bars_frame(path, times)
+    trading_date = frame["bar_time"].to_numpy().astype("datetime64[D]").astype("datetime64[us]")
+    return ind.indicator_columns(frame, trading_date, bars_per_year)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(paths=st.lists(price_paths(), min_size=1, max_size=2))
-def test_stock_indicators_and_session_vwap_match_reference(
-    paths: list[dict[str, list[float]]],
-) -> None:
-    payloads = []
-    for k, path in enumerate(paths):
-        days = len(path["close"]) // 7 + 1
-        times = stock_session_times(datetime(2026, 4, 6), days)[: len(path["close"])]
-        payloads.append(
-            payload(f"S{k}", STOCK_META, _values(times, path, with_volume=True), fetched_at=NOW)
-        )
-    result = transform_payloads(payloads, now=NOW)
-    assert result.quarantine.empty
-    for k, path in enumerate(paths):
-        bars = result.bars[result.bars["symbol"] == f"S{k}"].reset_index(drop=True)
-        check_series(bars, path, NYSE_1H_BARS_PER_YEAR)
-        days = bars["trading_date"].tolist()
-        expected = ref.session_vwap(days, path["high"], path["low"], path["close"], path["volume"])
-        assert_close(bars["vwap_session"], expected, max(path["close"]), "vwap_session")
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=price_paths())
+def test_every_indicator_matches_the_reference(path: PricePath) -> None:
+    columns = columns_of(path, hourly(len(path["close"])), HOURLY_CRYPTO_BARS_PER_YEAR)
+    assert_indicators_match(columns, path, HOURLY_CRYPTO_BARS_PER_YEAR)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=price_paths(max_bars=700), gap_seed=st.integers(0, 2**32 - 1))
+def test_52_week_extremes_match_the_reference(path: PricePath, gap_seed: int) -> None:
+    """Daily bars with gaps of 1-4 days, so windows hold varying numbers of bars."""
+    gaps = np.random.default_rng(gap_seed).integers(1, 5, len(path["close"]))
+    times = [datetime(2024, 1, 1) + timedelta(days=int(d)) for d in np.cumsum(gaps) - gaps[0]]
+    assert_52_week_match(columns_of(path, times), times, path)
+
+
+@settings(max_examples=30, deadline=None)
 @given(
-    path=price_paths(max_bars=700),
-    gap_seed=st.integers(0, 2**32 - 1),
+    path=price_paths(max_bars=120),
+    day_lengths=st.lists(st.integers(1, 9), min_size=1, max_size=40),
+    missing=st.lists(st.integers(0, 119), max_size=3),
 )
-def test_52_week_extremes_match_reference(path: dict[str, list[float]], gap_seed: int) -> None:
-    bars_count = len(path["close"])
-    gaps = np.random.default_rng(gap_seed).integers(1, 5, bars_count).tolist()
-    times: list[datetime] = []
-    when = datetime(2024, 1, 1)
-    for gap in gaps:
-        times.append(when)
-        when += timedelta(days=int(gap))
-    values = _values([t.strftime("%Y-%m-%d") for t in times], path, with_volume=False)
-    series = payload("BTC/USD", CRYPTO_META, values, fetched_at=NOW, interval="1day")
-    bars = transform_payloads([series], now=NOW).bars
-    highest, lowest = ref.fifty_two_week(times, path["high"], path["low"])
-    level = max(path["high"])
-    assert_close(bars["high_52w"], highest, level, "high_52w")
-    assert_close(bars["low_52w"], lowest, level, "low_52w")
-    expected_pct = [(c / h - 1) * 100 for c, h in zip(path["close"], highest, strict=True)]
-    assert_close(bars["pct_from_52w_high"], expected_pct, 1e-6, "pct_from_52w_high")
-    # Daily crypto bars annualise with 365 bars a year.
-    assert_close(bars["volatility_20"], ref.volatility(path["close"], 365), 1e-9, "vol_daily")
+def test_session_vwap_matches_the_reference(
+    path: PricePath, day_lengths: list[int], missing: list[int]
+) -> None:
+    """Cumulative within each day; NULL from a bar without volume to the end of its day."""
+    size = len(path["close"])
+    days = np.repeat(np.arange(len(day_lengths)), day_lengths)[:size]
+    days = np.r_[days, np.full(size - days.size, days[-1])]
+    volume = np.array(path["volume"])
+    volume[[m for m in missing if m < size]] = np.nan
+    got = ind.session_vwap(days, *(np.array(path[k]) for k in ("high", "low", "close")), volume)
+    want = ref.session_vwap(
+        days.tolist(), path["high"], path["low"], path["close"], volume.tolist()
+    )
+    assert_close(got, want, max(path["close"]), "vwap_session")
 
 
-def test_warm_up_lengths_are_exact() -> None:
-    """First defined index of each column on a long smooth series (no partial windows)."""
+def test_each_window_is_null_until_it_is_full() -> None:
+    """First defined bar of each column on a long smooth series: no partial windows."""
     closes = [100 + math.sin(i / 5) for i in range(300)]
     path = {
         "open": closes,
@@ -196,15 +90,9 @@ def test_warm_up_lengths_are_exact() -> None:
         "close": closes,
         "volume": [1.0] * 300,
     }
-    times = [
-        (datetime(2026, 1, 1) + timedelta(hours=i)).strftime("%Y-%m-%d %H:%M:%S")
-        for i in range(300)
-    ]
-    result = transform_payloads(
-        [payload("ETH/USD", CRYPTO_META, _values(times, path, False), fetched_at=NOW)], now=NOW
-    )
+    columns = columns_of(path, hourly(300))
     first_defined = {
-        name: int(result.bars[name].notna().to_numpy().argmax())
+        name: int(np.flatnonzero(~np.isnan(columns[name]))[0])
         for name in (
             "previous_close",
             "sma_20",
@@ -236,40 +124,52 @@ def test_warm_up_lengths_are_exact() -> None:
     }
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    values=st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=400),
-    lookback_seed=st.integers(0, 2**32 - 1),
-    longest=st.integers(0, 300),
-)
-def test_trailing_extremes_match_brute_force(
-    values: list[float], lookback_seed: int, longest: int
-) -> None:
-    """Block-decomposed window extremes, windows of mixed lengths (series of mixed intervals)."""
-    from services.transformer.indicators import TrailingWindows
-
-    size = len(values)
-    rng = np.random.default_rng(lookback_seed)
-    left = np.maximum(np.arange(size) - rng.integers(0, longest + 1, size), 0)
-    eligible = rng.random(size) < 0.7
-    windows = TrailingWindows.build(left, eligible)
-    array = np.array(values)
-    for reducer, pick in ((np.maximum, max), (np.minimum, min)):
-        got = windows.extreme(array, reducer)
-        want = [pick(values[left[i] : i + 1]) if eligible[i] else math.nan for i in range(size)]
-        assert np.array_equal(got, np.array(want), equal_nan=True)
+def test_series_shorter_than_every_window() -> None:
+    path = {name: [10.0, 11.0] for name in ("open", "high", "low", "close", "volume")}
+    columns = columns_of(path, hourly(2))
+    assert columns["change"].tolist()[1] == 1.0
+    for name in ("sma_20", "ema_12", "rsi_14", "atr_14", "bb_upper", "high_52w"):
+        assert np.isnan(columns[name]).all(), name
+    empty = columns_of({name: [] for name in path}, [])
+    assert all(len(values) == 0 for values in empty.values())
 
 
-@given(
-    values=st.lists(st.floats(-1e6, 1e6), min_size=1, max_size=80),
-    window=st.integers(1, 40),
-)
-def test_window_sums_match_direct_sums(values: list[float], window: int) -> None:
-    from services.transformer.indicators import rolling_sum
+def test_rsi_conventions() -> None:
+    """Only gains: 100; only losses: 0; no movement at all: 50 (neither side)."""
+    rising = np.arange(1.0, 31.0)
+    assert ind.rsi(rising)[14:].tolist() == [100.0] * 16
+    assert ind.rsi(rising[::-1].copy())[14:].tolist() == [0.0] * 16
+    assert ind.rsi(np.full(30, 5.0))[14:].tolist() == [50.0] * 16
 
-    got = rolling_sum(np.array([values]), window)[0]
-    want = [
-        math.fsum(values[i - window + 1 : i + 1]) if i >= window - 1 else math.nan
-        for i in range(len(values))
-    ]
-    assert_close(pd.Series(got), want, max(map(abs, values), default=1.0) or 1.0, "window_sum")
+
+def test_bollinger_uses_the_population_and_volatility_the_sample_std() -> None:
+    values = np.array([1.0, 2.0, 3.0, 4.0])
+    assert ind.rolling_std(values, 4, ddof=0)[-1] == np.std(values)  # sqrt(1.25)
+    assert ind.rolling_std(values, 4, ddof=1)[-1] == np.std(values, ddof=1)  # sqrt(5/3)
+    assert ind.rolling_std(np.full(20, 0.1), 20, ddof=0)[-1] == 0.0  # flat: exactly 0
+
+
+def test_ema_is_seeded_with_the_sma_of_its_first_period() -> None:
+    values = np.array([2.0, 4.0, 6.0, 10.0])
+    got = ind.ema(values, 3)
+    alpha = 2 / 4
+    assert np.isnan(got[:2]).all()
+    assert got[2] == 4.0  # mean of 2, 4, 6
+    assert got[3] == 4.0 + alpha * (10.0 - 4.0)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=price_paths(max_bars=400), cut=st.integers(1, 399))
+def test_window_columns_do_not_depend_on_older_history(path: PricePath, cut: int) -> None:
+    """A bar re-sent in a shorter request gets bit-identical window columns (no rewrite)."""
+    size = len(path["close"])
+    cut = min(cut, size - 1)
+    times = hourly(size)
+    full = columns_of(path, times)
+    part = columns_of({k: v[cut:] for k, v in path.items()}, times[cut:])
+    windows = {"sma_20": 20, "sma_50": 50, "sma_200": 200, "bb_upper": 20, "bb_lower": 20}
+    windows |= {"volatility_20": 21, "change": 2, "log_return": 2}
+    for name, window in windows.items():
+        assert np.array_equal(
+            full[name][cut + window - 1 :], part[name][window - 1 :], equal_nan=True
+        ), name
