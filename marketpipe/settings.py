@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     load_batch_max_wait_seconds: float = Field(default=0.5, ge=0, le=60)
     dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Compose: a file the fetcher's loop touches, for its healthcheck (empty = none).
-    fetcher_heartbeat_file: str = ""
+    # Compose: a file the fetcher's and the workers' loops touch, for the healthcheck (empty: none).
+    heartbeat_file: str = ""
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -70,8 +70,8 @@ def api_clock(settings: Settings) -> Clock:
         seen = sandbox_speed(settings.api_base_url, settings.http_timeout_seconds)
         if seen:
             speed = seen
-    if settings.fetcher_heartbeat_file:
-        return BeatingClock(Path(settings.fetcher_heartbeat_file), speed=speed)
+    if settings.heartbeat_file:
+        return BeatingClock(Path(settings.heartbeat_file), speed=speed)
     return ApiDateClock(speed=speed)
 
 
