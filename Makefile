@@ -41,8 +41,12 @@ browser-deps: ## Debian's chromium for the browser test (as root; only when miss
 	fi
 
 .PHONY: test
-test: $(STAMP) browser-deps lint ## install everything, lint, run all tests but the long chaos ones
+test: $(STAMP) browser-deps lint ## install everything, lint, run all tests but the long chaos ones (incl. compose)
 	$(BIN)/pytest -m "not chaos"
+
+.PHONY: test-compose
+test-compose: $(STAMP) browser-deps ## only the compose suite: the real stack on a Docker engine
+	$(BIN)/pytest -m compose
 
 .PHONY: chaos
 chaos: $(STAMP) ## crash, outage, bad-input and security tests on real processes; one results table
@@ -57,7 +61,7 @@ run: $(STAMP) ## the whole stack as local processes (no Docker); Ctrl-C stops it
 	$(BIN)/python scripts/run_stack.py
 
 .PHONY: up
-up: ## the whole stack in Docker Compose
+up: ## the whole stack in Docker Compose (the demo: cp .env.example .env first)
 	docker compose up --build
 
 .PHONY: migrate
@@ -66,7 +70,7 @@ migrate: $(STAMP) ## create the database if missing and apply migrations
 
 .PHONY: bench
 bench: $(STAMP) ## benchmarks, each with its baseline measured in the same run
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/bench_*.py; do m=$${b%.py}; echo "== $$b"; $(BIN)/python -m $${m//\//.} || exit 1; done
 
 .PHONY: lock
 lock: ## re-resolve pyproject's pins into requirements*.lock

@@ -80,8 +80,12 @@ def test_dashboard_page_shows_the_demo_banner(
     url = f"http://127.0.0.1:{stack.ports['DASHBOARD_PORT']}/"
     browser.call("Page.navigate", url=url)
 
+    seen = [""]
+
     def page_text() -> str | None:
         text = browser.evaluate("document.body ? document.body.innerText : ''")
+        seen[0] = text or ""
+        assert "Traceback" not in seen[0], seen[0]
         return text if text and "DEMO DATA" in text else None
 
     text = wait_for(page_text, "the DEMO DATA banner on the dashboard", deadline=120)
