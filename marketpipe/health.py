@@ -2,7 +2,6 @@
 
 python -m marketpipe.health http URL              # the service answers HTTP (sandbox, dashboard)
 python -m marketpipe.health worker QUEUE          # an RQ worker of this host is registered
-python -m marketpipe.health heartbeat FILE SECS   # a process's loop beat within SECS (fetcher)
 python -m marketpipe.health redis | postgres
 """
 
@@ -11,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +17,7 @@ USAGE = __doc__ or ""
 
 
 def beat(path: Path) -> None:
-    """Record that the calling loop is alive (read back by ``heartbeat``)."""
+    """Record that the calling loop is alive (compose's healthchecks read the file's age)."""
     path.touch()
     os.utime(path)
 
@@ -31,12 +29,7 @@ def check(argv: list[str]) -> None:
             if response.status >= 400:
                 raise RuntimeError(f"HTTP {response.status}")
         return
-    if kind == "heartbeat":
-        age = time.time() - Path(argv[1]).stat().st_mtime
-        if age > float(argv[2]):
-            raise RuntimeError(f"last heartbeat {age:.0f} s ago")
-        return
-    # Imported here: the HTTP and heartbeat checks need none of it.
+    # Imported here: the HTTP check needs none of it.
     from redis import Redis
 
     from marketpipe.settings import Settings
