@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,9 +19,14 @@ from tests.integration.conftest import REPO_ROOT
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # From a copy of what the Dockerfile's wheel stage copies: no build/ left in the checkout.
+    source = tmp_path_factory.mktemp("source")
+    shutil.copy(REPO_ROOT / "pyproject.toml", source)
+    shutil.copytree(REPO_ROOT / "db" / "init", source / "db" / "init")
+    shutil.copytree(REPO_ROOT / "marketpipe", source / "marketpipe", symlinks=True)
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", dist, REPO_ROOT],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", dist, source],
         check=True,
     )
     (built,) = dist.glob("marketpipe-*.whl")
