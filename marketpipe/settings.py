@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Annotated, Literal, TypeVar
 
 from cronsim import CronSim, CronSimError
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     load_batch_max_wait_seconds: float = Field(default=0.5, ge=0, le=60)
     dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Compose: a file the fetcher's and the workers' loops touch, for the healthcheck (empty: none).
+    heartbeat_file: str = ""
 
     # Live prices (services/streamer). Empty LIVE_SYMBOLS streams every configured symbol.
     live_symbols: Annotated[tuple[str, ...], NoDecode] = ()
@@ -148,6 +150,24 @@ class Settings(BaseSettings):
             raise ValueError("expected an http(s) URL")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _refuse_demo_passwords_with_a_key(self) -> Settings:
+        """With a real API key, a role password given as the demo default is refused."""
+        if self.demo_mode:
+            return self
+        refused = [
+            name.upper()
+            for name in sorted(self.model_fields_set)
+            if name.endswith("_db_password")
+            and getattr(self, name) == type(self).model_fields[name].default
+        ]
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)}: the demo password is refused outside demo mode"
+                " (TWELVE_DATA_API_KEY is set); choose your own"
+            )
+        return self
+
     @property
     def demo_mode(self) -> bool:
         """True without an API key: data comes from our sandbox, never from Twelve Data."""
@@ -203,6 +223,8 @@ def settings_or_exit(factory: Callable[[], S], *, program: str, env_prefix: str 
     except ValidationError as exc:
         lines = [
             f"  {env_prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else f"  {err['msg']}"  # a check across variables names them itself
             for err in exc.errors()
         ]
         sys.stderr.write(f"{program}: invalid configuration\n" + "\n".join(lines) + "\n")

@@ -64,9 +64,7 @@ def main() -> int:
             "streamlit",
             "run",
             "services/dashboard/app.py",
-            f"--server.port={DASHBOARD_PORT}",
-            "--server.headless=true",
-            "--browser.gatherUsageStats=false",
+            f"--server.port={DASHBOARD_PORT}",  # the rest: .streamlit/config.toml
         ],
         "fetcher": [python, "-m", "services.fetcher"],
     }

@@ -74,7 +74,7 @@ def landed_payloads(
     if symbols:
         query += " AND symbol = ANY(%s)"
         params.append(list(symbols))
-    conn = connect(settings.admin_url)
+    conn = connect(settings.role_url("loader"))  # the services' role, as in compose
     try:
         with conn, conn.cursor() as cur:
             cur.execute(query + " ORDER BY fetched_at, payload_id", params)

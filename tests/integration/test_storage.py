@@ -288,3 +288,25 @@ def test_our_schema_coexists_with_pagila(pagila_db: Settings) -> None:
         _as(pagila_db, "reader", "UPDATE public.film SET title = title")
     with pytest.raises(errors.InsufficientPrivilege):
         _as(pagila_db, "loader", "SELECT count(*) FROM public.customer")
+
+
+def test_migrate_leaves_the_cluster_wide_role_passwords_alone(
+    scratch_db: Settings,
+) -> None:
+    def role_passwords() -> list[tuple[str, str | None]]:
+        conn = connect(scratch_db.admin_url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT rolname, rolpassword FROM pg_authid"
+                    " WHERE rolname LIKE 'marketpipe\\_%' ORDER BY rolname"
+                )
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    migrate(scratch_db)
+    before = role_passwords()
+    other = scratch_db.model_copy(update={"loader_db_password": "not-the-servers-one"})
+    migrate(other)  # another database's migration, with other passwords: the logins stay
+    assert role_passwords() == before
