@@ -15,7 +15,14 @@ import psycopg2
 from psycopg2 import sql
 
 from marketpipe.db import connect
-from marketpipe.settings import LOADER_ROLE, READER_ROLE, Settings, load_settings
+from marketpipe.settings import (
+    FETCHER_ROLE,
+    LOADER_ROLE,
+    READER_ROLE,
+    TRANSFORMER_ROLE,
+    Settings,
+    load_settings,
+)
 
 log = logging.getLogger("marketpipe.migrate")
 
@@ -89,6 +96,8 @@ def migrate(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[int]:
             for role, password in (
                 (LOADER_ROLE, settings.loader_db_password),
                 (READER_ROLE, settings.reader_db_password),
+                (FETCHER_ROLE, settings.fetcher_db_password),
+                (TRANSFORMER_ROLE, settings.transformer_db_password),
             ):
                 cur.execute(
                     sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD %s").format(sql.Identifier(role)),

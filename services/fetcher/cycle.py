@@ -18,7 +18,7 @@ from typing import Any
 
 from redis import Redis
 
-from marketpipe import broker
+from marketpipe import broker, raw
 from marketpipe.contract import RawPayload
 from marketpipe.intervals import MAX_BATCH_SYMBOLS
 from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
@@ -74,7 +74,7 @@ def enqueue_payload(redis: Redis, settings: Settings, payload: RawPayload, job_i
     A marker set with NX decides, atomically across replicas and restarts, who enqueues; it
     lives as long as the payload blob, so the same work is never queued twice meanwhile.
     """
-    broker.put_payload(redis, payload, settings.blob_ttl_seconds)
+    raw.land_payload(settings.role_url("fetcher"), payload)
     marker = f"{ENQUEUED_PREFIX}:{job_id}"
     if not redis.set(marker, payload.payload_id, nx=True, ex=settings.blob_ttl_seconds):
         return False
