@@ -53,10 +53,9 @@ def to_stage(table: pa.Table, columns: Sequence[tuple[str, str]]) -> pa.Table:
 
 
 def stage(cur: Any, name: str, table: pa.Table) -> str:
-    """Binary-COPY ``table`` into a new temporary table; its name."""
-    stage_name = f"stage_{name}"
-    cur.adbc_ingest(stage_name, table, mode="create", temporary=True)
-    return stage_name
+    """Binary-COPY ``table`` into a new temporary table ``stage_<name>``; its qualified name."""
+    cur.adbc_ingest(f"stage_{name}", table, mode="create", temporary=True)
+    return f"pg_temp.stage_{name}"
 
 
 def _beyond_tolerance(column: str) -> str:
@@ -89,7 +88,7 @@ def changed_condition(columns: Sequence[tuple[str, str]], key: Sequence[str]) ->
 
 
 def merge_sql(
-    stage_name: str,
+    source: str,
     target: str,
     columns: Sequence[tuple[str, str]],
     key: Sequence[str],
@@ -97,9 +96,10 @@ def merge_sql(
     *,
     touch: str | None = "loaded_at",
 ) -> str:
-    """``WITH ... INSERT ... ON CONFLICT DO UPDATE ... WHERE <changed>``, counting written rows.
+    """``INSERT ... ON CONFLICT DO UPDATE ... WHERE <changed>``: writes only new or changed rows.
 
-    ``touch`` names a timestamp column set to now() when a stored row is rewritten.
+    ``source`` is the staged relation and ``target`` the table, both qualified; ``touch`` names
+    a timestamp column set to now() when a stored row is rewritten.
     """
     names = [c for c, _ in columns]
     cols = ", ".join(f'"{c}"' for c in names)
@@ -111,11 +111,9 @@ def merge_sql(
     compared = [(c, t) for c, t in columns if c not in lineage]
     # Identifiers and types come from marketpipe.contract, never from data.
     return (
-        f"WITH written AS (INSERT INTO {target} AS t ({cols})"  # noqa: S608
-        f" SELECT {select} FROM pg_temp.{stage_name}"
+        f"INSERT INTO {target} AS t ({cols}) SELECT {select} FROM {source}"  # noqa: S608
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {', '.join(assignments)}"
-        f" WHERE {changed_condition(compared, key)} RETURNING 1)"
-        " SELECT count(*) FROM written"
+        f" WHERE {changed_condition(compared, key)}"
     )
 
 
@@ -136,7 +134,7 @@ def upsert(
     """
     if rows.num_rows == 0:
         return 0
-    stage_name = stage(cur, table, to_stage(rows, columns))
-    cur.execute(merge_sql(stage_name, f"{schema}.{table}", columns, key, lineage, touch=touch))
-    (written,) = cur.fetchone()
-    return int(written)
+    source = stage(cur, table, to_stage(rows, columns))
+    cur.execute(merge_sql(source, f"{schema}.{table}", columns, key, lineage, touch=touch))
+    # The command tag's count: rows inserted plus rows updated (skipped conflicts are not in it).
+    return int(cur.rowcount)
