@@ -28,8 +28,14 @@ COLUMNS: Final = (
     "body",
     "instrument",
 )
-# Statements built from the constant column list above; values always travel as parameters.
-_SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM marketpipe.raw_payloads"  # noqa: S608
+JSON_COLUMNS: Final = ("request", "body", "instrument")
+# Statements built from the constant column lists; values always travel as parameters. JSON is
+# read as text and decoded here, so a body that is a bare JSON string stays a string.
+_SELECT: Final = (
+    "SELECT "  # noqa: S608
+    + ", ".join(f"{c}::text" if c in JSON_COLUMNS else c for c in COLUMNS)
+    + " FROM marketpipe.raw_payloads"
+)
 # No conflict target: naming one (payload_id) needs SELECT on it, and the fetcher's role has
 # INSERT only. The primary key is the table's one unique constraint, so the meaning is the same.
 _INSERT: Final = (
@@ -64,10 +70,8 @@ def land_payload(url: URL, payload: RawPayload) -> bool:
 
 def _payload(row: Sequence[Any]) -> RawPayload:
     fields = dict(zip(COLUMNS, row, strict=True))
-    for name in ("request", "body", "instrument"):
-        # psycopg2 decodes jsonb already; a str would mean a driver without the jsonb caster.
-        if isinstance(fields[name], str):
-            fields[name] = json.loads(fields[name])
+    for name in JSON_COLUMNS:
+        fields[name] = json.loads(fields[name])
     return RawPayload(**fields)
 
 
