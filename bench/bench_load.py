@@ -17,7 +17,8 @@ work on a shared machine), the slow ones once:
 
 - loader: ``services.loader.jobs.load`` on the whole batch as one job (Redis IPC -> ADBC binary
   COPY into a temporary stage -> the tuned upsert; daily bars, quarantine, watermark and run log
-  in the same transaction); also the production shape, one job per payload, one after another;
+  in the same transaction); its bars upsert alone from the Arrow table in memory (what the
+  baselines do); and the production shape, one job per payload, one after another;
 - ADBC: ``adbc_ingest`` of the Arrow table into a staging table (its defaults: a plain table),
   then the same upsert statement; shown too with a TEMPORARY staging table, for what the
   stage's kind is worth;
@@ -57,7 +58,7 @@ from marketpipe.raw import land_payload
 from marketpipe.scratch import scratch_database, scratch_redis
 from marketpipe.settings import Settings
 from services.loader.jobs import LINEAGE, load
-from services.loader.upsert import merge_sql
+from services.loader.upsert import merge_sql, prepare_session, upsert
 from services.sandbox.app import SandboxServer
 from services.sandbox.market import all_instruments
 from services.sandbox.settings import SandboxSettings
@@ -213,6 +214,14 @@ def same_upsert(cur: Any, source: str) -> None:
     cur.execute(merge_sql(source, "marketpipe.bars", OLAP_COLUMNS, OLAP_KEY, LINEAGE))
 
 
+def loader_upsert(settings: Settings, batch: pa.Table) -> None:
+    """What the loader does with the bars, minus reading them from Redis and the other tables."""
+    with adbc.connect(adbc_uri(settings, "loader")) as conn, conn.cursor() as cur:
+        prepare_session(cur)
+        upsert(cur, "bars", batch, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
+        conn.commit()
+
+
 def adbc_baseline(settings: Settings, batch: pa.Table, *, temporary: bool = False) -> None:
     with adbc.connect(adbc_uri(settings)) as conn, conn.cursor() as cur:
         if temporary:
@@ -321,6 +330,10 @@ def main() -> None:
         # best run is the one least disturbed by others.
         upserts: dict[str, tuple[str, Callable[[], object]]] = {
             "loader": ("loader: one job, the whole batch", lambda: load(settings, BATCH_ID)),
+            "loader_upsert": (
+                "  (its bars upsert alone, from the Arrow table in memory)",
+                lambda: loader_upsert(settings, batch),
+            ),
             "adbc": (
                 "ADBC adbc_ingest -> staging table -> same upsert",
                 lambda: adbc_baseline(settings, batch),
@@ -387,6 +400,8 @@ def main() -> None:
         print(f"   loader vs dlt merge:       {loader / rates['dlt']:6.2f}x")
     print(f"   loader vs plain CSV COPY:  {loader / rates['csv']:6.2f}x")
     print(f"   loader vs ADBC, TEMPORARY stage: {loader / rates['adbc_temp']:6.2f}x")
+    upsert_only = rates["loader_upsert"]
+    print(f"   loader's bars upsert alone vs ADBC + upsert: {upsert_only / rates['adbc']:6.2f}x")
     print(f"   one job per payload vs one job: {rates['loader_jobs'] / loader:6.2f}x")
 
 
