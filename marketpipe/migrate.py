@@ -20,9 +20,11 @@ from psycopg2 import sql
 
 from marketpipe.db import connect
 from marketpipe.settings import (
+    FETCHER_ROLE,
     LOADER_ROLE,
     READER_ROLE,
     STREAMER_ROLE,
+    TRANSFORMER_ROLE,
     Settings,
     load_settings,
 )
@@ -103,6 +105,8 @@ def migrate(
                 for role, password in (
                     (LOADER_ROLE, settings.loader_db_password),
                     (READER_ROLE, settings.reader_db_password),
+                    (FETCHER_ROLE, settings.fetcher_db_password),
+                    (TRANSFORMER_ROLE, settings.transformer_db_password),
                     (STREAMER_ROLE, settings.streamer_db_password),
                 ):
                     cur.execute(

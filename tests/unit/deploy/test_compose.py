@@ -25,8 +25,7 @@ APP_SERVICES = ("migrate", "sandbox", "fetcher", "streamer", "transformer", "loa
 PASSWORDS_ALLOWED = {
     "migrate": {"LOADER", "READER", "FETCHER", "TRANSFORMER", "STREAMER"},
     "sandbox": set(),
-    # READER: today's fetcher reads watermarks as the reader; FETCHER is its own role's.
-    "fetcher": {"FETCHER", "READER"},
+    "fetcher": {"FETCHER"},
     "streamer": {"STREAMER"},
     "transformer": {"TRANSFORMER"},
     "loader": {"LOADER"},
