@@ -13,8 +13,8 @@ import psycopg2
 import pytest
 
 from marketpipe.migrate import migration_files
-from marketpipe.scratch import scratch_database
 from tests.integration.conftest import REPO_ROOT
+from tests.support.scratch import scratch_database
 
 
 @pytest.fixture(scope="module")

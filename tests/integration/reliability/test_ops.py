@@ -11,7 +11,8 @@ from redis import Redis
 from marketpipe import broker
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
 from marketpipe.settings import Settings
-from services.fetcher.cycle import enqueue_payload
+from services.fetcher.__main__ import build_context
+from services.fetcher.handoff import hand_on
 from services.sandbox.app import SandboxServer
 from services.transformer.jobs import load_job_id
 from tests.integration.conftest import FROZEN_AT, run_pipeline, run_service, settings_env
@@ -92,7 +93,7 @@ def test_replay_recovers_a_payload_whose_transform_failed(
     values = [bar(t, 50 + i) for i, t in enumerate(times)]
     poison = payload("NUEV", meta, values, fetched_at=fetched)
     # Exactly what the fetcher does with an answer: land it raw, then enqueue its transform.
-    assert enqueue_payload(redis, clean_db, poison, f"transform-{poison.payload_id}")
+    assert hand_on(build_context(clean_db, redis=redis), poison)
     drain_bursts(clean_db)
 
     assert query(clean_db, "SELECT count(*) FROM marketpipe.bars") == [(0,)]
