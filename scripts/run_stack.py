@@ -56,14 +56,8 @@ def service_commands(settings: Settings) -> dict[str, list[str]]:
         "transformer": [python, "-m", "services.transformer"],
         "loader": [python, "-m", "services.loader"],
         "streamer": [python, "-m", "services.streamer"],
-        "dashboard": [
-            python,
-            "-m",
-            "streamlit",
-            "run",
-            "services/dashboard/app.py",
-            f"--server.port={DASHBOARD_PORT}",  # the rest: .streamlit/config.toml
-        ],
+        # The rest of Streamlit's settings: .streamlit/config.toml.
+        "dashboard": [python, "-m", "services.dashboard", f"--server.port={DASHBOARD_PORT}"],
         "fetcher": [python, "-m", "services.fetcher"],
     }
 

@@ -19,7 +19,16 @@ from tests.integration.dashboard.test_browser import DevTools, browser  # noqa: 
 
 APP_SERVICES = ("sandbox", "fetcher", "streamer", "transformer", "loader", "dashboard")
 # Stopped in this order, the way `docker compose down` would: consumers before their servers.
-STOP_ORDER = ("dashboard", "fetcher", "sandbox", "transformer", "loader", "redis", "postgres")
+STOP_ORDER = (
+    "dashboard",
+    "fetcher",
+    "streamer",
+    "sandbox",
+    "transformer",
+    "loader",
+    "redis",
+    "postgres",
+)
 # Every complete bar's vendor values, in key order: equal digests mean no bar was lost, doubled
 # or changed. Derived columns are left out: over overlapping payloads (a tick's 300 bars, a
 # backfill's window) the long-window indicators take the context of whichever payload loads

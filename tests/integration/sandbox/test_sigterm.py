@@ -32,9 +32,13 @@ def answers(url: str) -> bool:
 
 
 def test_sigterm_stops_the_sandbox_cleanly(tmp_path: Path) -> None:
-    port = free_port()
+    port, stream_port = free_port(), free_port()  # not port + 1: that one may be taken
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
-    env |= {"SANDBOX_HOST": "127.0.0.1", "SANDBOX_PORT": str(port)}
+    env |= {
+        "SANDBOX_HOST": "127.0.0.1",
+        "SANDBOX_PORT": str(port),
+        "SANDBOX_STREAM_PORT": str(stream_port),
+    }
     log = tmp_path / "sandbox.log"
     with log.open("w") as out:
         sandbox = subprocess.Popen(
