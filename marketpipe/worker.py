@@ -16,6 +16,7 @@ their own host (a restarted worker, a restarted container), through the same RQ 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import secrets
@@ -41,6 +42,8 @@ from marketpipe.settings import load_settings
 log = logging.getLogger("marketpipe.worker")
 
 REDIS_LOST: Final = (RedisConnectionError, RedisTimeoutError)
+# The scheduler's socket can also fail below redis-py's own errors while Redis restarts.
+SCHEDULER_REDIS_LOST: Final = (*REDIS_LOST, OSError)
 MAX_QUICK_RESTARTS: Final = 5
 
 MAINTENANCE_INTERVAL_SECONDS: Final = 60
@@ -125,10 +128,12 @@ class OutageTolerantScheduler(RQScheduler):
 
     def work(self) -> None:  # same loop as RQScheduler.work, with the outage handled
         self._install_signal_handlers()  # type: ignore[no-untyped-call]
-        self.register_birth()
-        lost = False
+        born = lost = False
         while not self._stop_requested:
             try:
+                if not born:  # a scheduler may be started while Redis is still away
+                    self.register_birth()
+                    born = True
                 if self.should_reacquire_locks:
                     self.acquire_locks()  # type: ignore[no-untyped-call]
                 self.heartbeat()  # type: ignore[no-untyped-call]
@@ -136,14 +141,15 @@ class OutageTolerantScheduler(RQScheduler):
                 if lost:
                     log.info("scheduler: Redis answers again")
                     lost = False
-            except REDIS_LOST as exc:
+            except SCHEDULER_REDIS_LOST as exc:
                 if not lost:
                     log.warning(
                         "scheduler: lost Redis (%s); retrying every %s s", exc, self.interval
                     )
                     lost = True
             time.sleep(self.interval)
-        self.stop()  # type: ignore[no-untyped-call]
+        with contextlib.suppress(*SCHEDULER_REDIS_LOST):
+            self.stop()  # type: ignore[no-untyped-call]
 
 
 class MarketpipeWorker(Worker):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -20,19 +21,25 @@ STOP_DEADLINE_SECONDS = 1.5
 
 def main(argv: list[str]) -> int:
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(APP), *argv])
+    kill_at: list[float] = []  # set once, by the first SIGTERM/SIGINT
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=STOP_DEADLINE_SECONDS)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        sys.exit(0)
+        # Only flag and forward here: waiting on the child inside the handler would deadlock
+        # with the wait below, which holds the Popen's lock.
+        if not kill_at:
+            kill_at.append(time.monotonic() + STOP_DEADLINE_SECONDS)
+            server.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    return server.wait()
+    while True:
+        try:
+            code = server.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            if kill_at and time.monotonic() > kill_at[0]:
+                server.kill()
+            continue
+        return 0 if kill_at else code
 
 
 if __name__ == "__main__":
