@@ -16,7 +16,7 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from marketpipe.db import reader_engine
-from marketpipe.intervals import INTRADAY_MINUTES
+from marketpipe.market import INTRADAY_MINUTES
 from marketpipe.settings import Settings, load_settings
 from services.dashboard import charts, metrics, queries, queue_status, view_state
 from services.dashboard import live as live_prices

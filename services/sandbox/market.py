@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from marketpipe.intervals import CALENDAR_INTERVALS, INTRADAY_MINUTES
+from marketpipe.market import CALENDAR_INTERVALS, INTRADAY_MINUTES
 from services.sandbox.calendar import CalendarName, SessionTable, session_table
 
 AssetClass = Literal["stock", "crypto", "forex"]

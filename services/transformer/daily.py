@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from marketpipe.contract import DAILY_COLUMNS
-from marketpipe.intervals import INTRADAY_MINUTES
+from marketpipe.indicators import lagged
+from marketpipe.market import INTRADAY_MINUTES
 from services.transformer.enrich import contract_frame, empty_frame
-from services.transformer.indicators import lagged
 
 FEEDS_DAYS = frozenset({*INTRADAY_MINUTES, "1day"})
 

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from marketpipe.intervals import MAX_OUTPUTSIZE
+from marketpipe.market import MAX_OUTPUTSIZE
 from services.fetcher.series import (
     INDICATOR_WARMUP,
     backfill_windows,
