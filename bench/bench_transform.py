@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from marketpipe.contract import RawPayload
-from services.transformer.timeconv import bars_per_year
+from marketpipe.market import bars_per_year, venue
 from services.transformer.transform import transform_series
 
 NOW = datetime(2040, 1, 1, tzinfo=UTC)
@@ -158,7 +158,7 @@ def pandas_baseline(payload: RawPayload) -> tuple[pd.DataFrame, pd.DataFrame]:
     tr = pd.concat([high - low, (high - prev).abs(), (low - prev).abs()], axis=1)
     g["atr_14"] = seeded_ewm(tr.max(axis=1, skipna=False), 14, 1 / 14)
     kind = "stock" if zone else "crypto"
-    annualise = np.sqrt(bars_per_year(kind, payload.interval, zone))
+    annualise = np.sqrt(bars_per_year(payload.interval, venue(kind, zone)))
     g["volatility_20"] = g["log_return"].rolling(20).std() * annualise
     g["trading_date"] = g["bar_time_local"].dt.normalize()
     typical_volume = (high + low + close) / 3 * g["volume"]

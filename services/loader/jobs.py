@@ -39,8 +39,6 @@ from rq.serializers import JSONSerializer
 
 from marketpipe import broker
 from marketpipe.contract import (
-    DAILY_COLUMNS,
-    DAILY_KEY,
     OLAP_COLUMNS,
     OLAP_KEY,
     QUARANTINE_COLUMNS,
@@ -52,6 +50,7 @@ from marketpipe.db import transaction
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
 from marketpipe.settings import Settings, load_settings
 from marketpipe.worker import worker_is_dead
+from services.loader.daily import rebuild_daily
 from services.loader.upsert import prepare_session, upsert_frame, upsert_rows
 
 log = logging.getLogger("marketpipe.loader")
@@ -263,7 +262,7 @@ def _combined(batches: Sequence[ClaimedBatch], name: str, key: Sequence[str]) ->
 
 
 def write_batches(cur: Any, batches: Sequence[ClaimedBatch], started_at: datetime) -> int:
-    """Raw payloads, bars, daily aggregates, quarantine, run log and watermarks; bars changed."""
+    """Raw payloads, bars, daily bars rebuilt from them, quarantine, run log and watermarks."""
     batches = sorted(batches, key=lambda b: b.payload.fetched_at)
     prepare_session(cur)
     for batch in batches:
@@ -278,14 +277,8 @@ def write_batches(cur: Any, batches: Sequence[ClaimedBatch], started_at: datetim
         compare_exclude=LINEAGE,
         count_by="payload_id",
     )
-    upsert_frame(
-        cur,
-        "daily_bars",
-        _combined(batches, "daily", DAILY_KEY),
-        column_names(DAILY_COLUMNS),
-        DAILY_KEY,
-        compare_exclude=LINEAGE,
-    )
+    # From the bars now stored, never from the transformer's frames (services/loader/daily.py).
+    rebuild_daily(cur, bars)
     upsert_frame(
         cur,
         "quarantine",

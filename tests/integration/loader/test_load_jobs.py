@@ -72,8 +72,8 @@ def test_replays_leave_unchanged_rows_untouched(clean_db: Settings, redis: Redis
 def test_a_failure_mid_way_leaves_nothing(clean_db: Settings, redis: Redis) -> None:
     batch_id = put_batch(redis, clean_db, "BTC/USD", BARS)
     good = broker.get_batch(redis, batch_id)
-    # Raw payload and bars are written before the daily aggregates, which now break a CHECK.
-    bad = {**good, "daily": good["daily"].assign(asset_class="bond")}
+    # The raw payload is written before the bars, which now break a CHECK.
+    bad = {**good, "bars": good["bars"].assign(asset_class="bond")}
     broker.put_batch(redis, batch_id, bad, clean_db.blob_ttl_seconds)
     with pytest.raises(errors.CheckViolation):
         run_load(clean_db, redis, batch_id, "failing")
@@ -154,7 +154,7 @@ def test_two_workers_never_load_a_batch_twice(
 def test_a_bad_batch_does_not_hold_back_its_neighbours(clean_db: Settings, redis: Redis) -> None:
     batch_ids = [put_batch(redis, clean_db, s, BARS) for s in SYMBOLS[:3]]
     frames = broker.get_batch(redis, batch_ids[1])
-    frames["daily"] = frames["daily"].assign(asset_class="bond")
+    frames["bars"] = frames["bars"].assign(asset_class="bond")
     broker.put_batch(redis, batch_ids[1], frames, clean_db.blob_ttl_seconds)
     for batch_id in batch_ids:
         enqueue_load(redis, clean_db, batch_id, retry=Retry(max=1, interval=600))

@@ -35,7 +35,7 @@ NYSE = venue("stock", NEW_YORK)
         ("2026-03-09 15:30", "1h", "stock", "2026-03-09 20:00"),
         ("2026-10-30 15:30", "1h", "stock", "2026-10-30 20:00"),
         ("2026-11-02 15:30", "1h", "stock", "2026-11-02 21:00"),
-        # NYSE early close on 2026-11-27 (13:00 ET): the 12:30 bar ends at 13:00, and so does the day.
+        # NYSE early close 2026-11-27 (13:00 ET): the 12:30 bar ends at 13:00, and so does the day.
         ("2026-11-27 12:30", "1h", "stock", "2026-11-27 18:00"),
         ("2026-11-27 00:00", "1day", "stock", "2026-11-27 18:00"),
         # Holidays: Good Friday 2026-04-03 closes the week on Thursday; 2026-08 ends on Monday 31.

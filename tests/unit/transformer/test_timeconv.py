@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-import pytest
 
 from services.transformer.timeconv import (
     parse_api_datetimes,
