@@ -23,6 +23,7 @@ from tests.unit.transformer import reference as ref
 from tests.unit.transformer.payloads import CRYPTO_META, bar, payload
 from tests.unit.transformer.strategies import assert_close
 
+AGGREGATES = ("trading_date", "open", "high", "low", "close", "volume", "vwap", "bar_count")
 DAY_COLUMNS = (
     "symbol, trading_date, asset_class, open, high, low, close, volume, vwap, change,"
     " pct_change, range, bar_count, is_complete, source_interval, previous_close, "
@@ -115,15 +116,14 @@ def test_daily_indicators_follow_the_stored_series(clean_db: Settings, redis: Re
         load_series(redis, clean_db, "1h", 24 * 130 * part, 24 * 130)
     rows = query(
         clean_db,
-        "SELECT trading_date, open, high, low, close, volume, vwap, bar_count, previous_close, "
+        f"SELECT {', '.join(AGGREGATES)}, previous_close, "
         + ", ".join(DAILY_INDICATORS)
         + " FROM marketpipe.daily_bars ORDER BY trading_date",
     )
     assert len(rows) == 390
     columns = dict(
         zip(
-            ["trading_date", "open", "high", "low", "close", "volume", "vwap", "bar_count"]
-            + ["previous_close", *DAILY_INDICATORS],
+            [*AGGREGATES, "previous_close", *DAILY_INDICATORS],
             zip(*rows, strict=True),
             strict=True,
         )
