@@ -163,7 +163,7 @@ CROSS JOIN LATERAL (
     SELECT b.symbol, b.interval, b.bar_time, b.trading_date, b.asset_class, b.instrument_name,
            b.exchange, b.currency, b.open, b.high, b.low, b.close, b.volume, b.previous_close,
            b.change, b.pct_change, b.sma_20, b.sma_50, b.sma_200, b.rsi_14, b.is_complete,
-           b.loaded_at
+           b.loaded_at, b.exchange_timezone
     FROM marketpipe.bars b
     WHERE b.symbol = s.symbol AND b.interval = s.interval
     ORDER BY b.bar_time DESC LIMIT 1
@@ -190,7 +190,8 @@ LEFT JOIN LATERAL (
 -- Analysts' quote screen at the instrument's quoted precision (latest_quotes keeps full
 -- precision): prices and the day's change rounded by price_decimals, percentages to 2 decimals.
 CREATE OR REPLACE VIEW marketpipe.quotes_display AS
-SELECT q.symbol, q.interval, q.bar_time, q.asset_class, q.instrument_name, q.currency,
+SELECT q.symbol, q.interval, q.bar_time, q.exchange_timezone, q.asset_class, q.instrument_name,
+       q.currency,
        marketpipe.quoted(q.asset_class, q.close, q.close) AS close,
        marketpipe.quoted(q.asset_class, q.close, q.reference_close) AS reference_close,
        q.reference,
