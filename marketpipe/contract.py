@@ -15,8 +15,6 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
-AssetClass = Literal["stock", "crypto", "forex"]
-
 SCHEMA: Final = "marketpipe"
 
 

@@ -223,7 +223,6 @@ class Dashboard:
         shown = display.rounded(
             table.assign(trend=table["symbol"].map(spark)),
             prices=("last_price", "reference_close", "day_change", "high_52w", "low_52w"),
-            percents=("change_bar", "day_pct_change", "change_7d", "change_window"),
         )
         st.dataframe(
             shown,
@@ -386,7 +385,6 @@ class Dashboard:
             display.rounded(
                 summary,
                 prices=("start_close", "end_close"),
-                percents=("return_pct", "max_drawdown_pct"),
             ).drop(columns=["price_decimals"]),
             hide_index=True,
             column_config={

@@ -69,8 +69,11 @@ def signed_percent(value: object) -> str:
     return f"{float(value):+.{PERCENT_DECIMALS}f}%"  # type: ignore[arg-type]
 
 
-def rounded(frame: pd.DataFrame, prices: Iterable[str], percents: Iterable[str]) -> pd.DataFrame:
-    """A copy for display: ``prices`` rounded per row to ``price_decimals``, percents to 2."""
+def rounded(frame: pd.DataFrame, prices: Iterable[str]) -> pd.DataFrame:
+    """A copy for display: ``prices`` rounded per row to its ``price_decimals``.
+
+    Percentages keep their value and are shown with 2 decimals by the column's format.
+    """
     out = frame.copy()
     places = out["price_decimals"] if "price_decimals" in out else pd.Series(2, index=out.index)
     for column in prices:
@@ -81,7 +84,4 @@ def rounded(frame: pd.DataFrame, prices: Iterable[str], percents: Iterable[str])
                 else round(float(v), int(p))
                 for v, p in zip(out[column], places.fillna(2), strict=True)
             ]
-    for column in percents:
-        if column in out:
-            out[column] = out[column].astype(float).round(PERCENT_DECIMALS)
     return out

@@ -119,8 +119,10 @@ def performance_summary(grid: Grid, returns: pd.DataFrame) -> pd.DataFrame:
     """Per symbol: the period return (``returns``: marketpipe.period_returns), volatility of its
     grid returns (annualised by the grid's steps per year) and max drawdown on the grid."""
     rows = []
-    for symbol in grid.closes.columns:
-        closes = grid.closes[symbol].dropna()
+    symbols = sorted({*grid.closes.columns, *returns["symbol"]})
+    for symbol in symbols:
+        # A symbol without bars inside the window still has a period return (0 when unchanged).
+        closes = grid.closes[symbol].dropna() if symbol in grid.closes else pd.Series(dtype=float)
         steps = closes.pct_change(fill_method=None).dropna()
         period = returns[returns["symbol"] == symbol]
         rows.append(
