@@ -354,7 +354,7 @@ class Dashboard:
         daily = view_state.compare_daily(since, until)
         interval = self.settings.interval
         symbols = list(state.symbols)
-        closes = self.compare_closes(engine, symbols, interval, since, until)
+        closes = self.compare_closes(engine, symbols, interval, since, until, daily=daily)
         if closes.empty:
             st.info("None of these symbols has bars in this window: pick a longer one.")
             return
@@ -403,7 +403,9 @@ class Dashboard:
         with left:
             _chart(
                 charts.returns_histogram(grid_steps),
-                display.with_local_times(grid_steps, zone),
+                grid_steps.rename(columns={"bar_time": "trading_date"})
+                if daily
+                else display.with_local_times(grid_steps, zone),
                 "returns",
             )
         with right:

@@ -50,41 +50,36 @@ class Grid:
 
 
 def common_grid(closes: pd.DataFrame, interval: str, *, daily: bool) -> Grid:
-    """Every symbol's last close at or before each grid time (docs/indicators.md, "Compare").
+    """Every symbol's last close at or before each grid point (docs/indicators.md, "Compare").
 
     The grid is the bar times of the stocks in the set (their sessions), or of every symbol when
-    the set holds no stock; ``daily`` keeps each UTC day's last grid time (trading days). Stocks
-    open their bars at :30 and crypto at :00, so without it no timestamp would be shared.
+    the set holds no stock. Stocks open their bars at :30 and crypto at :00, so without a common
+    grid no timestamp would be shared. ``daily``: ``closes`` holds each symbol's last bar per
+    trading day (``trading_date``) and the grid is the stocks' trading days (every day without
+    a stock): trading-day returns, a coin's weekend in its Friday-to-Monday step.
     """
+    key = "trading_date" if daily else "bar_time"
     classes = closes.groupby("symbol")["asset_class"].first()
     has_stock = bool((classes == "stock").any())
     leaders = closes[closes["asset_class"] == "stock"] if has_stock else closes
-    times = pd.DatetimeIndex(leaders["bar_time"].unique()).sort_values()
-    if daily and len(times):
-        days = pd.Series(times, index=times.tz_convert("UTC").normalize())
-        times = pd.DatetimeIndex(days.groupby(level=0).max().to_numpy()).tz_localize(None)
-        times = times.tz_localize("UTC")
+    points = pd.DatetimeIndex(leaders[key].unique()).sort_values()
     columns = {}
-    for symbol, series in closes.sort_values("bar_time").groupby("symbol", sort=True):
-        values = pd.Series(
-            series["close"].to_numpy(float), index=pd.DatetimeIndex(series["bar_time"])
-        )
-        sampled = values.reindex(values.index.union(times)).ffill().reindex(times)
+    for symbol, series in closes.sort_values(key).groupby("symbol", sort=True):
+        values = pd.Series(series["close"].to_numpy(float), index=pd.DatetimeIndex(series[key]))
+        values = values[~values.index.duplicated(keep="last")]
+        sampled = values.reindex(values.index.union(points)).ffill().reindex(points)
         # Before its first bar a symbol has no close, not the next one's.
-        columns[str(symbol)] = sampled.where(times >= values.index[0])
-    wide = pd.DataFrame(columns, index=times)
+        columns[str(symbol)] = sampled.where(points >= values.index[0])
+    wide = pd.DataFrame(columns, index=points)
     kind = "stock" if has_stock else str(classes.iloc[0]) if len(classes) else "crypto"
-    zone = None
-    if has_stock:
-        zones = leaders["exchange_timezone"].dropna()
-        zone = str(zones.iloc[0]) if len(zones) else None
-    place = venue(kind, zone)
+    zones = leaders["exchange_timezone"].dropna() if has_stock else pd.Series(dtype=object)
+    place = venue(kind, str(zones.iloc[0]) if len(zones) else None)
     per_year = bars_per_year("1day" if daily else interval, place)
     unit = "trading-day closes" if daily else f"{interval} bar closes"
     if has_stock and (classes != "stock").any():
         description = (
-            f"Returns on the stocks' {unit} ({place.calendar or zone} sessions); the other"
-            " symbols are sampled at the same times (their last close at or before each)."
+            f"Returns on the stocks' {unit} ({place.calendar} calendar); the other symbols are"
+            " sampled at the same points (their last close at or before each)."
         )
     else:
         description = f"Returns on common {unit}."

@@ -98,6 +98,14 @@ DAILY_SQL = text(
     " ORDER BY trading_date"
 )
 
+# Long windows compare trading days: each symbol's last bar of each of its trading days.
+COMPARE_DAYS_SQL = text(
+    "SELECT DISTINCT ON (symbol, trading_date) symbol, asset_class, exchange_timezone,"
+    " trading_date, bar_time, close FROM marketpipe.bars"
+    " WHERE symbol IN :symbols AND interval = :interval"
+    " AND bar_time >= :since AND bar_time <= :until ORDER BY symbol, trading_date, bar_time DESC"
+).bindparams(bindparam("symbols", expanding=True))
+
 COMPARE_BARS_SQL = text(
     "SELECT symbol, asset_class, exchange_timezone, bar_time, close FROM marketpipe.bars"
     " WHERE symbol IN :symbols AND interval = :interval"
@@ -220,9 +228,16 @@ def daily_bars(engine: Engine, symbol: str, since: datetime, until: datetime) ->
 
 
 def compare_closes(
-    engine: Engine, symbols: Sequence[str], interval: str, since: datetime, until: datetime
+    engine: Engine,
+    symbols: Sequence[str],
+    interval: str,
+    since: datetime,
+    until: datetime,
+    *,
+    daily: bool,
 ) -> pd.DataFrame:
-    """Stored closes of several symbols over [since, until], for returns on a common grid."""
+    """Stored closes of several symbols over [since, until] (the last of each trading day if
+    ``daily``), for returns on a common grid."""
     if not symbols:
         return pd.DataFrame(
             {
@@ -233,9 +248,13 @@ def compare_closes(
                 "close": pd.Series(dtype=float),
             }
         )
-    return _read(
-        engine, COMPARE_BARS_SQL, symbols=list(symbols), interval=interval, since=since, until=until
+    statement = COMPARE_DAYS_SQL if daily else COMPARE_BARS_SQL
+    frame = _read(
+        engine, statement, symbols=list(symbols), interval=interval, since=since, until=until
     )
+    if daily:
+        frame["trading_date"] = pd.to_datetime(frame["trading_date"])
+    return frame
 
 
 def freshness(engine: Engine, interval: str) -> pd.DataFrame:

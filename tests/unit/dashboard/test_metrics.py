@@ -81,16 +81,28 @@ def test_a_mixed_set_shares_the_stock_bar_times() -> None:
         assert value == coin[coin.index <= when].iloc[-1]  # the last close at or before
     correlation = metrics.return_correlation(grid)
     assert correlation.notna().all().all()  # no NaN pair, although no timestamp is shared
-    assert "sampled at the same times" in grid.description
+    assert "sampled at the same points" in grid.description
     assert grid.per_year == 252 * 7
 
 
-def test_the_daily_grid_keeps_each_trading_days_last_stock_bar() -> None:
-    grid = metrics.common_grid(mixed_closes(), "1h", daily=True)
-    assert [t.hour for t in grid.closes.index] == [19, 19, 19]
+def test_the_daily_grid_is_the_stocks_trading_days() -> None:
+    hourly = mixed_closes().assign(trading_date=lambda f: f["bar_time"].dt.tz_localize(None))
+    hourly["trading_date"] = hourly["trading_date"].dt.normalize()
+    # What the daily query returns: each symbol's last bar of each trading day, and a Sunday coin.
+    days = hourly.sort_values("bar_time").groupby(["symbol", "trading_date"]).tail(1)
+    sunday = (
+        days[days["symbol"] == "BTC/USD"]
+        .tail(1)
+        .assign(trading_date=pd.Timestamp("2026-03-15"), close=1.0)
+    )
+    grid = metrics.common_grid(pd.concat([days, sunday]), "1h", daily=True)
+    assert list(grid.closes.index) == list(pd.date_range("2026-03-09", periods=3))
+    coin = days[days["symbol"] == "BTC/USD"].set_index("trading_date")["close"]
+    assert grid.closes["BTC/USD"].tolist() == coin.tolist()  # its own day closes
     assert grid.per_year == 252
     returns = metrics.grid_returns(grid)
     assert set(returns["symbol"]) == {"AAPL", "BTC/USD"} and len(returns) == 4
+    assert metrics.return_correlation(grid).shape == (2, 2)
 
 
 def test_summary_takes_the_period_return_and_grid_statistics() -> None:
