@@ -41,8 +41,12 @@ browser-deps: ## Debian's chromium for the browser test (as root; only when miss
 	fi
 
 .PHONY: test
-test: $(STAMP) browser-deps lint ## install everything, lint, run all tests but the long chaos ones
+test: $(STAMP) browser-deps lint ## install everything, lint, run all tests but the long chaos ones (incl. compose)
 	$(BIN)/pytest -m "not chaos"
+
+.PHONY: test-compose
+test-compose: $(STAMP) browser-deps ## only the compose suite: the real stack on a Docker engine
+	$(BIN)/pytest -m compose
 
 .PHONY: chaos
 chaos: $(STAMP) ## crash, outage, bad-input and security tests on real processes; one results table
@@ -57,7 +61,7 @@ run: $(STAMP) ## the whole stack as local processes (no Docker); Ctrl-C stops it
 	$(BIN)/python scripts/run_stack.py
 
 .PHONY: up
-up: ## the whole stack in Docker Compose
+up: ## the whole stack in Docker Compose (the demo: cp .env.example .env first)
 	docker compose up --build
 
 .PHONY: migrate

@@ -1,7 +1,8 @@
-"""Redis access shared by the services: RQ queues (JSON serializer only) and payload blobs.
+"""Redis access shared by the services: RQ queues (JSON serializer only) and batch blobs.
 
-Jobs carry ids, not data: a raw payload is stored once under its content address and a
-transformed batch under its batch id, both with a TTL, so a job's arguments stay small JSON.
+Jobs carry ids, not data: a raw payload lives in ``marketpipe.raw_payloads`` under its content
+address (see :mod:`marketpipe.raw`) and a transformed batch in Redis under its batch id (the
+payload's id) with a TTL, so a job's arguments stay small JSON.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from redis import Redis
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
-from marketpipe.contract import RawPayload
 from marketpipe.queues import RETRY_INTERVALS
 from marketpipe.settings import Settings
 
@@ -23,7 +23,7 @@ KEY_PREFIX = "marketpipe"
 
 
 class MissingBlobError(LookupError):
-    """A job names a payload or batch that is no longer in Redis (expired or Redis was lost)."""
+    """A job names a batch that is no longer in Redis (expired or Redis was lost)."""
 
 
 def redis_from(settings: Settings) -> Redis:
@@ -43,23 +43,8 @@ def default_retry() -> Retry:
     return Retry(max=len(RETRY_INTERVALS), interval=list(RETRY_INTERVALS))
 
 
-def _payload_key(payload_id: str) -> str:
-    return f"{KEY_PREFIX}:payload:{payload_id}"
-
-
 def _batch_key(batch_id: str) -> str:
     return f"{KEY_PREFIX}:batch:{batch_id}"
-
-
-def put_payload(redis: Redis, payload: RawPayload, ttl_seconds: int) -> None:
-    redis.set(_payload_key(payload.payload_id), payload.model_dump_json(), ex=ttl_seconds)
-
-
-def get_payload(redis: Redis, payload_id: str) -> RawPayload:
-    raw = redis.get(_payload_key(payload_id))
-    if raw is None:
-        raise MissingBlobError(f"payload {payload_id} is not in Redis (expired or lost)")
-    return RawPayload.model_validate_json(raw)
 
 
 def frame_to_ipc(frame: pd.DataFrame) -> bytes:
@@ -70,9 +55,13 @@ def frame_to_ipc(frame: pd.DataFrame) -> bytes:
     return sink.getvalue()
 
 
-def ipc_to_frame(data: bytes) -> pd.DataFrame:
+def ipc_to_table(data: bytes) -> pa.Table:
     with pa.ipc.open_stream(data) as reader:
-        frame: pd.DataFrame = reader.read_all().to_pandas()
+        return reader.read_all()
+
+
+def ipc_to_frame(data: bytes) -> pd.DataFrame:
+    frame: pd.DataFrame = ipc_to_table(data).to_pandas()
     return frame
 
 
@@ -90,7 +79,7 @@ def put_batch(
 
 
 def get_batch_ipc(redis: Redis, batch_id: str) -> dict[str, bytes]:
-    """The batch's frames exactly as stored (Arrow IPC), e.g. to fingerprint its content."""
+    """The batch's frames exactly as stored (Arrow IPC)."""
     stored: dict[bytes, bytes] = redis.hgetall(_batch_key(batch_id))  # type: ignore[assignment]
     if not stored:
         raise MissingBlobError(f"batch {batch_id} is not in Redis (expired or lost)")
@@ -99,3 +88,8 @@ def get_batch_ipc(redis: Redis, batch_id: str) -> dict[str, bytes]:
 
 def get_batch(redis: Redis, batch_id: str) -> dict[str, pd.DataFrame]:
     return {name: ipc_to_frame(data) for name, data in get_batch_ipc(redis, batch_id).items()}
+
+
+def get_batch_tables(redis: Redis, batch_id: str) -> dict[str, pa.Table]:
+    """The batch as Arrow tables, without a pandas round trip (what the loader COPYs)."""
+    return {name: ipc_to_table(data) for name, data in get_batch_ipc(redis, batch_id).items()}

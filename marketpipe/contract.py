@@ -1,9 +1,10 @@
 """The payload contract between fetcher, transformer and loader.
 
-A fetched API body travels as a :class:`RawPayload` (JSON, stored once in Redis under its
-content-addressed ``payload_id``); the transformer's result travels as a :class:`Batch` of Arrow
-tables. The OLAP column list here is the single definition the transformer's output, the loader
-and ``db/init`` agree on (a unit test compares it with the SQL).
+A fetched API body is a :class:`RawPayload`, landed once in ``marketpipe.raw_payloads`` under
+its content-addressed ``payload_id`` (see :mod:`marketpipe.raw`); the transformer's result
+travels as a batch of Arrow tables in Redis. The OLAP column list here is the single definition
+the transformer's output, the loader and ``db/init`` agree on (a unit test compares it with the
+SQL).
 """
 
 from __future__ import annotations

@@ -1,14 +1,25 @@
-"""Container healthchecks: `python -m marketpipe.health postgres|redis|worker QUEUE|http URL`."""
+"""Container healthchecks, cheap enough to run every few seconds (no pandas, no SQLAlchemy).
+
+python -m marketpipe.health http URL              # the service answers HTTP (sandbox, dashboard)
+python -m marketpipe.health worker QUEUE          # an RQ worker of this host is registered
+python -m marketpipe.health redis | postgres
+"""
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import urllib.request
+from pathlib import Path
 
-from marketpipe import broker
-from marketpipe.db import connect
-from marketpipe.settings import Settings
+USAGE = __doc__ or ""
+
+
+def beat(path: Path) -> None:
+    """Record that the calling loop is alive (compose's healthchecks read the file's age)."""
+    path.touch()
+    os.utime(path)
 
 
 def check(argv: list[str]) -> None:
@@ -18,22 +29,37 @@ def check(argv: list[str]) -> None:
             if response.status >= 400:
                 raise RuntimeError(f"HTTP {response.status}")
         return
+    # Imported here: the HTTP check needs none of it.
+    from redis import Redis
+
+    from marketpipe.settings import Settings
+
     settings = Settings()
     if kind == "postgres":
-        connect(settings.admin_url, connect_timeout=3).close()
+        import psycopg2
+
+        url = settings.admin_url
+        psycopg2.connect(
+            host=url.host,
+            port=url.port or 5432,
+            user=url.username,
+            password=url.password,
+            dbname=url.database,
+            connect_timeout=3,
+        ).close()
     elif kind == "redis":
-        broker.redis_from(settings).ping()
+        Redis.from_url(settings.redis_url, socket_timeout=3).ping()
     elif kind == "worker":
         # Healthy when a worker of this host is registered for the queue (RQ heartbeats it).
-        from rq import Worker
+        from rq import Queue, Worker
 
-        redis = broker.redis_from(settings)
+        redis = Redis.from_url(settings.redis_url, socket_timeout=3)
         hostname = socket.gethostname()
-        workers = Worker.all(queue=broker.queue(argv[1], redis, settings))
+        workers = Worker.all(queue=Queue(argv[1], connection=redis))
         if not any(w.hostname == hostname for w in workers):
             raise RuntimeError(f"no {argv[1]} worker registered on {hostname}")
     else:
-        raise SystemExit("usage: python -m marketpipe.health postgres|redis|worker QUEUE|http URL")
+        raise SystemExit(USAGE)
 
 
 if __name__ == "__main__":

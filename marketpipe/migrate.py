@@ -1,4 +1,8 @@
-"""Apply the versioned, forward-only SQL files in db/init, then set the login roles' passwords.
+"""Apply the versioned, forward-only SQL files in db/init; set the login roles' passwords if asked.
+
+Roles are cluster-wide: on a shared server, setting their passwords while migrating one
+database would change the logins of every other database's services, so ``migrate`` sets them
+only with ``--set-role-passwords`` (compose does: its server is the stack's own).
 
 The same files are mounted into the postgres container's docker-entrypoint-initdb.d; each file
 records its own version, so a database initialised by either path ends identical.
@@ -16,16 +20,19 @@ from psycopg2 import sql
 
 from marketpipe.db import connect
 from marketpipe.settings import (
+    FETCHER_ROLE,
     LOADER_ROLE,
     READER_ROLE,
     STREAMER_ROLE,
+    TRANSFORMER_ROLE,
     Settings,
     load_settings,
 )
 
 log = logging.getLogger("marketpipe.migrate")
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "db" / "init"
+# In the checkout a link to db/init; in an installed wheel the files themselves (package data).
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Serialises concurrent migrators (several replicas starting at once) on one database.
 ADVISORY_LOCK_ID = 0x6D61726B6574
@@ -73,7 +80,9 @@ def applied_versions(cur: psycopg2.extensions.cursor) -> set[int]:
     return {v for (v,) in cur.fetchall()}
 
 
-def migrate(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[int]:
+def migrate(
+    settings: Settings, directory: Path = MIGRATIONS_DIR, *, set_role_passwords: bool = False
+) -> list[int]:
     """Apply every pending migration in one transaction each; return the versions applied."""
     applied: list[int] = []
     conn = connect(settings.admin_url)
@@ -91,16 +100,21 @@ def migrate(settings: Settings, directory: Path = MIGRATIONS_DIR) -> list[int]:
                 )
                 applied.append(version)
                 log.info("applied migration %s", path.name)
-        with conn, conn.cursor() as cur:
-            for role, password in (
-                (LOADER_ROLE, settings.loader_db_password),
-                (READER_ROLE, settings.reader_db_password),
-                (STREAMER_ROLE, settings.streamer_db_password),
-            ):
-                cur.execute(
-                    sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD %s").format(sql.Identifier(role)),
-                    (password.get_secret_value(),),
-                )
+        if set_role_passwords:  # only when asked: roles are cluster-wide (module docstring)
+            with conn, conn.cursor() as cur:
+                for role, password in (
+                    (LOADER_ROLE, settings.loader_db_password),
+                    (READER_ROLE, settings.reader_db_password),
+                    (FETCHER_ROLE, settings.fetcher_db_password),
+                    (TRANSFORMER_ROLE, settings.transformer_db_password),
+                    (STREAMER_ROLE, settings.streamer_db_password),
+                ):
+                    cur.execute(
+                        sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD %s").format(
+                            sql.Identifier(role)
+                        ),
+                        (password.get_secret_value(),),
+                    )
     finally:
         conn.close()
     return applied
@@ -111,12 +125,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--create-database", action="store_true", help="create the database first if missing"
     )
+    parser.add_argument(
+        "--set-role-passwords",
+        action="store_true",
+        help="set the login roles' passwords (cluster-wide!) from *_DB_PASSWORD",
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
     if args.create_database:
         create_database_if_missing(settings)
-    applied = migrate(settings)
+    applied = migrate(settings, set_role_passwords=args.set_role_passwords)
     log.info("schema up to date (%d migration(s) applied now)", len(applied))
 
 

@@ -15,7 +15,7 @@ from functools import cached_property
 from typing import Annotated, Literal, TypeVar
 
 from cronsim import CronSim, CronSimError
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
@@ -37,7 +37,10 @@ S = TypeVar("S", bound=BaseSettings)
 
 LOADER_ROLE = "marketpipe_loader"
 READER_ROLE = "marketpipe_reader"
+FETCHER_ROLE = "marketpipe_fetcher"
+TRANSFORMER_ROLE = "marketpipe_transformer"
 STREAMER_ROLE = "marketpipe_streamer"
+ServiceRole = Literal["loader", "reader", "fetcher", "transformer", "streamer"]
 
 
 def validate_symbol(raw: str) -> str:
@@ -62,6 +65,8 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://postgres@127.0.0.1:5432/pagila"
     loader_db_password: SecretStr = SecretStr("marketpipe-loader")
     reader_db_password: SecretStr = SecretStr("marketpipe-reader")
+    fetcher_db_password: SecretStr = SecretStr("marketpipe-fetcher")
+    transformer_db_password: SecretStr = SecretStr("marketpipe-transformer")
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
@@ -77,10 +82,10 @@ class Settings(BaseSettings):
 
     blob_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     job_timeout_seconds: int = Field(default=300, ge=1)
-    load_batch_max_rows: int = Field(default=50_000, ge=1)
-    load_batch_max_wait_seconds: float = Field(default=0.5, ge=0, le=60)
     dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Compose: a file the fetcher's and the workers' loops touch, for the healthcheck (empty: none).
+    heartbeat_file: str = ""
 
     # Live prices (services/streamer). Empty LIVE_SYMBOLS streams every configured symbol.
     live_symbols: Annotated[tuple[str, ...], NoDecode] = ()
@@ -148,6 +153,24 @@ class Settings(BaseSettings):
             raise ValueError("expected an http(s) URL")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _refuse_demo_passwords_with_a_key(self) -> Settings:
+        """With a real API key, a role password given as the demo default is refused."""
+        if self.demo_mode:
+            return self
+        refused = [
+            name.upper()
+            for name in sorted(self.model_fields_set)
+            if name.endswith("_db_password")
+            and getattr(self, name) == type(self).model_fields[name].default
+        ]
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)}: the demo password is refused outside demo mode"
+                " (TWELVE_DATA_API_KEY is set); choose your own"
+            )
+        return self
+
     @property
     def demo_mode(self) -> bool:
         """True without an API key: data comes from our sandbox, never from Twelve Data."""
@@ -183,16 +206,15 @@ class Settings(BaseSettings):
     def admin_url(self) -> URL:
         return make_url(self.database_url)
 
-    def role_url(self, role: Literal["loader", "reader", "streamer"]) -> URL:
-        """The database URL with the credentials of the loader's, dashboard's or streamer's role."""
-        if role == "streamer":
-            secret = self.streamer_db_password.get_secret_value()
-            return self.admin_url.set(username=STREAMER_ROLE, password=secret)
-        name, password = (
-            (LOADER_ROLE, self.loader_db_password)
-            if role == "loader"
-            else (READER_ROLE, self.reader_db_password)
-        )
+    def role_url(self, role: ServiceRole) -> URL:
+        """The database URL with the credentials of one service's least-privilege role."""
+        name, password = {
+            "loader": (LOADER_ROLE, self.loader_db_password),
+            "reader": (READER_ROLE, self.reader_db_password),
+            "fetcher": (FETCHER_ROLE, self.fetcher_db_password),
+            "transformer": (TRANSFORMER_ROLE, self.transformer_db_password),
+            "streamer": (STREAMER_ROLE, self.streamer_db_password),
+        }[role]
         return self.admin_url.set(username=name, password=password.get_secret_value())
 
 
@@ -203,6 +225,8 @@ def settings_or_exit(factory: Callable[[], S], *, program: str, env_prefix: str 
     except ValidationError as exc:
         lines = [
             f"  {env_prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else f"  {err['msg']}"  # a check across variables names them itself
             for err in exc.errors()
         ]
         sys.stderr.write(f"{program}: invalid configuration\n" + "\n".join(lines) + "\n")

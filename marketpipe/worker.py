@@ -21,17 +21,21 @@ import os
 import secrets
 import socket
 import time
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Worker
+from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.executions import Execution
 from rq.job import JobStatus
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from marketpipe import broker
+from marketpipe.health import beat
 from marketpipe.settings import load_settings
 
 log = logging.getLogger("marketpipe.worker")
@@ -105,7 +109,81 @@ def reap_abandoned(queue: Queue, *, hostname: str | None = None) -> list[str]:
     return reaped
 
 
+# RQ backs off up to 60 s between reconnection tries: after an outage the worker could sleep a
+# minute with Redis back. A try every 5 s at most is cheap and logs a line per try, not more.
+MAX_REDIS_WAIT_SECONDS: Final = 5.0
+
+
+class OutageTolerantScheduler(RQScheduler):
+    """RQ's scheduler process, riding out a Redis outage instead of dying with a traceback.
+
+    RQ's own loop ends at the first lost connection; the worker then starts a new scheduler
+    only at its next maintenance (a minute later here), and every attempt in between logs a
+    traceback. This loop logs the outage once, keeps ticking and moves due retries again
+    within a second of Redis answering.
+    """
+
+    def work(self) -> None:  # same loop as RQScheduler.work, with the outage handled
+        self._install_signal_handlers()  # type: ignore[no-untyped-call]
+        self.register_birth()
+        lost = False
+        while not self._stop_requested:
+            try:
+                if self.should_reacquire_locks:
+                    self.acquire_locks()  # type: ignore[no-untyped-call]
+                self.heartbeat()  # type: ignore[no-untyped-call]
+                self.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+                if lost:
+                    log.info("scheduler: Redis answers again")
+                    lost = False
+            except REDIS_LOST as exc:
+                if not lost:
+                    log.warning(
+                        "scheduler: lost Redis (%s); retrying every %s s", exc, self.interval
+                    )
+                    lost = True
+            time.sleep(self.interval)
+        self.stop()  # type: ignore[no-untyped-call]
+
+
 class MarketpipeWorker(Worker):
+    max_connection_wait_time = MAX_REDIS_WAIT_SECONDS
+    # Touched after every heartbeat RQ got into Redis: the container's healthcheck reads it.
+    heartbeat_file: Path | None = None
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        if self.heartbeat_file is not None:
+            beat(self.heartbeat_file)
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = DEFAULT_LOGGING_DATE_FORMAT,
+        log_format: str = DEFAULT_LOGGING_FORMAT,
+    ) -> None:
+        # As RQ's Worker._start_scheduler (rq 3.0), with the outage-tolerant scheduler.
+        self.scheduler = OutageTolerantScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()  # type: ignore[no-untyped-call]
+        if self.scheduler.acquired_locks:
+            if burst:
+                try:
+                    self.scheduler.register_birth()
+                    self.scheduler.enqueue_scheduled_jobs()  # type: ignore[no-untyped-call]
+                finally:
+                    self.scheduler.release_locks()  # type: ignore[no-untyped-call]
+                    self.scheduler.register_death()
+            else:
+                self.scheduler.start()  # type: ignore[no-untyped-call]
+
     def run_maintenance_tasks(self) -> None:
         # Also runs at start, before the first job is taken. The lock keeps two workers from
         # requeueing the same abandoned job twice.
@@ -152,6 +230,8 @@ def run_worker(queue_name: str, description: str) -> None:
             maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
             worker_ttl=WORKER_TTL_SECONDS,
         )
+        if settings.heartbeat_file:
+            worker.heartbeat_file = Path(settings.heartbeat_file)
         try:
             # The scheduler moves retried jobs back onto the queue when their backoff has passed.
             worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from marketpipe.migrate import create_database_if_missing, migrate
-from marketpipe.settings import load_settings
+from marketpipe.settings import Settings, load_settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD_PORT = os.environ.get("DASHBOARD_PORT", "8501")
@@ -44,17 +44,15 @@ def wait_until_serving(url: str, deadline_seconds: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def main() -> int:
-    settings = load_settings()
-    create_database_if_missing(settings)
-    migrate(settings)
+def service_commands(settings: Settings) -> dict[str, list[str]]:
+    """What `make run` starts, in start order (the sandbox only in demo mode)."""
     python = sys.executable
     commands: dict[str, list[str]] = {}
     if settings.demo_mode and not settings.twelve_data_base_url:
         port = settings.sandbox_url.rsplit(":", 1)[-1]
         commands["sandbox"] = [python, "-m", "services.sandbox"]
         os.environ.setdefault("SANDBOX_PORT", port)
-    commands |= {
+    return commands | {
         "transformer": [python, "-m", "services.transformer"],
         "loader": [python, "-m", "services.loader"],
         "streamer": [python, "-m", "services.streamer"],
@@ -64,12 +62,13 @@ def main() -> int:
             "streamlit",
             "run",
             "services/dashboard/app.py",
-            f"--server.port={DASHBOARD_PORT}",
-            "--server.headless=true",
-            "--browser.gatherUsageStats=false",
+            f"--server.port={DASHBOARD_PORT}",  # the rest: .streamlit/config.toml
         ],
         "fetcher": [python, "-m", "services.fetcher"],
     }
+
+
+def start(settings: Settings, commands: dict[str, list[str]]) -> dict[str, subprocess.Popen[str]]:
     processes: dict[str, subprocess.Popen[str]] = {}
     for name, command in commands.items():
         processes[name] = subprocess.Popen(
@@ -83,12 +82,11 @@ def main() -> int:
         threading.Thread(target=_pump, args=(name, processes[name]), daemon=True).start()
         if name == "sandbox":
             wait_until_serving(f"{settings.sandbox_url}/__sandbox/health")
-    print(
-        f"\nmarketpipe is running: dashboard at http://127.0.0.1:{DASHBOARD_PORT}"
-        "  (Ctrl-C stops all)\n",
-        flush=True,
-    )
+    return processes
 
+
+def supervise(processes: dict[str, subprocess.Popen[str]]) -> int:
+    """Run until Ctrl-C/SIGTERM or a service dies; then stop all in reverse order."""
     stopping = threading.Event()
     # Installed explicitly: a shell without job control starts background jobs with SIGINT ignored.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
@@ -110,6 +108,19 @@ def main() -> int:
             process.kill()
     print("marketpipe stopped", flush=True)
     return exit_code
+
+
+def main() -> int:
+    settings = load_settings()
+    create_database_if_missing(settings)
+    migrate(settings)
+    processes = start(settings, service_commands(settings))
+    print(
+        f"\nmarketpipe is running: dashboard at http://127.0.0.1:{DASHBOARD_PORT}"
+        "  (Ctrl-C stops all)\n",
+        flush=True,
+    )
+    return supervise(processes)
 
 
 if __name__ == "__main__":

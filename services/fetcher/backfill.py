@@ -236,7 +236,7 @@ def run_backfill(
     key = progress_key(interval, since)
     until = _span_end(ctx, key, until)
     attrs = instruments(ctx, wanted)
-    classes = {s: asset_class_of(s, instrument=attrs.get(s)) for s in wanted}
+    classes: dict[str, str | None] = {s: asset_class_of(s, instrument=attrs.get(s)) for s in wanted}
     plans = {s: backfill_windows(since, until, interval, classes[s]) for s in wanted}
     state = Progress.load(ctx, key, plans, classes)
     report = BackfillReport(windows_total=state.windows_total)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from marketpipe import broker
+from marketpipe import broker, raw
 from marketpipe.contract import RawPayload
 from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
 from services.fetcher.client import SeriesAnswer, SymbolRefused
@@ -24,18 +24,19 @@ BAD_SYMBOL_PREFIX: Final = "marketpipe:fetch:bad-symbol"
 
 
 def hand_on(ctx: FetchContext, payload: RawPayload) -> bool:
-    """Store the payload and enqueue its transform job once; False if that job was enqueued.
+    """Land the raw payload, then enqueue its transform job once; False if it was enqueued.
 
     One job per (symbol, interval, window) and content (:func:`transform_job_id`). A marker set
-    with NX decides, atomically across replicas and restarts, who enqueues; it lives as long as
-    the payload blob, so the same work is never queued twice meanwhile.
+    with NX decides, atomically across replicas and restarts, who enqueues; it lives
+    BLOB_TTL_SECONDS, so the same work is never queued twice meanwhile.
     """
     redis, settings = ctx.redis, ctx.settings
     view = view_series(payload.body, payload.interval, payload.fetched_at)
     job_id = transform_job_id(
         payload.symbol, payload.interval, (view.oldest, view.newest), payload.payload_id
     )
-    broker.put_payload(redis, payload, settings.blob_ttl_seconds)
+    # Raw first: landed in Postgres, immutable, before anything may transform it.
+    raw.land_payload(settings.role_url("fetcher"), payload)
     marker = f"{ENQUEUED_PREFIX}:{job_id}"
     if not redis.set(marker, payload.payload_id, nx=True, ex=settings.blob_ttl_seconds):
         return False

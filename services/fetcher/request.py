@@ -83,17 +83,23 @@ def fetch_series(
     """Each symbol's answer with the query that got it, batch by batch as credits allow.
 
     A batch holds as many symbols as there are credits this minute: one costing more than what
-    is left would be refused whole. With ``outputsizes`` (bars wanted per symbol) a batch asks
-    for the most any of its symbols wants; the cost is the same. An error of a whole request that
-    outlived the retries (or is not transient) becomes every one of its symbols' answer.
+    is left would be refused whole. With ``outputsizes`` (bars wanted per symbol) a batch holds
+    only symbols that want the same number of bars, so none is over-fetched for another (a
+    series with no history would otherwise store a longer one's depth); credits are per symbol,
+    so this costs requests, not credits. An error of a whole request that outlived the retries
+    (or is not transient) becomes every one of its symbols' answer.
     """
     pending = list(symbols)
+    if outputsizes:
+        pending.sort(key=lambda s: outputsizes[s])  # stable: equal depths keep their order
     while pending:
-        grant = ctx.limiter.acquire(min(len(pending), MAX_BATCH_SYMBOLS), at_least=1)
-        batch, pending = pending[: grant.credits], pending[grant.credits :]
-        asked = query
+        asked, group = query, pending
         if outputsizes:
-            asked = replace(query, outputsize=max(outputsizes[s] for s in batch))
+            asked = replace(query, outputsize=outputsizes[pending[0]])
+            group = [s for s in pending if outputsizes[s] == asked.outputsize]
+        grant = ctx.limiter.acquire(min(len(group), MAX_BATCH_SYMBOLS), at_least=1)
+        batch = group[: grant.credits]
+        pending = [s for s in pending if s not in batch]
         try:
             answers = send(
                 ctx, len(batch), partial(ctx.client.time_series, batch, asked), paid=grant.credits

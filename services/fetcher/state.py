@@ -2,7 +2,7 @@
 
 Redis holds, per (symbol, interval), the newest complete bar the fetcher has enqueued and a digest
 of the still-open bar it last saw. Postgres holds the truth: ``marketpipe.watermarks``, the last
-complete bar stored, written by the loader and read here through the read-only role. Losing Redis
+complete bar stored, written by the loader and read here through the fetcher's role. Losing Redis
 only costs a re-fetch: the watermark comes back from Postgres, an unknown open bar counts as
 changed, and the loads are idempotent.
 """
@@ -56,7 +56,7 @@ def stored_watermarks(
     """marketpipe.watermarks for these series; empty (and logged) when Postgres does not answer."""
     try:
         conn = connect(
-            settings.role_url("reader"),
+            settings.role_url("fetcher"),
             connect_timeout=5,
             options="-c default_transaction_read_only=on",
         )

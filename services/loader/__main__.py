@@ -1,6 +1,6 @@
 """Loader worker: transformed batches -> PostgreSQL, the only writer of the marketpipe schema."""
 
-import pandas  # noqa: F401  (imported before the fork, see marketpipe.worker)
+import adbc_driver_postgresql.dbapi  # noqa: F401  (imported before the fork, see marketpipe.worker)
 import pyarrow  # noqa: F401
 
 import services.loader.jobs  # noqa: F401

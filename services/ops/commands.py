@@ -7,19 +7,15 @@ is as idempotent as any load: the loader's upsert changes only rows whose values
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from redis import Redis
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.registry import FailedJobRegistry
 
-from marketpipe import broker
-from marketpipe.contract import RawPayload
-from marketpipe.db import connect
+from marketpipe import broker, raw
 from marketpipe.queues import LOAD_QUEUE, TRANSFORM_JOB, TRANSFORM_QUEUE
 from marketpipe.settings import Settings
 
@@ -61,36 +57,6 @@ class ReplayReport:
     symbols: dict[str, int] = field(default_factory=dict)
 
 
-def landed_payloads(
-    settings: Settings, since: datetime, until: datetime, symbols: Sequence[str] | None
-) -> list[RawPayload]:
-    """Payloads landed with ``since <= fetched_at < until``, oldest fetch first."""
-    query = (
-        "SELECT payload_id, source, endpoint, symbol, interval, fetched_at, request, body,"
-        " instrument FROM marketpipe.raw_payloads"
-        " WHERE fetched_at >= %s AND fetched_at < %s AND interval = %s"
-    )
-    params: list[Any] = [since, until, settings.interval]
-    if symbols:
-        query += " AND symbol = ANY(%s)"
-        params.append(list(symbols))
-    conn = connect(settings.admin_url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(query + " ORDER BY fetched_at, payload_id", params)
-            rows = cur.fetchall()
-    finally:
-        conn.close()
-    names = ("payload_id", "source", "endpoint", "symbol", "interval", "fetched_at")
-    payloads = []
-    for row in rows:
-        fields: dict[str, Any] = dict(zip(names, row[:6], strict=True))
-        # psycopg2 decodes jsonb already; a str would mean a driver without the jsonb caster.
-        request, body, instrument = (json.loads(v) if isinstance(v, str) else v for v in row[6:])
-        payloads.append(RawPayload(**fields, request=request, body=body, instrument=instrument))
-    return payloads
-
-
 def replay(
     redis: Redis,
     settings: Settings,
@@ -100,16 +66,21 @@ def replay(
     *,
     dry_run: bool = False,
 ) -> ReplayReport:
-    """Re-transform and reload every payload landed in the window, without calling the API."""
+    """Re-transform and reload every payload landed in the window, without calling the API.
+
+    Every answer was landed before its transform was enqueued, so this covers the payloads
+    whose transform failed as well as those whose rows were damaged later.
+    """
     report = ReplayReport()
     transform = broker.queue(TRANSFORM_QUEUE, redis, settings)
-    for payload in landed_payloads(settings, since, until, symbols):
+    # The loader role reads raw_payloads (compose: ops runs in a loader container).
+    loader = settings.role_url("loader")
+    landed = raw.landed_payloads(loader, since, until, settings.interval, symbols)
+    for payload in landed:
         report.enqueued.append(payload.payload_id)
         report.symbols[payload.symbol] = report.symbols.get(payload.symbol, 0) + 1
         if dry_run:
             continue
-        # The blob may have expired (or Redis lost it): the landing table is the source.
-        broker.put_payload(redis, payload, settings.blob_ttl_seconds)
         transform.enqueue(
             TRANSFORM_JOB,
             args=(payload.payload_id,),

@@ -740,33 +740,51 @@ class SandboxApi:
                 if not isinstance(loaded, dict):
                     raise ValueError("expected a JSON object")
                 payload |= loaded
-            route = (method, path.rstrip("/") or "/")
-            if route == ("GET", "/health"):
-                return _admin_json(200, {"status": "ok"})
-            if route == ("GET", "/clock"):
-                return _admin_json(200, self.clock.state())
-            if route == ("POST", "/clock"):
-                self._set_clock(payload)
-                return _admin_json(200, self.clock.state())
-            if route == ("GET", "/faults"):
-                return _admin_json(200, {"rules": self.faults.rules(), "names": FAULT_NAMES})
-            if route == ("POST", "/faults"):
-                self._add_faults(payload)
-                return _admin_json(200, {"rules": self.faults.rules()})
-            if route == ("DELETE", "/faults"):
-                seed = payload.get("seed")
-                self.faults.clear(None if seed is None else int(seed))
-                return _admin_json(200, {"rules": []})
-            if route == ("POST", "/credits/reset"):
-                self.credits.reset()
-                return _admin_json(200, {"status": "ok"})
-            if route in (("GET", "/transport"), ("POST", "/transport")):
-                if method == "POST":
-                    self.set_error_transport(str(payload.get("error_transport", "")))
-                return _admin_json(200, {"error_transport": self.error_transport})
+            handler = self._admin_routes().get((method, path.rstrip("/") or "/"))
+            if handler is not None:
+                return _admin_json(200, handler(payload))
         except (ValueError, TypeError, KeyError) as exc:
             return _admin_json(400, {"error": str(exc)})
         return _admin_json(404, {"error": f"no admin route {method} {path}"})
+
+    def _admin_routes(self) -> dict[tuple[str, str], Callable[[dict[str, Any]], object]]:
+        """The control plane of the test double: (method, path) -> handler of the JSON body."""
+
+        def set_clock(payload: dict[str, Any]) -> object:
+            self._set_clock(payload)
+            return self.clock.state()
+
+        def add_faults(payload: dict[str, Any]) -> object:
+            self._add_faults(payload)
+            return {"rules": self.faults.rules()}
+
+        def clear_faults(payload: dict[str, Any]) -> object:
+            seed = payload.get("seed")
+            self.faults.clear(None if seed is None else int(seed))
+            return {"rules": []}
+
+        def reset_credits(payload: dict[str, Any]) -> object:
+            self.credits.reset()
+            return {"status": "ok"}
+
+        def set_transport(payload: dict[str, Any]) -> object:
+            self.set_error_transport(str(payload.get("error_transport", "")))
+            return {"error_transport": self.error_transport}
+
+        return {
+            ("GET", "/health"): lambda payload: {"status": "ok"},
+            ("GET", "/clock"): lambda payload: self.clock.state(),
+            ("POST", "/clock"): set_clock,
+            ("GET", "/faults"): lambda payload: {
+                "rules": self.faults.rules(),
+                "names": FAULT_NAMES,
+            },
+            ("POST", "/faults"): add_faults,
+            ("DELETE", "/faults"): clear_faults,
+            ("POST", "/credits/reset"): reset_credits,
+            ("GET", "/transport"): lambda payload: {"error_transport": self.error_transport},
+            ("POST", "/transport"): set_transport,
+        }
 
     def set_error_transport(self, mode: str) -> None:
         if mode not in ("modern", "legacy"):

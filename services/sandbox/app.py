@@ -15,9 +15,10 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from services.sandbox.api import Response, SandboxApi
@@ -79,7 +80,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(min(length, MAX_ADMIN_BODY)) if length else b""
         api = self.server.api
         try:
-            response = api.handle(method, url.path, query, self.headers, body)
+            # Message.get is case-insensitive, as HTTP header names are; a dict would not be.
+            headers = cast(Mapping[str, str], self.headers)
+            response = api.handle(method, url.path, query, headers, body)
         except Exception:
             logger.exception("sandbox failed on %s %s", method, redact(url.path))
             response = Response(

@@ -241,7 +241,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
     x = x + _GOLDEN
     x = (x ^ (x >> _S30)) * _MIX1
     x = (x ^ (x >> _S27)) * _MIX2
-    return x ^ (x >> _S31)
+    mixed: np.ndarray = x ^ (x >> _S31)
+    return mixed
 
 
 def _hash(seed: int, salt: int, *keys: np.ndarray | int) -> np.ndarray:
@@ -301,7 +302,8 @@ def daily_log_close(instrument: Instrument, days: np.ndarray) -> np.ndarray:
     # Condition the day steps on the block's total so the walk lands on the block's end level.
     steps += ((end - start) / BLOCK_DAYS - steps.mean(axis=1))[:, None]
     paths = start[:, None] + np.cumsum(steps, axis=1)
-    return math.log(instrument.price_level) + paths[position, relative - blocks * BLOCK_DAYS]
+    level: np.ndarray = paths[position, relative - blocks * BLOCK_DAYS]
+    return math.log(instrument.price_level) + level
 
 
 # --- sessions and the intraday bridge ----------------------------------------------------------
@@ -407,7 +409,7 @@ def _extremes(
     log_close: np.ndarray,
     minutes: np.ndarray,
     key_day: np.ndarray,
-    key_minute: np.ndarray,
+    key_minute: np.ndarray | int,
     key_length: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """High and low from the law of a Brownian bridge's max/min between open and close."""
@@ -427,7 +429,8 @@ _U_SHAPE = 3.0  # volume density at the open and the close relative to midday, m
 def _volume_share(fraction: np.ndarray) -> np.ndarray:
     """Cumulative share of a session's volume traded by ``fraction`` of the session (U-shaped)."""
     f = np.clip(fraction, 0.0, 1.0)
-    return (f + _U_SHAPE * ((2.0 * f - 1.0) ** 3 + 1.0) / 6.0) / (1.0 + _U_SHAPE / 3.0)
+    share: np.ndarray = (f + _U_SHAPE * ((2.0 * f - 1.0) ** 3 + 1.0) / 6.0) / (1.0 + _U_SHAPE / 3.0)
+    return share
 
 
 def _daily_volume(instrument: Instrument, day: np.ndarray) -> np.ndarray:

@@ -82,7 +82,8 @@ def bar_labels(bars: BarSeries, timezone: str | None) -> list[str]:
     ``timezone`` None means the exchange's own; daily and longer bars are plain dates.
     """
     if bars.interval in CALENDAR_INTERVALS:
-        return np.datetime_as_string(bars.label_day.astype("datetime64[D]")).tolist()
+        days: list[str] = np.datetime_as_string(bars.label_day.astype("datetime64[D]")).tolist()
+        return days
     zone = ZoneInfo(timezone or bars.instrument.exchange_timezone)
     local = bars.open_time + utc_offsets(bars.open_time, zone)
     texts = np.datetime_as_string(local.astype("datetime64[s]"), unit="s")

@@ -107,7 +107,7 @@ class SandboxSettings(BaseSettings):
     def _parse_key_credits(cls, value: object) -> dict[str, tuple[int, int]]:
         if isinstance(value, str):
             return parse_key_credits(value)
-        return dict(value)  # type: ignore[call-overload]
+        return dict(value)  # type: ignore[call-overload,no-any-return]
 
     @field_validator("clock_start")
     @classmethod

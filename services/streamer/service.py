@@ -17,11 +17,13 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg2
 from redis.exceptions import RedisError
 
+from marketpipe.health import beat
 from marketpipe.live import LatestTick
 from marketpipe.settings import Settings
 from services.streamer.bars import MinuteBars
@@ -77,6 +79,7 @@ class Streamer:
         self.symbols = wanted[: settings.live_max_symbols]
         self.over_cap = wanted[settings.live_max_symbols :]
         self.clock = clock
+        self.heartbeat_file = settings.heartbeat_file
         self.host = stream_host(settings)
         self.counters: Counter[str] = Counter()
         self.bars = MinuteBars(settings.live_buffer_max_bars)
@@ -272,7 +275,10 @@ class Streamer:
                     log.info("retention: deleted %d minute bar(s)", deleted)
 
     async def _status_publisher(self, stopping: asyncio.Event) -> None:
+        heartbeat = Path(self.heartbeat_file) if self.heartbeat_file else None
         while not stopping.is_set():
+            if heartbeat is not None:  # the event loop is alive (compose's healthcheck)
+                beat(heartbeat)
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.write_status(self.status())
             with contextlib.suppress(TimeoutError):

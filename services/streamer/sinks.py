@@ -76,7 +76,7 @@ class RedisSink:
             await pipe.execute()
 
     async def write_status(self, status: Mapping[str, str]) -> None:
-        await self.redis.hset(STATUS_KEY, mapping=dict(status))
+        await self.redis.hset(STATUS_KEY, mapping=dict(status))  # type: ignore[arg-type]
 
     async def close(self) -> None:
         await self.redis.aclose()

@@ -1,11 +1,11 @@
-"""RQ jobs of the transformer: raw payload id in, transformed batch out, load job enqueued."""
+"""RQ jobs of the transformer: landed payload id in, transformed batch out, load job enqueued."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import cache
 
-from marketpipe import broker
+from marketpipe import broker, raw
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
 from marketpipe.settings import Settings, load_settings
 from services.transformer.transform import transform_series
@@ -23,9 +23,9 @@ def load_job_id(batch_id: str) -> str:
 def transform_payload(payload_id: str) -> dict[str, int]:
     """Transform one landed payload; the batch id is the payload id, so replays overwrite."""
     settings = _settings()
-    redis = broker.redis_from(settings)
-    payload = broker.get_payload(redis, payload_id)
+    payload = raw.read_payload(settings.role_url("transformer"), payload_id)
     result = transform_series(payload, now=datetime.now(UTC))
+    redis = broker.redis_from(settings)
     broker.put_batch(
         redis,
         payload_id,

@@ -30,7 +30,7 @@ KILLS = 20
 SEED = 20260311
 SINCE = "2023-01-01"  # enough windows (jobs) for 20 kills mid-job
 SERVICES = ("services.transformer", "services.loader")
-# Chaos runs short leases: a killed loader's claims on coalesced batches expire sooner.
+# Short job timeouts: the started-job entries of killed workers expire sooner.
 WORKER_ENV = {"JOB_TIMEOUT_SECONDS": 30}
 
 

@@ -63,7 +63,7 @@ def test_postgres_restarted_while_loading(
     )
     try:
         workers.start("services.transformer", through)
-        workers.start("services.loader", through, LOAD_BATCH_MAX_WAIT_SECONDS=0)
+        workers.start("services.loader", through)
         proxy.cut()  # the server goes down before the loads
         ctx = build_context(settings, redis=redis)
         run_cycle(ctx)

@@ -9,12 +9,14 @@ import psycopg2
 import requests
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from marketpipe.queues import LOAD_QUEUE, TRANSFORM_JOB, TRANSFORM_QUEUE
 from marketpipe.settings import DEFAULT_SYMBOLS, Settings
 from services.sandbox.app import SandboxServer
+from services.transformer.jobs import load_job_id
 from tests.integration.conftest import OUTPUTSIZE, run_pipeline, run_service, settings_env
 
 TABLES = ("bars", "daily_bars", "raw_payloads", "quarantine", "pipeline_runs", "watermarks")
@@ -101,11 +103,17 @@ def test_one_cycle_lands_exact_rows_and_a_replay_changes_nothing(
     run_pipeline(settings)
     assert snapshot(settings) == before
 
-    # Replaying every transform job (and so every load) changes nothing either.
+    # Replaying every transform job (and so every load) changes nothing either: same rows,
+    # same loaded_at, and every load job counts 0 bars changed.
     transform = Queue(TRANSFORM_QUEUE, connection=redis, serializer=JSONSerializer)
-    for (payload_id,) in query(settings, "SELECT payload_id FROM marketpipe.raw_payloads"):
+    payload_ids = [p for (p,) in query(settings, "SELECT payload_id FROM marketpipe.raw_payloads")]
+    for payload_id in payload_ids:
         transform.enqueue(TRANSFORM_JOB, args=(payload_id,), job_id=f"replay-{payload_id}")
     env = settings_env(settings)
     run_service("services.transformer", "--burst", env=env)
     run_service("services.loader", "--burst", env=env)
     assert snapshot(settings) == before
+    loads = Job.fetch_many(
+        [load_job_id(p) for p in payload_ids], connection=redis, serializer=JSONSerializer
+    )
+    assert [job.return_value()["bars_changed"] for job in loads if job] == [0] * len(payload_ids)

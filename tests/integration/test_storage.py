@@ -9,16 +9,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import adbc_driver_postgresql.dbapi as adbc
 import pandas as pd
 import psycopg2
+import pyarrow as pa
 import pytest
 from psycopg2 import errors, sql
 
-from marketpipe.contract import QUARANTINE_COLUMNS, QUARANTINE_KEY, column_names
+from marketpipe.contract import QUARANTINE_COLUMNS, QUARANTINE_KEY
 from marketpipe.db import connect, transaction
 from marketpipe.migrate import migrate, migration_files
 from marketpipe.settings import Settings
-from services.loader.upsert import upsert_frame
+from services.loader.upsert import upsert
 
 PAGILA_DIR = Path(__file__).resolve().parents[3] / "shared" / "pagila"
 
@@ -229,22 +231,81 @@ def test_quarantine_upsert_is_idempotent(clean_db: Settings) -> None:
             "quarantined_at": [datetime(2026, 8, 20, tzinfo=UTC)] * 2,
         }
     )
-    columns = column_names(QUARANTINE_COLUMNS)
-    with transaction(clean_db.role_url("loader")) as cur:
-        assert upsert_frame(cur, "quarantine", frame, columns, QUARANTINE_KEY) == 2
     later = frame.assign(quarantined_at=datetime(2026, 8, 21, tzinfo=UTC))
-    with transaction(clean_db.role_url("loader")) as cur:
-        assert (
-            upsert_frame(
-                cur,
-                "quarantine",
-                later,
-                columns,
-                QUARANTINE_KEY,
-                compare_exclude=("quarantined_at",),
+    written = []
+    for rows in (frame, later):
+        uri = clean_db.role_url("loader").render_as_string(hide_password=False)
+        with adbc.connect(uri) as conn, conn.cursor() as cur:
+            written.append(
+                upsert(
+                    cur,
+                    "quarantine",
+                    pa.Table.from_pandas(rows, preserve_index=False),
+                    QUARANTINE_COLUMNS,
+                    QUARANTINE_KEY,
+                    lineage=("quarantined_at",),
+                    touch=None,
+                )
             )
-            == 0
+            conn.commit()
+    assert written == [2, 0]
+    assert _as(
+        clean_db, "reader", "SELECT count(*) FROM marketpipe.quarantine WHERE row_key = ''"
+    ) == [(1,)]
+
+
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+
+
+def table_privileges(settings: Settings, role: str) -> dict[str, set[str]]:
+    """Every privilege ``role`` holds on a relation of our schema (directly or inherited)."""
+    conn = connect(settings.admin_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT c.relname, p FROM pg_class c, unnest(%s::text[]) p"
+            " WHERE c.relnamespace = 'marketpipe'::regnamespace AND c.relkind IN ('r', 'v')"
+            " AND has_table_privilege(%s, c.oid, p)",
+            (list(TABLE_PRIVILEGES), role),
         )
+        rows = cur.fetchall()
+    conn.close()
+    held: dict[str, set[str]] = {}
+    for relation, privilege in rows:
+        held.setdefault(relation, set()).add(privilege)
+    return held
+
+
+def test_the_fetcher_and_transformer_roles_hold_exactly_what_they_need(
+    clean_db: Settings,
+) -> None:
+    assert table_privileges(clean_db, "marketpipe_fetcher") == {
+        "raw_payloads": {"INSERT"},
+        "watermarks": {"SELECT"},
+    }
+    assert table_privileges(clean_db, "marketpipe_transformer") == {"raw_payloads": {"SELECT"}}
+    # Landed rows are immutable: the loader's role may read them, nothing more.
+    assert table_privileges(clean_db, "marketpipe_loader")["raw_payloads"] == {"SELECT"}
+
+
+@pytest.mark.parametrize(
+    ("role", "statement"),
+    [
+        ("fetcher", "SELECT count(*) FROM marketpipe.raw_payloads"),
+        ("fetcher", "UPDATE marketpipe.raw_payloads SET body = '{}'"),
+        ("fetcher", "DELETE FROM marketpipe.raw_payloads"),
+        ("fetcher", "SELECT count(*) FROM marketpipe.bars"),
+        ("transformer", "UPDATE marketpipe.raw_payloads SET body = '{}'"),
+        ("transformer", "SELECT count(*) FROM marketpipe.bars"),
+        ("loader", "UPDATE marketpipe.raw_payloads SET body = '{}'"),
+        ("loader", "DELETE FROM marketpipe.raw_payloads"),
+        ("loader", "TRUNCATE marketpipe.raw_payloads"),
+    ],
+)
+def test_no_service_can_change_a_landed_payload_or_read_beyond_its_need(
+    clean_db: Settings, role: str, statement: str
+) -> None:
+    with pytest.raises(errors.InsufficientPrivilege):
+        _as(clean_db, role, statement)
 
 
 @pytest.fixture
@@ -288,3 +349,25 @@ def test_our_schema_coexists_with_pagila(pagila_db: Settings) -> None:
         _as(pagila_db, "reader", "UPDATE public.film SET title = title")
     with pytest.raises(errors.InsufficientPrivilege):
         _as(pagila_db, "loader", "SELECT count(*) FROM public.customer")
+
+
+def test_migrate_leaves_the_cluster_wide_role_passwords_alone(
+    scratch_db: Settings,
+) -> None:
+    def role_passwords() -> list[tuple[str, str | None]]:
+        conn = connect(scratch_db.admin_url)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "SELECT rolname, rolpassword FROM pg_authid"
+                    " WHERE rolname LIKE 'marketpipe\\_%' ORDER BY rolname"
+                )
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+
+    migrate(scratch_db)
+    before = role_passwords()
+    other = scratch_db.model_copy(update={"loader_db_password": "not-the-servers-one"})
+    migrate(other)  # another database's migration, with other passwords: the logins stay
+    assert role_passwords() == before

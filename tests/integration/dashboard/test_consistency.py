@@ -15,8 +15,9 @@ import pytest
 from redis import Redis
 
 from marketpipe import broker
+from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
-from services.loader.jobs import run_load
+from services.loader import jobs
 from services.transformer.transform import transform_series
 from tests.integration.dashboard.conftest import empty_stores
 from tests.integration.dashboard.test_pages import OpenApp
@@ -44,10 +45,10 @@ def load(settings: Settings, redis: Redis, symbol: str, times: list[str], meta: 
     fetched = datetime(2026, 6, 1, tzinfo=UTC)
     raw = payload(symbol, meta, values, fetched_at=fetched)
     result = transform_series(raw, now=fetched)
-    broker.put_payload(redis, raw, settings.blob_ttl_seconds)
+    land_payload(settings.role_url("fetcher"), raw)
     frames = {"bars": result.bars, "quarantine": result.quarantine}
     broker.put_batch(redis, raw.payload_id, frames, settings.blob_ttl_seconds)
-    run_load(settings, redis, raw.payload_id, "consistency")
+    jobs.load(settings, raw.payload_id)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from marketpipe import broker
+from marketpipe import broker, raw
 from marketpipe.contract import RawPayload
 from marketpipe.queues import TRANSFORM_QUEUE
 from marketpipe.settings import Settings
@@ -75,7 +75,7 @@ def credits_used_today(sandbox: SandboxServer, key: str = "marketpipe-sandbox") 
 def queued_payloads(redis: Redis, settings: Settings) -> list[RawPayload]:
     ids = broker.queue(TRANSFORM_QUEUE, redis, settings).get_job_ids()
     jobs = Job.fetch_many(ids, connection=redis, serializer=JSONSerializer)
-    return [broker.get_payload(redis, job.args[0]) for job in jobs if job is not None]
+    return [raw.read_payload(settings.admin_url, job.args[0]) for job in jobs if job is not None]
 
 
 def query(settings: Settings, statement: str, *params: object) -> list[tuple]:

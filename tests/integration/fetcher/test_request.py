@@ -12,10 +12,11 @@ from redis import Redis
 from marketpipe import broker
 from marketpipe.queues import TRANSFORM_QUEUE
 from services.fetcher.backfill import run_backfill
+from services.fetcher.client import SeriesQuery
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import run_cycle
 from services.fetcher.reference import instruments
-from services.fetcher.request import MAX_REFUSALS
+from services.fetcher.request import MAX_REFUSALS, fetch_series
 from services.sandbox.app import SandboxServer
 from tests.integration.fetcher.conftest import credits_used_today
 
@@ -98,3 +99,22 @@ def test_the_backfill_shares_the_loop(
     report = run_backfill(ctx, date(2025, 1, 1), until=date(2026, 3, 1))
     assert report.windows_done == report.windows_total and report.enqueued == 1
     assert broker.queue(TRANSFORM_QUEUE, redis, ctx.settings).count == 1
+
+
+def test_a_batch_holds_only_symbols_of_one_depth(
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer
+) -> None:
+    # A series with no history batched with a deep one would be stored at the deep one's depth.
+    depths = {"AAPL": 40, "MSFT": 120, "ETH/USD": 40, "BTC/USD": 120, "NVDA": 75}
+    ctx = make_context(symbols=list(depths))
+    instruments(ctx, list(depths))
+    credits_before = credits_used_today(free_sandbox)
+    got = {
+        answer.symbol: (asked.outputsize, len(answer.body["values"]))
+        for answer, asked in fetch_series(
+            ctx, list(depths), SeriesQuery("1h", outputsize=300), outputsizes=depths
+        )
+    }
+    assert got == {symbol: (depth, depth) for symbol, depth in depths.items()}
+    spent = credits_used_today(free_sandbox) - credits_before
+    assert spent == len(depths)  # one credit per symbol, however the batches are cut

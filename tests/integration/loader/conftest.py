@@ -1,5 +1,5 @@
-"""Helpers of the loader's tests: real transformed batches in Redis, load jobs as the
-transformer enqueues them, and a loader worker process."""
+"""Helpers of the loader's tests: landed payloads with their transformed batches in Redis, load
+jobs as the transformer enqueues them, and a loader worker process."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from rq.serializers import JSONSerializer
 
 from marketpipe import broker
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
+from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
 from services.transformer.jobs import load_job_id
 from services.transformer.transform import transform_series
@@ -39,8 +40,8 @@ def put_batch(
     fetched_at: datetime | None = None,
     level: float = 100.0,
 ) -> str:
-    """Transform ``count`` hourly bars of ``symbol`` and store payload and batch as the
-    transformer does; return the batch id."""
+    """Land ``count`` hourly bars of ``symbol`` as the fetcher does, transform them and store the
+    batch as the transformer does; return the batch id."""
     start = FIRST_BAR + timedelta(hours=offset)
     values = [
         bar(when, level + i % 7, volume=1000 + i)
@@ -49,7 +50,7 @@ def put_batch(
     fetched = fetched_at or start + timedelta(hours=count)
     raw = payload(symbol, CRYPTO_META, values, fetched_at=fetched)
     result = transform_series(raw, now=fetched)
-    broker.put_payload(redis, raw, settings.blob_ttl_seconds)
+    land_payload(settings.role_url("fetcher"), raw)
     frames = {"bars": result.bars, "quarantine": result.quarantine}
     broker.put_batch(redis, raw.payload_id, frames, settings.blob_ttl_seconds)
     return raw.payload_id

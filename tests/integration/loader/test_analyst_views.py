@@ -9,7 +9,7 @@ import pytest
 from redis import Redis
 
 from marketpipe.settings import Settings
-from services.loader.jobs import run_load
+from services.loader.jobs import load
 from tests.integration.loader.conftest import FIRST_BAR, put_batch
 
 SERIES = {"BTC/USD": 100.0, "ETH/USD": 10.0}
@@ -29,7 +29,7 @@ def as_reader(settings: Settings, statement: str, params: tuple = ()) -> list[tu
 @pytest.fixture
 def loaded(clean_db: Settings, redis: Redis) -> Settings:
     for symbol, level in SERIES.items():
-        run_load(clean_db, redis, put_batch(redis, clean_db, symbol, BARS, level=level), "t")
+        load(clean_db, put_batch(redis, clean_db, symbol, BARS, level=level))
     return clean_db
 
 

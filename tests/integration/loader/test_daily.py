@@ -13,8 +13,9 @@ from redis import Redis
 
 from marketpipe import broker
 from marketpipe.contract import DAILY_INDICATORS
+from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
-from services.loader.jobs import run_load
+from services.loader import jobs
 from services.transformer.transform import transform_series
 from tests.integration.conftest import OUR_TABLES
 from tests.integration.loader.conftest import FIRST_BAR
@@ -56,10 +57,10 @@ def load_series(
     if since is not None:
         raw = raw.model_copy(update={"request": {"since": since.isoformat()}})
     result = transform_series(raw, now=fetched)
-    broker.put_payload(redis, raw, settings.blob_ttl_seconds)
+    land_payload(settings.role_url("fetcher"), raw)
     frames = {"bars": result.bars, "quarantine": result.quarantine}
     broker.put_batch(redis, raw.payload_id, frames, settings.blob_ttl_seconds)
-    run_load(settings, redis, raw.payload_id, "test")
+    jobs.load(settings, raw.payload_id)
 
 
 def query(settings: Settings, statement: str) -> list[tuple[Any, ...]]:

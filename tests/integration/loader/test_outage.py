@@ -105,7 +105,7 @@ def test_the_loader_rides_out_a_database_outage(
             )
         }
     )
-    worker = start_loader(through_proxy, LOAD_BATCH_MAX_WAIT_SECONDS=0)
+    worker = start_loader(through_proxy)
     # Short backoff so the test is quick; production uses RETRY_INTERVALS (5 s ... 5 min).
     retry = Retry(max=RETRIES, interval=1)
     first = put_batch(redis, clean_db, "BTC/USD", BARS)

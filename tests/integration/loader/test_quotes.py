@@ -10,8 +10,9 @@ import pytest
 from redis import Redis
 
 from marketpipe import broker
+from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
-from services.loader.jobs import run_load
+from services.loader import jobs
 from services.transformer.transform import transform_series
 from tests.unit.transformer.payloads import (
     CRYPTO_META,
@@ -29,14 +30,14 @@ def load(settings: Settings, redis: Redis, symbol: str, times: list[str], meta: 
     values = [bar(t, 100.0 + i * 0.37, volume=1000 + i) for i, t in enumerate(times)]
     raw = payload(symbol, meta, values, fetched_at=FETCHED)
     result = transform_series(raw, now=FETCHED)
-    broker.put_payload(redis, raw, settings.blob_ttl_seconds)
+    land_payload(settings.role_url("fetcher"), raw)
     broker.put_batch(
         redis,
         raw.payload_id,
         {"bars": result.bars, "quarantine": result.quarantine},
         settings.blob_ttl_seconds,
     )
-    run_load(settings, redis, raw.payload_id, "quotes")
+    jobs.load(settings, raw.payload_id)
 
 
 def as_reader(settings: Settings, statement: str) -> list[tuple[Any, ...]]:

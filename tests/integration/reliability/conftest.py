@@ -22,6 +22,7 @@ from rq.serializers import JSONSerializer
 from marketpipe import broker
 from marketpipe.contract import RawPayload
 from marketpipe.queues import LOAD_QUEUE, TRANSFORM_JOB, TRANSFORM_QUEUE
+from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
 from tests.integration.conftest import OUR_TABLES, REPO_ROOT, run_service, settings_env
 from tests.integration.loader.conftest import wait_for
@@ -173,21 +174,14 @@ def wait_drained(redis: Redis, settings: Settings, timeout: float, workers: Work
         raise
 
 
-def push_transform(
-    redis: Redis, settings: Settings, payload: RawPayload | str, job_id: str | None = None
-) -> str:
-    """Land a payload (or any hand-made blob text) in Redis and enqueue its transform job the
-    way the fetcher does, minus the retries: a poison job fails once, straight to the registry."""
-    if isinstance(payload, RawPayload):
-        broker.put_payload(redis, payload, settings.blob_ttl_seconds)
-        payload_id = payload.payload_id
-    else:
-        payload_id = job_id or "poison"
-        redis.set(f"{broker.KEY_PREFIX}:payload:{payload_id}", payload)
+def push_transform(redis: Redis, settings: Settings, payload: RawPayload) -> str:
+    """Land a payload and enqueue its transform job the way the fetcher does, minus the
+    retries: a poison job fails once, straight to the registry."""
+    land_payload(settings.role_url("fetcher"), payload)
     broker.queue(TRANSFORM_QUEUE, redis, settings).enqueue(
-        TRANSFORM_JOB, args=(payload_id,), job_id=job_id or f"transform-{payload_id}"
+        TRANSFORM_JOB, args=(payload.payload_id,), job_id=f"transform-{payload.payload_id}"
     )
-    return payload_id
+    return payload.payload_id
 
 
 def drain_bursts(settings: Settings, rounds: int = 1) -> str:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
 from redis import Redis
 
 from marketpipe import broker
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
 from marketpipe.settings import Settings
+from services.fetcher.__main__ import build_context
+from services.fetcher.handoff import hand_on
 from services.sandbox.app import SandboxServer
 from services.transformer.jobs import load_job_id
 from tests.integration.conftest import FROZEN_AT, run_pipeline, run_service, settings_env
@@ -18,6 +24,11 @@ from tests.integration.reliability.conftest import (
     table_rows,
 )
 from tests.support.scratch import empty_claimed_redis
+from tests.unit.transformer.payloads import STOCK_META, bar, payload, stock_session_times
+
+# A zone the installed tz database does not know yet, as America/Ciudad_Juarez was until tzdata
+# 2022g: the vendor is ahead of us.
+NEW_ZONE = "America/Nueva_Zona"
 
 
 def test_requeue_failed_gives_failed_jobs_another_run(clean_db: Settings, redis: Redis) -> None:
@@ -71,3 +82,45 @@ def test_replay_rebuilds_a_window_from_raw_payloads_without_the_api(
     assert {t: table_rows(settings, t) for t in before} == before
     assert failed_jobs(redis) == {}
     assert sandbox.credits.snapshot("marketpipe-sandbox", sandbox.clock.now()).day_used == credits
+
+
+def test_replay_recovers_a_payload_whose_transform_failed(
+    clean_db: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    fetched = datetime(2026, 3, 9, tzinfo=UTC)
+    meta = {**STOCK_META, "symbol": "NUEV", "exchange_timezone": NEW_ZONE, "exchange": "BMV"}
+    times = stock_session_times(datetime(2026, 3, 2), 5)
+    values = [bar(t, 50 + i) for i, t in enumerate(times)]
+    poison = payload("NUEV", meta, values, fetched_at=fetched)
+    # Exactly what the fetcher does with an answer: land it raw, then enqueue its transform.
+    assert hand_on(build_context(clean_db, redis=redis), poison)
+    drain_bursts(clean_db)
+
+    assert query(clean_db, "SELECT count(*) FROM marketpipe.bars") == [(0,)]
+    reasons = query(clean_db, "SELECT payload_id, reason FROM marketpipe.quarantine")
+    assert [(p, NEW_ZONE in r) for p, r in reasons] == [(poison.payload_id, True)]
+    assert query(clean_db, "SELECT status FROM marketpipe.pipeline_runs") == [("failed",)]
+    assert query(clean_db, "SELECT payload_id FROM marketpipe.raw_payloads") == [
+        (poison.payload_id,)
+    ]
+
+    # The fix: a tz database that has the zone (here the rules of Mexico City under its name).
+    zones = tmp_path / "zoneinfo"
+    (zones / "America").mkdir(parents=True)
+    shutil.copy("/usr/share/zoneinfo/America/Mexico_City", zones / NEW_ZONE)
+    env = settings_env(clean_db, PYTHONTZPATH=zones)
+    out = run_service(
+        "services.ops", "replay", "--since", "2026-03-09", "--until", "2026-03-10", env=env
+    )
+    assert "replaying 1 payload(s)" in out
+    run_service("services.transformer", "--burst", env=env)
+    run_service("services.loader", "--burst", env=env)
+
+    assert query(clean_db, "SELECT symbol, count(*) FROM marketpipe.bars GROUP BY 1") == [
+        ("NUEV", len(times))
+    ]
+    assert query(clean_db, "SELECT DISTINCT exchange_timezone FROM marketpipe.bars") == [
+        (NEW_ZONE,)
+    ]
+    assert query(clean_db, "SELECT status FROM marketpipe.pipeline_runs") == [("ok",)]
+    assert failed_jobs(redis) == {}

@@ -111,3 +111,32 @@ def test_a_service_stops_at_start_on_a_malformed_value() -> None:
     )
     assert done.returncode == 2
     assert "INTERVAL" in done.stderr
+
+
+def test_with_a_key_a_demo_password_is_refused_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWELVE_DATA_API_KEY", "k" * 32)
+    monkeypatch.setenv("LOADER_DB_PASSWORD", "marketpipe-loader")  # .env.example's value
+    monkeypatch.setenv("READER_DB_PASSWORD", "a-real-one")
+    with pytest.raises(ValidationError, match="LOADER_DB_PASSWORD: the demo password is refused"):
+        Settings()
+    monkeypatch.setenv("LOADER_DB_PASSWORD", "another-real-one")
+    assert Settings().loader_db_password.get_secret_value() == "another-real-one"
+
+
+def test_demo_passwords_are_fine_in_demo_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOADER_DB_PASSWORD", "marketpipe-loader")
+    assert Settings().demo_mode
+
+
+def test_the_refusal_stops_a_service_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWELVE_DATA_API_KEY", "k" * 32)
+    monkeypatch.setenv("READER_DB_PASSWORD", "marketpipe-reader")
+    done = subprocess.run(
+        [sys.executable, "-c", "from marketpipe.settings import load_settings; load_settings()"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "READER_DB_PASSWORD: the demo password is refused outside demo mode" in done.stderr
+    assert "k" * 32 not in done.stderr

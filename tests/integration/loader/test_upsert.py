@@ -1,0 +1,109 @@
+"""The upsert on real PostgreSQL: a value changes only beyond a relative 1e-12."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import adbc_driver_postgresql.dbapi as adbc
+import numpy as np
+import psycopg2
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from redis import Redis
+
+from marketpipe import broker
+from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY
+from marketpipe.settings import Settings
+from services.loader.jobs import LINEAGE
+from services.loader.upsert import RELATIVE_TOLERANCE, prepare_session, upsert
+from tests.integration.loader.conftest import put_batch
+
+BARS = 72
+FLOATS = [name for name, sql_type in OLAP_COLUMNS if sql_type == "double precision"]
+
+
+def upsert_bars(settings: Settings, bars: pa.Table) -> int:
+    """One upsert of ``bars`` into marketpipe.bars in its own transaction, as the loader runs it."""
+    uri = settings.role_url("loader").render_as_string(hide_password=False)
+    with adbc.connect(uri) as conn, conn.cursor() as cur:
+        prepare_session(cur)
+        written = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
+        conn.commit()
+    return written
+
+
+def stored(settings: Settings) -> dict[str, tuple]:
+    """bar_time -> (close, sma_200, instrument_name, loaded_at, xmin) of every stored bar."""
+    conn = psycopg2.connect(settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT bar_time::text, close, sma_200, instrument_name, loaded_at, xmin::text"
+            " FROM marketpipe.bars"
+        )
+        rows = {r[0]: r[1:] for r in cur.fetchall()}
+    conn.close()
+    return rows
+
+
+def scaled(bars: pa.Table, factor: Callable[[int], np.ndarray], columns: list[str]) -> pa.Table:
+    """``bars`` with each of ``columns`` multiplied element-wise by ``factor(rows)``."""
+    for name in columns:
+        index = bars.schema.get_field_index(name)
+        bars = bars.set_column(index, name, pc.multiply(bars[name], pa.array(factor(len(bars)))))
+    return bars
+
+
+@pytest.fixture
+def loaded(clean_db: Settings, redis: Redis) -> pa.Table:
+    """A real transformed batch, loaded once; the bars as the loader read them."""
+    bars = broker.get_batch_tables(redis, put_batch(redis, clean_db, "BTC/USD", BARS))["bars"]
+    assert upsert_bars(clean_db, bars) == BARS
+    return bars
+
+
+def test_noise_below_the_tolerance_rewrites_no_row(clean_db: Settings, loaded: pa.Table) -> None:
+    before = stored(clean_db)
+    rng = np.random.default_rng(12)
+    # What a re-sent bar computed from a longer history looks like: every float off by up to
+    # 50 ulps-ish (relative 5e-13), and lineage (another transform) different too.
+    noisy = scaled(
+        loaded, lambda n: 1 + rng.uniform(-0.5, 0.5, n) * RELATIVE_TOLERANCE, FLOATS
+    ).set_column(
+        loaded.schema.get_field_index("payload_id"),
+        "payload_id",
+        pa.array(["another-payload"] * BARS),
+    )
+    assert not noisy["close"].equals(loaded["close"])
+    assert upsert_bars(clean_db, noisy) == 0
+    assert stored(clean_db) == before  # same values, loaded_at and row version
+
+
+def test_a_change_beyond_the_tolerance_is_written(clean_db: Settings, loaded: pa.Table) -> None:
+    before = stored(clean_db)
+    one = np.zeros(BARS)
+    one[5] = 1.0
+    revised = scaled(loaded, lambda n: 1 + one * 3 * RELATIVE_TOLERANCE, ["close"])
+    assert upsert_bars(clean_db, revised) == 1
+    after = stored(clean_db)
+    changed = {t for t in before if after[t] != before[t]}
+    assert len(changed) == 1
+    (when,) = changed
+    assert after[when][0] != before[when][0]
+    assert after[when][3] > before[when][3]  # loaded_at says when the row was rewritten
+
+
+def test_null_to_value_and_text_changes_are_written(clean_db: Settings, loaded: pa.Table) -> None:
+    before = stored(clean_db)
+    assert all(row[1] is None for row in before.values())  # 72 bars: no SMA 200 yet
+    sma = pa.array([1.0] + [None] * (BARS - 1), pa.float64())
+    name = pa.array(["Renamed"] * 2 + [None] * (BARS - 2), pa.large_string())
+    edited = loaded.set_column(loaded.schema.get_field_index("sma_200"), "sma_200", sma)
+    edited = edited.set_column(
+        edited.schema.get_field_index("instrument_name"),
+        "instrument_name",
+        pc.coalesce(name, edited["instrument_name"].cast(pa.large_string())),
+    )
+    assert upsert_bars(clean_db, edited) == 2  # row 0 has both edits, row 1 the name
+    after = stored(clean_db)
+    assert sum(after[t] != before[t] for t in before) == 2
