@@ -524,6 +524,7 @@ def main() -> None:
             settings.redis_url,
             _engine(),
             [state.symbol] if state.symbol and state.view == "instrument" else shown,
+            settings.interval,
         )
     # Only the body reruns on the timer: widgets keep their state and the page does not flash.
     live = st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))(
