@@ -161,11 +161,23 @@ class Venue:
         return self.asset_class == "stock"
 
 
+_ZONE_OF_CALENDAR: Final = {name: zone for zone, name in CALENDAR_BY_ZONE.items()}
+
+
 def venue(asset_class: str, exchange_timezone: str | None, mic_code: str | None = None) -> Venue:
     if asset_class == "stock":
         name = calendar_name(exchange_timezone, mic_code)
-        return Venue("stock", exchange_timezone or str(exchange_calendar(name).tz), name)
+        zone = exchange_timezone or _ZONE_OF_CALENDAR.get(name)
+        return Venue("stock", zone or str(exchange_calendar(name).tz), name)
     return Venue(asset_class, "UTC", None)
+
+
+def preload(names: tuple[str, ...] = (DEFAULT_STOCK_CALENDAR,)) -> None:
+    """Build the calendars' session tables now (seconds each): call before a worker forks."""
+    _known_calendars()
+    for name in names:
+        _closes(name)
+        regular_session_minutes(name)
 
 
 @cache
