@@ -216,8 +216,8 @@ def main() -> None:
         week = timedelta(days=7)
         cases: dict[str, Callable[[int], pd.DataFrame]] = {
             "catalog (latest bar per symbol)": lambda i: queries.catalog(engine, "1h"),
-            "overview (last, 1h/24h/7d/30d ago)": lambda i: queries.overview(
-                engine, "1h", timedelta(days=30)
+            "overview (quote, day change, 7d/30d returns)": lambda i: queries.overview(
+                engine, "1h", ago(30), newest
             ),
             "sparklines (all symbols, 7 days)": lambda i: queries.sparklines(
                 engine, "1h", ago(7), newest, timedelta(hours=3)
@@ -229,14 +229,24 @@ def main() -> None:
             "instrument bars, 31 days": lambda i: queries.bars(
                 engine, symbol(i), "1h", ago(31), newest
             ),
-            "instrument daily, 1 year + warm-up": lambda i: queries.daily_bars(
-                engine, symbol(i), ago(665), newest
+            "instrument daily, 1 year (stored indicators)": lambda i: queries.daily_bars(
+                engine, symbol(i), ago(365), newest
             ),
-            "compare 8 symbols hourly, 8 days": lambda i: queries.compare_closes(
+            "instrument quote": lambda i: queries.quote(engine, symbol(i), "1h", ago(30), newest),
+            "compare 8 symbols closes, 8 days": lambda i: queries.compare_closes(
                 engine, several(i), "1h", ago(8), newest, daily=False
             ),
-            "compare 8 symbols daily, 1 year": lambda i: queries.compare_closes(
+            "compare 8 symbols trading days, 1 year": lambda i: queries.compare_closes(
                 engine, several(i), "1h", ago(365), newest, daily=True
+            ),
+            "compare 8 symbols rebased, 8 days": lambda i: queries.rebased(
+                engine, several(i), "1h", ago(8), newest, daily=False
+            ),
+            "compare 8 symbols rebased daily, 1 year": lambda i: queries.rebased(
+                engine, several(i), "1h", ago(365), newest, daily=True
+            ),
+            "compare 8 symbols period returns": lambda i: queries.period_returns(
+                engine, several(i), "1h", ago(365), newest
             ),
             "freshness (bar, watermark, fetch)": lambda i: queries.freshness(engine, "1h"),
             "recent runs": lambda i: queries.recent_runs(engine),

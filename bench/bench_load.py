@@ -305,12 +305,11 @@ def main() -> None:
             land_payload(settings.role_url("fetcher"), payload)
         frames = {
             "bars": bars,
-            "daily": pd.concat([r.daily for r in results], ignore_index=True),
             "quarantine": pd.concat([r.quarantine for r in results], ignore_index=True),
         }
         broker.put_batch(redis, BATCH_ID, frames, ttl)
         for payload, result in zip(payloads, results, strict=True):
-            parts = {"bars": result.bars, "daily": result.daily, "quarantine": result.quarantine}
+            parts = {"bars": result.bars, "quarantine": result.quarantine}
             broker.put_batch(redis, payload.payload_id, parts, ttl)
 
         start = time.perf_counter()

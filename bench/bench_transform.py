@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from marketpipe.contract import RawPayload
-from services.transformer.timeconv import bars_per_year
+from marketpipe.market import bars_per_year, venue
 from services.transformer.transform import transform_series
 
 NOW = datetime(2040, 1, 1, tzinfo=UTC)
@@ -119,8 +119,8 @@ def seeded_ewm(x: pd.Series, n: int, alpha: float) -> pd.Series:
     return y.ewm(alpha=alpha, adjust=False).mean()
 
 
-def pandas_baseline(payload: RawPayload) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The same path written the first way that comes to mind; returns (bars, daily)."""
+def pandas_baseline(payload: RawPayload) -> pd.DataFrame:
+    """The same path written the first way that comes to mind (daily bars are the loader's)."""
     meta = payload.body["meta"]
     g = pd.DataFrame(payload.body["values"])
     for name in ("open", "high", "low", "close", "volume"):
@@ -158,7 +158,7 @@ def pandas_baseline(payload: RawPayload) -> tuple[pd.DataFrame, pd.DataFrame]:
     tr = pd.concat([high - low, (high - prev).abs(), (low - prev).abs()], axis=1)
     g["atr_14"] = seeded_ewm(tr.max(axis=1, skipna=False), 14, 1 / 14)
     kind = "stock" if zone else "crypto"
-    annualise = np.sqrt(bars_per_year(kind, payload.interval, zone))
+    annualise = np.sqrt(bars_per_year(payload.interval, venue(kind, zone)))
     g["volatility_20"] = g["log_return"].rolling(20).std() * annualise
     g["trading_date"] = g["bar_time_local"].dt.normalize()
     typical_volume = (high + low + close) / 3 * g["volume"]
@@ -173,24 +173,10 @@ def pandas_baseline(payload: RawPayload) -> tuple[pd.DataFrame, pd.DataFrame]:
     g.loc[young, ["high_52w", "low_52w"]] = np.nan
     g["pct_from_52w_high"] = (close / g["high_52w"] - 1) * 100
     g["pct_from_52w_low"] = (close / g["low_52w"] - 1) * 100
-    g["typical_volume"] = typical_volume
-    daily = g.groupby("trading_date").agg(
-        open=("open", "first"),
-        high=("high", "max"),
-        low=("low", "min"),
-        close=("close", "last"),
-        volume=("volume", "sum"),
-        traded=("typical_volume", "sum"),
-        bar_count=("close", "size"),
-    )
-    daily["vwap"] = daily["traded"] / daily["volume"]
-    daily["change"] = daily["close"].diff()
     since = payload.request.get("since")
     if since:
-        start = pd.Timestamp(since)
-        g = g[g["bar_time"] >= start]
-        daily = daily[daily.index >= (start - pd.Timedelta(days=1)).tz_localize(None).normalize()]
-    return g, daily
+        g = g[g["bar_time"] >= pd.Timestamp(since)]
+    return g
 
 
 # --- timing -------------------------------------------------------------------------------------
@@ -217,7 +203,7 @@ def best_of(repeats: int, func: Callable[[], object]) -> Timing:
 def check_like_for_like(payload: RawPayload) -> None:
     """The baseline and transform_series agree on the indicators of the emitted bars."""
     ours = transform_series(payload, now=NOW).bars
-    theirs, _ = pandas_baseline(payload)
+    theirs = pandas_baseline(payload)
     assert len(ours) == len(theirs), (len(ours), len(theirs))
     for name in CHECKED_COLUMNS:
         np.testing.assert_allclose(

@@ -16,8 +16,6 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field
 
-AssetClass = Literal["stock", "crypto", "forex"]
-
 SCHEMA: Final = "marketpipe"
 
 
@@ -115,7 +113,27 @@ OLAP_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
 )
 OLAP_KEY: Final = ("symbol", "interval", "bar_time")
 
-# marketpipe.daily_bars: one row per symbol and trading day (exchange session or UTC day).
+# The indicator columns daily_bars carries (computed over the stored daily series, db/init/0007).
+DAILY_INDICATORS: Final = (
+    "sma_20",
+    "sma_50",
+    "sma_200",
+    "ema_12",
+    "ema_26",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "rsi_14",
+    "bb_middle",
+    "bb_upper",
+    "bb_lower",
+    "atr_14",
+    "high_52w",
+    "low_52w",
+)
+
+# marketpipe.daily_bars: one row per symbol and trading day (exchange session or UTC day), built
+# by the loader from the stored bars of market.DAILY_SOURCE_INTERVAL (``source_interval``).
 DAILY_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("symbol", "text"),
     ("trading_date", "date"),
@@ -133,6 +151,9 @@ DAILY_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("is_complete", "boolean"),
     ("payload_id", "text"),
     ("transformed_at", "timestamptz"),
+    ("source_interval", "text"),
+    ("previous_close", "double precision"),
+    *((name, "double precision") for name in DAILY_INDICATORS),
 )
 DAILY_KEY: Final = ("symbol", "trading_date")
 

@@ -16,16 +16,14 @@ import streamlit as st
 from sqlalchemy.engine import Engine
 
 from marketpipe.db import reader_engine
-from marketpipe.intervals import INTRADAY_MINUTES
+from marketpipe.market import INTRADAY_MINUTES
 from marketpipe.settings import Settings, load_settings
-from services.dashboard import charts, metrics, queries, queue_status, view_state
+from services.dashboard import charts, display, metrics, queries, queue_status, view_state
 from services.dashboard import live as live_prices
 from services.dashboard.view_state import CUSTOM, DAILY, VIEWS, WINDOWS, ViewState
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Indicators need this much history before the first daily bar shown (SMA 200 on trading days).
-DAILY_WARMUP = timedelta(days=300)
 # A fetch's rows are loaded within minutes of its tick; only after that is a missing one late.
 FRESHNESS_GRACE = timedelta(minutes=10)
 QUARANTINE_LOOKBACK = timedelta(days=7)
@@ -82,10 +80,6 @@ def window_choice(start: object, end: object) -> str:
     return view_state.DEFAULT_WINDOW if window == CUSTOM and not (start and end) else window
 
 
-def _signed(value: float) -> str:
-    return "n/a" if pd.isna(value) else f"{value:+.2f}%"
-
-
 class Dashboard:
     """One page render: the settings, the cached queries and what the analyst chose."""
 
@@ -98,6 +92,9 @@ class Dashboard:
         self.bars = _cached(queries.bars, ttl)
         self.daily_bars = _cached(queries.daily_bars, ttl)
         self.compare_closes = _cached(queries.compare_closes, ttl)
+        self.quote = _cached(queries.quote, ttl)
+        self.period_returns = _cached(queries.period_returns, ttl)
+        self.rebased = _cached(queries.rebased, ttl)
         self.freshness = _cached(queries.freshness, ttl)
         self.recent_runs = _cached(queries.recent_runs, ttl)
         self.quarantine = _cached(queries.quarantine, ttl)
@@ -117,6 +114,7 @@ class Dashboard:
                 symbol=initial.symbol,
                 symbols=list(initial.symbols),
                 interval=initial.interval,
+                utc=initial.utc,
                 url_loaded=True,
             )
             if initial.start and initial.end:
@@ -155,6 +153,11 @@ class Dashboard:
             if known and st.session_state.view == "compare":
                 st.session_state.symbols = [s for s in st.session_state.symbols if s in known]
                 st.multiselect("Symbols", known, key="symbols")
+            st.toggle(
+                "Times in UTC",
+                key="utc",
+                help="Off: stock bars in their exchange's time (zone named), crypto in UTC.",
+            )
         state = ViewState(
             view=st.session_state.view,
             window=window_choice(start, end),
@@ -163,6 +166,7 @@ class Dashboard:
             symbol=st.session_state.get("symbol"),
             symbols=tuple(st.session_state.get("symbols", ())),
             interval=st.session_state.get("interval", self.settings.interval),
+            utc=bool(st.session_state.get("utc", False)),
         )
         st.query_params.from_dict(view_state.to_params(state))
         return state
@@ -171,16 +175,26 @@ class Dashboard:
 
     def market_overview(self, engine: Engine, state: ViewState, catalog: pd.DataFrame) -> None:
         newest = catalog["last_bar"].max().to_pydatetime()
-        since, _ = view_state.window_bounds(state, newest)
+        since, until = view_state.window_bounds(state, newest)
         window_label = (
             WINDOWS[state.window][0] if state.window in WINDOWS else f"since {since:%Y-%m-%d}"
         )
-        table = metrics.with_changes(self.overview(engine, self.settings.interval, newest - since))
+        table = self.overview(engine, self.settings.interval, since, until)
         classes = sorted(table["asset_class"].unique())
         chosen = st.pills(
             "Asset class", classes, selection_mode="multi", default=classes, key="asset_classes"
         )
         table = table[table["asset_class"].isin(chosen or classes)]
+        zones = [
+            display.display_zone(r.asset_class, r.exchange_timezone, utc=state.utc)
+            for r in table.itertuples(index=False)
+        ]
+        table = table.assign(
+            zone=zones,
+            last_bar_local=[
+                display.format_time(t, z) for t, z in zip(table["last_bar"], zones, strict=True)
+            ],
+        )
         spark_frame = self.sparklines(
             engine, self.settings.interval, newest - timedelta(days=7), newest, SPARKLINE_BUCKET
         )
@@ -190,19 +204,26 @@ class Dashboard:
             with columns[index % CARD_COLUMNS]:
                 st.metric(
                     f"{row.symbol} · {row.asset_class}",
-                    f"{row.last_price:,.2f}",
-                    _signed(row.change_24h) if pd.notna(row.change_24h) else None,
-                    delta_description="24 h",
+                    display.price(row.last_price, row.price_decimals),
+                    display.signed_percent(row.day_pct_change)
+                    if pd.notna(row.day_pct_change)
+                    else None,
+                    delta_description=f"vs {row.reference}",
                     chart_data=spark.get(row.symbol),
                     border=True,
-                    help=f"{row.instrument_name or row.symbol};"
-                    f" last bar {row.last_bar:%Y-%m-%d %H:%M} UTC"
+                    help=f"{row.instrument_name or row.symbol}; last bar {row.last_bar_local}"
                     + ("" if row.is_complete else " (still open)"),
                 )
-                st.caption(f"1 h {_signed(row.change_1h)} · 7 d {_signed(row.change_7d)}")
-        _csv_button(spark_frame, "sparklines_7d")
+                st.caption(
+                    f"7 d {display.signed_percent(row.change_7d)} ·"
+                    f" {window_label} {display.signed_percent(row.change_window)}"
+                )
+        _csv_button(display.with_local_times(spark_frame, "UTC"), "sparklines_7d")
         st.subheader("All instruments")
-        shown = table.assign(trend=table["symbol"].map(spark))
+        shown = display.rounded(
+            table.assign(trend=table["symbol"].map(spark)),
+            prices=("last_price", "reference_close", "day_change", "high_52w", "low_52w"),
+        )
         st.dataframe(
             shown,
             hide_index=True,
@@ -211,25 +232,46 @@ class Dashboard:
                 "instrument_name",
                 "asset_class",
                 "last_price",
-                "change_1h",
-                "change_24h",
+                "day_change",
+                "day_pct_change",
+                "reference",
                 "change_7d",
                 "change_window",
+                "high_52w",
+                "low_52w",
+                "avg_volume_20d",
                 "trend",
-                "last_bar",
+                "last_bar_local",
                 "is_complete",
             ),
             column_config={
-                "last_price": st.column_config.NumberColumn("last price", format="%.2f"),
-                "change_1h": st.column_config.NumberColumn("1 h %", format="%+.2f"),
-                "change_24h": st.column_config.NumberColumn("24 h %", format="%+.2f"),
+                "last_price": st.column_config.NumberColumn("last price"),
+                "day_change": st.column_config.NumberColumn("day change"),
+                "day_pct_change": st.column_config.NumberColumn("day %", format="%+.2f"),
+                "reference": st.column_config.TextColumn("day change vs"),
                 "change_7d": st.column_config.NumberColumn("7 d %", format="%+.2f"),
                 "change_window": st.column_config.NumberColumn(f"{window_label} %", format="%+.2f"),
+                "high_52w": st.column_config.NumberColumn("52 w high"),
+                "low_52w": st.column_config.NumberColumn("52 w low"),
+                "avg_volume_20d": st.column_config.NumberColumn("avg volume (20 d)", format="%.0f"),
                 "trend": st.column_config.LineChartColumn("7 days"),
+                "last_bar_local": st.column_config.TextColumn("last bar"),
                 "is_complete": st.column_config.CheckboxColumn("bar closed"),
             },
         )
-        _csv_button(table, "overview")
+        st.caption(
+            "Returns: marketpipe.period_returns (close at the end vs the last close at or before"
+            f" the start, {since:%Y-%m-%d %H:%M} UTC). Day change: stocks vs the previous"
+            " session's close, crypto and forex vs 24 hours before. Prices at quoted precision."
+        )
+        _csv_button(
+            display.with_local_times(
+                table.drop(columns=["zone", "last_bar_local"]), "UTC", "last_bar"
+            )
+            .drop(columns=["time_zone"])
+            .assign(last_bar_local=table["last_bar_local"].to_numpy()),
+            "overview",
+        )
         best, worst = metrics.best_and_worst(table, PERFORMERS)
         left, right = st.columns(2)
         with left:
@@ -243,11 +285,11 @@ class Dashboard:
             return
         newest = catalog.loc[catalog["symbol"] == symbol, "last_bar"].max().to_pydatetime()
         since, until = view_state.window_bounds(state, newest)
-        if state.interval == DAILY:
-            history = metrics.with_indicators(
-                self.daily_bars(engine, symbol, since - DAILY_WARMUP, until)
-            )
-            history = history[history["bar_time"] >= pd.Timestamp(since).floor("D")]
+        quote = self.quote(engine, symbol, self.settings.interval, since, until)
+        info = quote.iloc[0] if len(quote) else None
+        daily = state.interval == DAILY
+        if daily:
+            history = self.daily_bars(engine, symbol, since, until)
         else:
             history = self.bars(engine, symbol, state.interval, since, until)
         overlays = st.pills(
@@ -257,33 +299,49 @@ class Dashboard:
             default=["SMA 20", "SMA 50"],
             key="overlays",
         )
-        if history.empty:
+        if history.empty or info is None:
             st.info(
                 f"No {symbol} bars between {since:%Y-%m-%d} and {until:%Y-%m-%d}:"
                 " pick a longer window."
             )
             return
+        zone = display.display_zone(info["asset_class"], info["exchange_timezone"], utc=state.utc)
         last = history.iloc[-1]
         status = "still open" if not last["is_complete"] else "closed"
         st.metric(
             f"{symbol} last close ({state.interval}, bar {status})",
-            f"{last['close']:,.2f}",
-            _signed(
-                metrics.pct_change(
-                    history["close"].tail(1), history["close"].shift(1).tail(1)
-                ).iloc[0]
-            ),
+            display.price(info["close"], info["price_decimals"]),
+            display.signed_percent(info["day_pct_change"])
+            if pd.notna(info["day_pct_change"])
+            else None,
+            delta_description=f"vs {info['reference']}",
+            help=f"last bar {display.format_time(info['bar_time'], zone)}",
+        )
+        st.caption(
+            f"Return over the window: {display.signed_percent(info['window_return'])}"
+            f" · 52 w range {display.price(info['low_52w'], info['price_decimals'])}"
+            f" to {display.price(info['high_52w'], info['price_decimals'])}"
+            f" · times in {zone if not daily else 'trading days'}"
         )
         live_bar = pd.DataFrame()
         if state.interval in INTRADAY_MINUTES:
             length = timedelta(minutes=INTRADAY_MINUTES[state.interval])
             tick = live_prices.live_tick(self.settings.redis_url, symbol)
             live_bar = live_prices.extend_open_bar(history, tick, length)
+        drawn, live_drawn = history, live_bar
+        if not daily:
+            drawn = history.assign(bar_time=display.in_zone(history["bar_time"], zone))
+            if not live_bar.empty:
+                live_drawn = live_bar.assign(bar_time=display.in_zone(live_bar["bar_time"], zone))
+        figure = charts.instrument_figure(
+            drawn, symbol, overlays or [], zone="trading day" if daily else zone
+        )
+        download = history.drop(columns=["bar_time_local", "exchange_timezone"], errors="ignore")
+        if not daily:
+            download = display.with_local_times(download, zone)
         _chart(
-            live_prices.with_live_candle(
-                charts.instrument_figure(history, symbol, overlays or []), live_bar
-            ),
-            history,
+            live_prices.with_live_candle(figure, live_drawn),
+            download,
             f"{symbol.replace('/', '-')}_{state.interval}",
         )
 
@@ -294,24 +352,44 @@ class Dashboard:
         newest = catalog["last_bar"].max().to_pydatetime()
         since, until = view_state.window_bounds(state, newest)
         daily = view_state.compare_daily(since, until)
-        closes = self.compare_closes(
-            engine, list(state.symbols), self.settings.interval, since, until, daily=daily
-        )
+        interval = self.settings.interval
+        symbols = list(state.symbols)
+        closes = self.compare_closes(engine, symbols, interval, since, until, daily=daily)
         if closes.empty:
             st.info("None of these symbols has bars in this window: pick a longer one.")
             return
-        st.caption(
-            f"{'Daily' if daily else self.settings.interval} closes from {since:%Y-%m-%d %H:%M}"
-            f" to {until:%Y-%m-%d %H:%M} UTC."
+        zone = display.common_zone(
+            display.display_zone(r.asset_class, r.exchange_timezone, utc=state.utc)
+            for r in closes.drop_duplicates("symbol").itertuples(index=False)
         )
-        rebased = metrics.rebase_to_100(closes)
-        _chart(charts.comparison_figure(rebased), rebased, "rebased")
+        rebased = self.rebased(engine, symbols, interval, since, until, daily=daily)
+        grid = metrics.common_grid(closes, interval, daily=daily)
+        st.caption(
+            f"{'Daily' if daily else interval} points from {display.format_time(since, zone)}"
+            f" to {display.format_time(until, zone)}. Rebased to 100 at each symbol's last close"
+            " at or before the start (marketpipe.rebased). " + grid.description
+        )
+        _chart(
+            charts.comparison_figure(
+                rebased.assign(bar_time=display.in_zone(rebased["bar_time"], zone)), zone=zone
+            ),
+            display.with_local_times(rebased, zone),
+            "rebased",
+        )
         st.subheader("Summary")
-        summary = metrics.performance_summary(closes)
+        returns = self.period_returns(engine, symbols, interval, since, until)
+        summary = metrics.performance_summary(grid, returns)
+        decimals = returns.set_index("symbol")["price_decimals"]
+        summary = summary.assign(price_decimals=summary["symbol"].map(decimals))
         st.dataframe(
-            summary,
+            display.rounded(
+                summary,
+                prices=("start_close", "end_close"),
+            ).drop(columns=["price_decimals"]),
             hide_index=True,
             column_config={
+                "start_close": st.column_config.NumberColumn("close at start"),
+                "end_close": st.column_config.NumberColumn("close at end"),
                 "return_pct": st.column_config.NumberColumn("return %", format="%+.2f"),
                 "volatility_pct": st.column_config.NumberColumn(
                     "volatility % (annualized)", format="%.1f"
@@ -319,13 +397,19 @@ class Dashboard:
                 "max_drawdown_pct": st.column_config.NumberColumn("max drawdown %", format="%.2f"),
             },
         )
-        _csv_button(summary, "summary")
-        returns = metrics.bar_returns(closes)
+        _csv_button(summary.drop(columns=["price_decimals"]), "summary")
+        grid_steps = metrics.grid_returns(grid)
         left, right = st.columns(2)
         with left:
-            _chart(charts.returns_histogram(returns), returns, "returns")
+            _chart(
+                charts.returns_histogram(grid_steps),
+                grid_steps.rename(columns={"bar_time": "trading_date"})
+                if daily
+                else display.with_local_times(grid_steps, zone),
+                "returns",
+            )
         with right:
-            correlation = metrics.return_correlation(closes)
+            correlation = metrics.return_correlation(grid)
             _chart(
                 charts.correlation_heatmap(correlation),
                 correlation.reset_index(names="symbol"),
@@ -440,6 +524,7 @@ def main() -> None:
             settings.redis_url,
             _engine(),
             [state.symbol] if state.symbol and state.view == "instrument" else shown,
+            settings.interval,
         )
     # Only the body reruns on the timer: widgets keep their state and the page does not flash.
     live = st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))(

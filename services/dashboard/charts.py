@@ -31,7 +31,10 @@ def closed_market_gaps(bar_times: pd.Series) -> dict[str, object] | None:
     The slots are the regular grid of the most common bar spacing from the first bar to the
     last; crypto trades in every slot, so it gets none.
     """
-    times = pd.DatetimeIndex(bar_times).tz_convert("UTC").tz_localize(None).unique().sort_values()
+    # On the wall clock the times are drawn in (the exchange's for stocks): sessions are regular
+    # there across DST changes.
+    index = pd.DatetimeIndex(bar_times)
+    times = (index.tz_localize(None) if index.tz is not None else index).unique().sort_values()
     if len(times) < 3:
         return None
     step = pd.Series(times).diff().mode().iloc[0]
@@ -41,8 +44,12 @@ def closed_market_gaps(bar_times: pd.Series) -> dict[str, object] | None:
     return {"values": list(missing), "dvalue": step / pd.Timedelta(milliseconds=1)}
 
 
-def instrument_figure(bars: pd.DataFrame, symbol: str, overlays: Collection[str]) -> go.Figure:
+def instrument_figure(
+    bars: pd.DataFrame, symbol: str, overlays: Collection[str], zone: str = "UTC"
+) -> go.Figure:
     """Candlesticks + overlays, volume, RSI and MACD panels on one shared time axis.
+
+    ``bars["bar_time"]`` is drawn as its wall time; ``zone`` names it on the axis and in hovers.
 
     The still-open bar (``is_complete`` false) is its own grey candle named "still open", so it
     is never mistaken for a final price.
@@ -110,6 +117,8 @@ def instrument_figure(bars: pd.DataFrame, symbol: str, overlays: Collection[str]
             go.Scatter(x=bars["bar_time"], y=bars[column], name=name, mode="lines"), row=4, col=1
         )
     figure.update_yaxes(range=[0, 100], row=3, col=1)
+    figure.update_xaxes(title_text=f"time ({zone})", row=4, col=1)
+    figure.update_xaxes(hoverformat=f"%Y-%m-%d %H:%M ({zone})")
     gaps = closed_market_gaps(bars["bar_time"])
     if gaps is not None:
         figure.update_xaxes(rangebreaks=[gaps])
@@ -145,7 +154,7 @@ def performers_figure(ranked: pd.DataFrame, title: str) -> go.Figure:
     return figure
 
 
-def comparison_figure(rebased: pd.DataFrame) -> go.Figure:
+def comparison_figure(rebased: pd.DataFrame, zone: str = "UTC") -> go.Figure:
     figure = go.Figure()
     for symbol, series in rebased.groupby("symbol", sort=True):
         figure.add_trace(
@@ -156,6 +165,7 @@ def comparison_figure(rebased: pd.DataFrame) -> go.Figure:
         title="Performance, rebased to 100 at the start of the window",
         height=420,
         yaxis_title="index (start = 100)",
+        xaxis={"title": {"text": f"time ({zone})"}, "hoverformat": f"%Y-%m-%d %H:%M ({zone})"},
         margin=MARGIN,
         legend={"orientation": "h"},
     )
@@ -169,11 +179,11 @@ def returns_histogram(returns: pd.DataFrame) -> go.Figure:
             go.Histogram(x=series["return_pct"], name=str(symbol), opacity=0.55, nbinsx=60)
         )
     figure.update_layout(
-        title="Distribution of bar returns",
+        title="Distribution of returns on the common grid",
         barmode="overlay",
         height=380,
-        xaxis_title="return per bar, %",
-        yaxis_title="bars",
+        xaxis_title="return per grid step, %",
+        yaxis_title="steps",
         margin=MARGIN,
         legend={"orientation": "h"},
     )
@@ -196,7 +206,7 @@ def correlation_heatmap(correlation: pd.DataFrame) -> go.Figure:
         )
     )
     figure.update_layout(
-        title="Correlation of bar returns",
+        title="Correlation of returns on the common grid",
         height=120 + 40 * max(len(labels), 4),
         margin=MARGIN,
         yaxis={"autorange": "reversed"},

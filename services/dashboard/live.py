@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -28,11 +28,12 @@ STRIP_SECONDS = 1.0
 LIVE_COLOUR = "#ff9800"
 BADGE_ICONS = {"live": "🟢 live", "delayed": "🟠 delayed", "off": "⚪ off"}
 
+# The day change's reference, defined once in latest_quotes (db/init/0007): the previous
+# session's close for stocks, the close 24 hours before the latest bar for crypto and forex.
 PREVIOUS_CLOSE_SQL = text(
-    "SELECT s.symbol, d.trading_date, d.close FROM unnest(:symbols) AS s(symbol)"
-    " CROSS JOIN LATERAL (SELECT b.trading_date, b.close FROM marketpipe.daily_bars b"
-    " WHERE b.symbol = s.symbol AND b.trading_date < :today"
-    " ORDER BY b.trading_date DESC LIMIT 1) d"
+    "SELECT q.symbol, q.reference_close AS close FROM marketpipe.latest_quotes q"
+    " WHERE q.symbol = ANY(:symbols) AND q.interval = :interval"
+    " AND q.reference_close IS NOT NULL"
 )
 
 
@@ -110,10 +111,10 @@ def strip_frame(
 
 
 @st.cache_data(ttl=60, show_spinner=False, hash_funcs={Engine: lambda e: e.url.render_as_string()})
-def previous_closes(engine: Engine, symbols: tuple[str, ...], today: date) -> dict[str, float]:
-    """The close of each symbol's last daily bar before ``today`` (UTC date)."""
+def previous_closes(engine: Engine, symbols: tuple[str, ...], interval: str) -> dict[str, float]:
+    """Each symbol's day-change reference (latest_quotes.reference_close of ``interval``)."""
     with engine.connect() as conn:
-        rows = conn.execute(PREVIOUS_CLOSE_SQL, {"symbols": list(symbols), "today": today})
+        rows = conn.execute(PREVIOUS_CLOSE_SQL, {"symbols": list(symbols), "interval": interval})
         return {row.symbol: float(row.close) for row in rows}
 
 
@@ -127,7 +128,9 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def render_strip(redis_url: str, engine: Engine, symbols: Sequence[str]) -> None:
+def render_strip(
+    redis_url: str, engine: Engine, symbols: Sequence[str], interval: str = "1h"
+) -> None:
     """The live strip, as a fragment of its own (rerun every STRIP_SECONDS)."""
 
     @st.fragment(run_every=timedelta(seconds=STRIP_SECONDS))
@@ -141,7 +144,7 @@ def render_strip(redis_url: str, engine: Engine, symbols: Sequence[str]) -> None
             st.caption(f"Live prices unavailable: Redis did not answer ({type(exc).__name__}).")
             return
         try:
-            closes = previous_closes(engine, tuple(symbols), now.date())
+            closes = previous_closes(engine, tuple(symbols), interval)
         except Exception:
             closes = {}
         frame = strip_frame(symbols, latest, closes, status, now.timestamp())
@@ -153,7 +156,7 @@ def render_strip(redis_url: str, engine: Engine, symbols: Sequence[str]) -> None
                     f"{row.symbol} · {BADGE_ICONS[row.badge]}",
                     "n/a" if pd.isna(row.price) else f"{row.price:,.2f}",
                     change,
-                    delta_description="vs previous close",
+                    delta_description="vs previous close (stocks) / 24 h (crypto)",
                     help="Live price from the streamer (not a stored bar).",
                 )
                 st.caption(f"tick {_age(row.tick_age_seconds)}")

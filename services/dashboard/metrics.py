@@ -1,8 +1,14 @@
-"""Pure metrics of the dashboard: frames in, frames or numbers out (no SQL, no Streamlit)."""
+"""Pure metrics of the dashboard: frames in, frames or numbers out (no SQL, no Streamlit).
+
+No indicator and no period return is computed here: they are stored by the pipeline or defined
+in SQL (db/init/0007). What stays is presentation: ranking, a common grid for comparisons,
+summary statistics of that grid, and pipeline freshness.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -10,27 +16,18 @@ import numpy as np
 import pandas as pd
 from cronsim import CronSim
 
+from marketpipe.market import bars_per_year, venue
+
 Freshness = Literal["fresh", "late", "stale", "no data"]
 
-SECONDS_PER_YEAR = 365.25 * 24 * 3600
 # The API's clock (fetched_at) and ours may disagree a little; a fetch this early still counts.
 CLOCK_SKEW = timedelta(minutes=2)
-CHANGE_HORIZONS = (("1h", "close_1h_ago"), ("24h", "close_24h_ago"), ("7d", "close_7d_ago"))
 
 
 def pct_change(now: pd.Series, before: pd.Series) -> pd.Series:
     """Percent change from ``before`` to ``now``; NaN where there is no (or a zero) reference."""
     reference = before.astype(float).where(before.astype(float) != 0)
     return 100.0 * (now.astype(float) / reference - 1.0)
-
-
-def with_changes(overview: pd.DataFrame) -> pd.DataFrame:
-    """The overview with ``change_<horizon>`` columns for 1 h, 24 h, 7 d and the window."""
-    changes = {
-        f"change_{label}": pct_change(overview["last_price"], overview[column])
-        for label, column in (*CHANGE_HORIZONS, ("window", "close_window_ago"))
-    }
-    return overview.assign(**changes)
 
 
 def best_and_worst(changes: pd.DataFrame, count: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -43,19 +40,66 @@ def best_and_worst(changes: pd.DataFrame, count: int) -> tuple[pd.DataFrame, pd.
     return best, worst
 
 
-def rebase_to_100(closes: pd.DataFrame) -> pd.DataFrame:
-    """Each symbol's close divided by its first close in the frame, times 100."""
-    ordered = closes.sort_values(["symbol", "bar_time"])
-    first = ordered.groupby("symbol")["close"].transform("first")
-    return ordered.assign(rebased=ordered["close"] / first * 100.0)
+@dataclass(frozen=True)
+class Grid:
+    """Closes of several symbols on common times, so their returns can be compared."""
+
+    closes: pd.DataFrame  # index: grid time (UTC); one column per symbol
+    description: str  # what the grid is, said on the page
+    per_year: float  # grid steps per year (annualises volatility)
 
 
-def bar_returns(closes: pd.DataFrame) -> pd.DataFrame:
-    """Bar-to-bar simple returns in percent per symbol (the first bar of each has none)."""
-    ordered = closes.sort_values(["symbol", "bar_time"])
-    previous = ordered.groupby("symbol")["close"].shift(1)
-    returns = ordered.assign(return_pct=pct_change(ordered["close"], previous))
-    return returns.dropna(subset=["return_pct"])[["symbol", "bar_time", "return_pct"]]
+def common_grid(closes: pd.DataFrame, interval: str, *, daily: bool) -> Grid:
+    """Every symbol's last close at or before each grid point (docs/indicators.md, "Compare").
+
+    The grid is the bar times of the stocks in the set (their sessions), or of every symbol when
+    the set holds no stock. Stocks open their bars at :30 and crypto at :00, so without a common
+    grid no timestamp would be shared. ``daily``: ``closes`` holds each symbol's last bar per
+    trading day (``trading_date``) and the grid is the stocks' trading days (every day without
+    a stock): trading-day returns, a coin's weekend in its Friday-to-Monday step.
+    """
+    key = "trading_date" if daily else "bar_time"
+    classes = closes.groupby("symbol")["asset_class"].first()
+    has_stock = bool((classes == "stock").any())
+    leaders = closes[closes["asset_class"] == "stock"] if has_stock else closes
+    points = pd.DatetimeIndex(leaders[key].unique()).sort_values()
+    columns = {}
+    for symbol, series in closes.sort_values(key).groupby("symbol", sort=True):
+        values = pd.Series(series["close"].to_numpy(float), index=pd.DatetimeIndex(series[key]))
+        values = values[~values.index.duplicated(keep="last")]
+        sampled = values.reindex(values.index.union(points)).ffill().reindex(points)
+        # Before its first bar a symbol has no close, not the next one's.
+        columns[str(symbol)] = sampled.where(points >= values.index[0])
+    wide = pd.DataFrame(columns, index=points)
+    kind = "stock" if has_stock else str(classes.iloc[0]) if len(classes) else "crypto"
+    zones = leaders["exchange_timezone"].dropna() if has_stock else pd.Series(dtype=object)
+    place = venue(kind, str(zones.iloc[0]) if len(zones) else None)
+    per_year = bars_per_year("1day" if daily else interval, place)
+    unit = "trading-day closes" if daily else f"{interval} bar closes"
+    if has_stock and (classes != "stock").any():
+        description = (
+            f"Returns on the stocks' {unit} ({place.calendar} calendar); the other symbols are"
+            " sampled at the same points (their last close at or before each)."
+        )
+    else:
+        description = f"Returns on common {unit}."
+    return Grid(wide, description, per_year)
+
+
+def grid_returns(grid: Grid) -> pd.DataFrame:
+    """Step-to-step simple returns in percent on the grid, long form (symbol, bar_time)."""
+    returns = grid.closes.pct_change(fill_method=None) * 100.0
+    long = (
+        returns.rename_axis("bar_time")
+        .reset_index()
+        .melt(id_vars="bar_time", var_name="symbol", value_name="return_pct")
+    )
+    return long.dropna(subset=["return_pct"])[["symbol", "bar_time", "return_pct"]]
+
+
+def return_correlation(grid: Grid) -> pd.DataFrame:
+    """Pearson correlation of grid returns, pairwise over the steps both symbols have."""
+    return grid.closes.pct_change(fill_method=None).corr(min_periods=3)
 
 
 def max_drawdown_pct(close: pd.Series) -> float:
@@ -66,82 +110,39 @@ def max_drawdown_pct(close: pd.Series) -> float:
     return float(100.0 * (values / values.cummax() - 1.0).min())
 
 
-def annualized_volatility_pct(close: pd.Series, times: pd.Series) -> float:
-    """Standard deviation of bar returns scaled by the observed number of bars per year.
-
-    Counting bars per year from the data (not 252 or 8760) makes a stock's hourly session bars
-    and a coin's round-the-clock bars comparable without knowing either calendar.
-    """
-    returns = close.astype(float).pct_change().dropna()
-    span = (times.iloc[-1] - times.iloc[0]).total_seconds() if len(times) > 1 else 0.0
-    if len(returns) < 2 or span <= 0:
-        return float("nan")
-    bars_per_year = len(returns) / (span / SECONDS_PER_YEAR)
-    return float(100.0 * returns.std(ddof=1) * np.sqrt(bars_per_year))
-
-
-def performance_summary(closes: pd.DataFrame) -> pd.DataFrame:
-    """Per symbol over the frame: first and last close, return, volatility, max drawdown."""
+def performance_summary(grid: Grid, returns: pd.DataFrame) -> pd.DataFrame:
+    """Per symbol: the period return (``returns``: marketpipe.period_returns), volatility of its
+    grid returns (annualised by the grid's steps per year) and max drawdown on the grid."""
     rows = []
-    for symbol, series in closes.sort_values(["symbol", "bar_time"]).groupby("symbol"):
-        first, last = float(series["close"].iloc[0]), float(series["close"].iloc[-1])
+    symbols = sorted({*grid.closes.columns, *returns["symbol"]})
+    for symbol in symbols:
+        # A symbol without bars inside the window still has a period return (0 when unchanged).
+        closes = grid.closes[symbol].dropna() if symbol in grid.closes else pd.Series(dtype=float)
+        steps = closes.pct_change(fill_method=None).dropna()
+        period = returns[returns["symbol"] == symbol]
         rows.append(
             {
                 "symbol": symbol,
-                "first_close": first,
-                "last_close": last,
-                "return_pct": 100.0 * (last / first - 1.0) if first else float("nan"),
-                "volatility_pct": annualized_volatility_pct(series["close"], series["bar_time"]),
-                "max_drawdown_pct": max_drawdown_pct(series["close"]),
-                "bars": len(series),
+                "start_close": period["start_close"].iloc[0] if len(period) else np.nan,
+                "end_close": period["end_close"].iloc[0] if len(period) else np.nan,
+                "return_pct": period["return_pct"].iloc[0] if len(period) else np.nan,
+                "volatility_pct": float(100.0 * steps.std(ddof=1) * np.sqrt(grid.per_year))
+                if len(steps) > 1
+                else np.nan,
+                "max_drawdown_pct": max_drawdown_pct(closes),
+                "grid_points": len(closes),
             }
         )
     columns = [
         "symbol",
-        "first_close",
-        "last_close",
+        "start_close",
+        "end_close",
         "return_pct",
         "volatility_pct",
         "max_drawdown_pct",
-        "bars",
+        "grid_points",
     ]
     return pd.DataFrame(rows, columns=columns)
-
-
-def return_correlation(closes: pd.DataFrame) -> pd.DataFrame:
-    """Pearson correlation of bar returns, pairwise over the bar times both symbols share."""
-    returns = bar_returns(closes)
-    wide = returns.pivot_table(index="bar_time", columns="symbol", values="return_pct")
-    wide.columns.name = None
-    return wide.corr(min_periods=3)
-
-
-def with_indicators(bars: pd.DataFrame) -> pd.DataFrame:
-    """SMA 20/50/200, EMA 12/26, Bollinger (20, 2 std), RSI 14 (Wilder) and MACD (12, 26, 9).
-
-    For bars the pipeline does not store indicators for (daily bars); the caller passes
-    warm-up bars before the range it shows so the long averages exist from its first bar.
-    """
-    close = bars["close"].astype(float)
-    out: dict[str, pd.Series] = {
-        f"sma_{n}": close.rolling(n, min_periods=n).mean() for n in (20, 50, 200)
-    }
-    for span in (12, 26):
-        out[f"ema_{span}"] = close.ewm(span=span, adjust=False, min_periods=span).mean()
-    deviation = close.rolling(20, min_periods=20).std(ddof=0)
-    out["bb_middle"] = out["sma_20"]
-    out["bb_upper"] = out["sma_20"] + 2 * deviation
-    out["bb_lower"] = out["sma_20"] - 2 * deviation
-    delta = close.diff()
-    gain = delta.clip(lower=0).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
-    loss = (-delta.clip(upper=0)).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
-    # A series that never falls has loss 0: RSI is 100 there, not a division error.
-    out["rsi_14"] = (100 - 100 / (1 + gain / loss)).where(loss != 0, 100.0)
-    out["rsi_14"] = out["rsi_14"].where(gain.notna())
-    out["macd"] = out["ema_12"] - out["ema_26"]
-    out["macd_signal"] = out["macd"].ewm(span=9, adjust=False, min_periods=9).mean()
-    out["macd_hist"] = out["macd"] - out["macd_signal"]
-    return bars.assign(**out)
 
 
 def due_fetches(schedule: str, now: datetime, grace: timedelta, count: int = 2) -> list[datetime]:

@@ -2,8 +2,9 @@
 
 Every statement is a constant: user choices arrive only as bound parameters (symbols validated
 before they get here). Each query is shaped to be served by an index at any table size: the
-newest bars come from ``latest_quotes`` (a loose index scan, db/init/0003), "price N hours ago"
-is one backward probe of the primary key per symbol, and ranges are bounded on both ends.
+newest bars come from ``latest_quotes`` (a loose index scan, db/init/0003), returns from
+``period_returns`` (one backward probe of the primary key per symbol and end, db/init/0007), and
+ranges are bounded on both ends. No metric is defined here: the SQL functions define them.
 """
 
 from __future__ import annotations
@@ -23,24 +24,51 @@ CATALOG_SQL = text(
 )
 
 
-# "The close N ago" is one backward probe of the primary key per symbol and horizon.
+# The quote screen and the period returns are defined once, in SQL (db/init/0007): the day's
+# change against the previous session close (stocks) or 24 hours (crypto, forex), and the return
+# over the window and over 7 days by marketpipe.period_returns.
 OVERVIEW_SQL = text(
-    "SELECT q.symbol, q.asset_class, q.instrument_name, q.currency, q.bar_time AS last_bar,"
-    " q.close AS last_price, q.is_complete,"
-    " (SELECT b.close FROM marketpipe.bars b WHERE b.symbol = q.symbol"
-    " AND b.interval = q.interval AND b.bar_time <= q.bar_time - :one_hour"
-    " ORDER BY b.bar_time DESC LIMIT 1) AS close_1h_ago,"
-    " (SELECT b.close FROM marketpipe.bars b WHERE b.symbol = q.symbol"
-    " AND b.interval = q.interval AND b.bar_time <= q.bar_time - :one_day"
-    " ORDER BY b.bar_time DESC LIMIT 1) AS close_24h_ago,"
-    " (SELECT b.close FROM marketpipe.bars b WHERE b.symbol = q.symbol"
-    " AND b.interval = q.interval AND b.bar_time <= q.bar_time - :one_week"
-    " ORDER BY b.bar_time DESC LIMIT 1) AS close_7d_ago,"
-    " (SELECT b.close FROM marketpipe.bars b WHERE b.symbol = q.symbol"
-    " AND b.interval = q.interval AND b.bar_time <= q.bar_time - :window"
-    " ORDER BY b.bar_time DESC LIMIT 1) AS close_window_ago"
-    " FROM marketpipe.latest_quotes q WHERE q.interval = :interval ORDER BY q.symbol"
+    "SELECT q.symbol, q.asset_class, q.instrument_name, q.currency, q.exchange_timezone,"
+    " q.bar_time AS last_bar, q.close AS last_price, q.is_complete, q.pct_change AS change_bar,"
+    " q.reference, q.reference_close, q.day_change, q.day_pct_change, q.high_52w, q.low_52w,"
+    " q.avg_volume_20d, wk.return_pct AS change_7d, w.return_pct AS change_window,"
+    " marketpipe.price_decimals(q.asset_class, q.close) AS price_decimals"
+    " FROM marketpipe.latest_quotes q"
+    " LEFT JOIN marketpipe.period_returns(:week_start, :until, :interval) wk"
+    " ON wk.symbol = q.symbol"
+    " LEFT JOIN marketpipe.period_returns(:window_start, :until, :interval) w"
+    " ON w.symbol = q.symbol"
+    " WHERE q.interval = :interval ORDER BY q.symbol"
 )
+
+QUOTE_SQL = text(
+    "SELECT q.symbol, q.asset_class, q.exchange_timezone, q.bar_time, q.close, q.is_complete,"
+    " q.reference, q.reference_close, q.day_change, q.day_pct_change, q.high_52w, q.low_52w,"
+    " q.avg_volume_20d, marketpipe.price_decimals(q.asset_class, q.close) AS price_decimals,"
+    " marketpipe.period_return(q.symbol, :since, :until, q.interval) AS window_return"
+    " FROM marketpipe.latest_quotes q WHERE q.symbol = :symbol AND q.interval = :interval"
+)
+
+PERIOD_RETURNS_SQL = text(
+    "SELECT r.symbol, r.start_time, r.start_close, r.end_time, r.end_close, r.return_pct,"
+    " marketpipe.price_decimals(q.asset_class, r.end_close) AS price_decimals"
+    " FROM marketpipe.period_returns(:since, :until, :interval) r"
+    " JOIN marketpipe.latest_quotes q ON q.symbol = r.symbol AND q.interval = :interval"
+    " WHERE r.symbol IN :symbols ORDER BY r.symbol"
+).bindparams(bindparam("symbols", expanding=True))
+
+# Rebased to the period return's reference; long windows keep one point per UTC day (its last
+# bar) besides the reference and the final bar, so the last point is always 100 + the return.
+REBASED_SQL = text(
+    "WITH r AS (SELECT x.symbol, x.bar_time, x.close, x.rebased,"
+    " row_number() OVER (PARTITION BY x.symbol ORDER BY x.bar_time) AS n,"
+    " lead(x.bar_time) OVER (PARTITION BY x.symbol ORDER BY x.bar_time) AS next_time"
+    " FROM marketpipe.rebased(:since, :until, :interval) x WHERE x.symbol IN :symbols)"
+    " SELECT symbol, bar_time, close, rebased FROM r"
+    " WHERE NOT :daily OR n = 1 OR next_time IS NULL"
+    " OR date_trunc('day', next_time, 'UTC') <> date_trunc('day', bar_time, 'UTC')"
+    " ORDER BY symbol, bar_time"
+).bindparams(bindparam("symbols", expanding=True))
 
 # Sparklines need a shape, not every bar: the last close per bucket keeps the rows few.
 SPARKLINE_SQL = text(
@@ -51,32 +79,37 @@ SPARKLINE_SQL = text(
     " GROUP BY 1, 2 ORDER BY 1, 2"
 )
 
+# Bars and days carry the same stored indicator columns: the instrument page draws either.
 BARS_SQL = text(
-    "SELECT bar_time, open, high, low, close, volume, sma_20, sma_50, sma_200, ema_12, ema_26,"
-    " bb_upper, bb_middle, bb_lower, rsi_14, macd, macd_signal, macd_hist, is_complete"
+    "SELECT bar_time, bar_time_local, exchange_timezone, open, high, low, close, volume, sma_20,"
+    " sma_50, sma_200, ema_12, ema_26, bb_upper, bb_middle, bb_lower, rsi_14, macd, macd_signal,"
+    " macd_hist, is_complete, marketpipe.price_decimals(asset_class, close) AS price_decimals"
     " FROM marketpipe.bars"
     " WHERE symbol = :symbol AND interval = :interval"
     " AND bar_time >= :since AND bar_time <= :until ORDER BY bar_time"
 )
 
-# Daily bars carry no indicators: the caller computes them, so it reads warm-up days too.
 DAILY_SQL = text(
-    "SELECT trading_date AS bar_time, open, high, low, close, volume, is_complete"
+    "SELECT trading_date AS bar_time, open, high, low, close, volume, sma_20, sma_50, sma_200,"
+    " ema_12, ema_26, bb_upper, bb_middle, bb_lower, rsi_14, macd, macd_signal, macd_hist,"
+    " is_complete, marketpipe.price_decimals(asset_class, close) AS price_decimals"
     " FROM marketpipe.daily_bars"
     " WHERE symbol = :symbol AND trading_date >= :since AND trading_date <= :until"
     " ORDER BY trading_date"
 )
 
-COMPARE_BARS_SQL = text(
-    "SELECT symbol, bar_time, close FROM marketpipe.bars"
+# Long windows compare trading days: each symbol's last bar of each of its trading days.
+COMPARE_DAYS_SQL = text(
+    "SELECT DISTINCT ON (symbol, trading_date) symbol, asset_class, exchange_timezone,"
+    " trading_date, bar_time, close FROM marketpipe.bars"
     " WHERE symbol IN :symbols AND interval = :interval"
-    " AND bar_time >= :since AND bar_time <= :until ORDER BY symbol, bar_time"
+    " AND bar_time >= :since AND bar_time <= :until ORDER BY symbol, trading_date, bar_time DESC"
 ).bindparams(bindparam("symbols", expanding=True))
 
-COMPARE_DAILY_SQL = text(
-    "SELECT symbol, trading_date AS bar_time, close FROM marketpipe.daily_bars"
-    " WHERE symbol IN :symbols AND trading_date >= :since AND trading_date <= :until"
-    " ORDER BY symbol, trading_date"
+COMPARE_BARS_SQL = text(
+    "SELECT symbol, asset_class, exchange_timezone, bar_time, close FROM marketpipe.bars"
+    " WHERE symbol IN :symbols AND interval = :interval"
+    " AND bar_time >= :since AND bar_time <= :until ORDER BY symbol, bar_time"
 ).bindparams(bindparam("symbols", expanding=True))
 
 FRESHNESS_SQL = text(
@@ -119,16 +152,57 @@ def catalog(engine: Engine, interval: str) -> pd.DataFrame:
     return _read(engine, CATALOG_SQL, interval=interval)
 
 
-def overview(engine: Engine, interval: str, window: timedelta) -> pd.DataFrame:
-    """Newest close per symbol and the closes 1 h, 24 h, 7 days and ``window`` before it."""
+def overview(engine: Engine, interval: str, since: datetime, until: datetime) -> pd.DataFrame:
+    """Every symbol's quote, its day change and its period returns over 7 days and the window."""
     return _read(
         engine,
         OVERVIEW_SQL,
         interval=interval,
-        one_hour=timedelta(hours=1),
-        one_day=timedelta(days=1),
-        one_week=timedelta(days=7),
-        window=window,
+        week_start=until - timedelta(days=7),
+        window_start=since,
+        until=until,
+    )
+
+
+def quote(
+    engine: Engine, symbol: str, interval: str, since: datetime, until: datetime
+) -> pd.DataFrame:
+    """One symbol's quote (latest_quotes) with its return over [since, until]."""
+    return _read(engine, QUOTE_SQL, symbol=symbol, interval=interval, since=since, until=until)
+
+
+def period_returns(
+    engine: Engine, symbols: Sequence[str], interval: str, since: datetime, until: datetime
+) -> pd.DataFrame:
+    """marketpipe.period_returns for ``symbols``: close at ``until`` vs at or before ``since``."""
+    return _read(
+        engine,
+        PERIOD_RETURNS_SQL,
+        symbols=list(symbols),
+        interval=interval,
+        since=since,
+        until=until,
+    )
+
+
+def rebased(
+    engine: Engine,
+    symbols: Sequence[str],
+    interval: str,
+    since: datetime,
+    until: datetime,
+    *,
+    daily: bool,
+) -> pd.DataFrame:
+    """marketpipe.rebased for ``symbols`` (one point per day for long windows)."""
+    return _read(
+        engine,
+        REBASED_SQL,
+        symbols=list(symbols),
+        interval=interval,
+        since=since,
+        until=until,
+        daily=daily,
     )
 
 
@@ -147,8 +221,9 @@ def bars(
 
 
 def daily_bars(engine: Engine, symbol: str, since: datetime, until: datetime) -> pd.DataFrame:
+    """One symbol's stored daily bars with their stored indicators; bar_time is the trading day."""
     frame = _read(engine, DAILY_SQL, symbol=symbol, since=since.date(), until=until.date())
-    frame["bar_time"] = pd.to_datetime(frame["bar_time"], utc=True)
+    frame["bar_time"] = pd.to_datetime(frame["bar_time"])
     return frame
 
 
@@ -161,20 +236,25 @@ def compare_closes(
     *,
     daily: bool,
 ) -> pd.DataFrame:
-    """Closes of several symbols: stored bars, or daily closes for long windows."""
+    """Stored closes of several symbols over [since, until] (the last of each trading day if
+    ``daily``), for returns on a common grid."""
     if not symbols:
         return pd.DataFrame(
-            {"symbol": pd.Series(dtype=str), "bar_time": pd.Series(dtype="datetime64[ns, UTC]")}
-        ).assign(close=pd.Series(dtype=float))
-    if daily:
-        frame = _read(
-            engine, COMPARE_DAILY_SQL, symbols=list(symbols), since=since.date(), until=until.date()
+            {
+                "symbol": pd.Series(dtype=str),
+                "asset_class": pd.Series(dtype=str),
+                "exchange_timezone": pd.Series(dtype=str),
+                "bar_time": pd.Series(dtype="datetime64[ns, UTC]"),
+                "close": pd.Series(dtype=float),
+            }
         )
-        frame["bar_time"] = pd.to_datetime(frame["bar_time"], utc=True)
-        return frame
-    return _read(
-        engine, COMPARE_BARS_SQL, symbols=list(symbols), interval=interval, since=since, until=until
+    statement = COMPARE_DAYS_SQL if daily else COMPARE_BARS_SQL
+    frame = _read(
+        engine, statement, symbols=list(symbols), interval=interval, since=since, until=until
     )
+    if daily:
+        frame["trading_date"] = pd.to_datetime(frame["trading_date"])
+    return frame
 
 
 def freshness(engine: Engine, interval: str) -> pd.DataFrame:

@@ -44,6 +44,7 @@ class ViewState:
     symbol: str | None = None
     symbols: tuple[str, ...] = field(default_factory=tuple)
     interval: str = ""
+    utc: bool = False  # show every time in UTC (default: stocks in their exchange's time)
 
 
 def _valid_symbols(raw: str, known: Sequence[str]) -> tuple[str, ...]:
@@ -85,6 +86,7 @@ def parse(params: Mapping[str, str], known: Sequence[str], intervals: Sequence[s
         symbol=single[0] if single else (known[0] if known else None),
         symbols=many or tuple(known[:DEFAULT_COMPARE_COUNT]),
         interval=interval if interval in intervals else (intervals[0] if intervals else ""),
+        utc=params.get("utc") == "1",
     )
 
 
@@ -99,6 +101,8 @@ def to_params(state: ViewState) -> dict[str, str]:
         params["symbols"] = ",".join(state.symbols)
     if state.interval:
         params["interval"] = state.interval
+    if state.utc:
+        params["utc"] = "1"
     return params
 
 

@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Final, TextIO
 
-from marketpipe.intervals import MAX_OUTPUTSIZE
+from marketpipe.market import MAX_OUTPUTSIZE, asset_class_of
 from services.fetcher.client import BadRequest, SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
 from services.fetcher.handoff import land, record_error
 from services.fetcher.reference import instruments
 from services.fetcher.request import fetch_series
 from services.fetcher.series import (
-    asset_class_of,
     backfill_windows,
     warmup_bars,
     warmup_days,
@@ -237,7 +236,7 @@ def run_backfill(
     key = progress_key(interval, since)
     until = _span_end(ctx, key, until)
     attrs = instruments(ctx, wanted)
-    classes = {s: asset_class_of(s, attrs.get(s)) for s in wanted}
+    classes: dict[str, str | None] = {s: asset_class_of(s, instrument=attrs.get(s)) for s in wanted}
     plans = {s: backfill_windows(since, until, interval, classes[s]) for s in wanted}
     state = Progress.load(ctx, key, plans, classes)
     report = BackfillReport(windows_total=state.windows_total)

@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from marketpipe.market import asset_class_of
 from services.fetcher.client import SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
 from services.fetcher.handoff import BAD_SYMBOL_PREFIX, land, record_error
 from services.fetcher.reference import instruments
 from services.fetcher.request import fetch_series
 from services.fetcher.series import (
-    asset_class_of,
     has_new_data,
     outputsize_for,
     view_series,
@@ -83,7 +83,7 @@ def run_cycle(ctx: FetchContext, symbols: Sequence[str] | None = None) -> CycleR
     interval = settings.interval
     wanted = _not_refused_today(ctx, list(symbols or settings.symbols), report)
     attrs = instruments(ctx, wanted)
-    classes = {s: asset_class_of(s, attrs.get(s)) for s in wanted}
+    classes = {s: asset_class_of(s, instrument=attrs.get(s)) for s in wanted}
     states = load_states(settings, ctx.redis, wanted, interval)
     now = ctx.clock.now()
     sizes = {

@@ -15,7 +15,7 @@ from dataclasses import replace
 from functools import partial
 from typing import Final, TypeVar
 
-from marketpipe.intervals import MAX_BATCH_SYMBOLS
+from marketpipe.market import MAX_BATCH_SYMBOLS
 from services.fetcher.client import (
     ApiError,
     CreditsRefused,

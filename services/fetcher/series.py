@@ -13,64 +13,44 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from marketpipe.intervals import INTRADAY_MINUTES, MAX_OUTPUTSIZE
+import pandas as pd
 
-_CALENDAR_DAYS: Final = {"1day": 1, "1week": 7, "1month": 31}
-
-# The transformer's longest look-backs. SMA 200 needs 199 earlier bars; an EMA seeded from an
-# SMA forgets its seed geometrically, so EMA 26 (MACD's slow line) and then the 9-bar signal on
-# top of it need enough bars for the seed's weight to fall below EMA_TOLERANCE.
-SMA_LONGEST: Final = 200
-MACD_SLOW: Final = 26
-MACD_SIGNAL: Final = 9
-EMA_TOLERANCE: Final = 1e-6
-
-# Upper bounds of sessions a year and session length, to size windows that never exceed 5000 bars.
-TRADING_DAYS_PER_YEAR: Final = {"stock": 252, "crypto": 365, "forex": 260}
-STOCK_SESSION_MINUTES: Final = 390
-
-
-def ema_settle_bars(period: int, tolerance: float = EMA_TOLERANCE) -> int:
-    """Bars after which an EMA's initial seed weighs less than ``tolerance``."""
-    decay = 1.0 - 2.0 / (period + 1)
-    return math.ceil(math.log(tolerance) / math.log(decay))
-
-
-INDICATOR_WARMUP: Final = max(
-    SMA_LONGEST, MACD_SLOW + ema_settle_bars(MACD_SLOW) + ema_settle_bars(MACD_SIGNAL)
+from marketpipe.market import (
+    INDICATORS,
+    MAX_OUTPUTSIZE,
+    IndicatorSet,
+    Venue,
+    asset_class_of,
+    bar_end,
+    bars_per_session,
+    bars_per_year,
+    interval_length,
+    venue,
 )
+
+# The indicator set's warm-up: every indicator of the first wanted bar is exact (market.py).
+INDICATOR_WARMUP: Final = INDICATORS.warmup_bars()
+
+
+def _venue(asset_class: str | None) -> Venue:
+    # Sizing only: a stock's exchange is not known here, so the NYSE's session stands for all.
+    return venue(asset_class or "crypto", None)
 
 
 def bars_per_day(interval: str, asset_class: str) -> float:
     """At most how many bars one trading day of this asset class holds."""
-    if interval in INTRADAY_MINUTES:
-        minutes = STOCK_SESSION_MINUTES if asset_class == "stock" else 24 * 60
-        return float(math.ceil(minutes / INTRADAY_MINUTES[interval]))
-    return 1.0 / _CALENDAR_DAYS[interval]
+    return bars_per_session(interval, _venue(asset_class))
 
 
-def bars_per_year(interval: str, asset_class: str) -> int:
-    days = TRADING_DAYS_PER_YEAR.get(asset_class, 365)
-    if interval in INTRADAY_MINUTES:
-        return math.ceil(days * bars_per_day(interval, asset_class))
-    return {"1day": days, "1week": 53, "1month": 12}[interval]
-
-
-def warmup_bars(interval: str, asset_class: str | None) -> int:
+def warmup_bars(interval: str, asset_class: str | None, periods: IndicatorSet = INDICATORS) -> int:
     """History to ask before the first new bar so every indicator of the new bars is exact.
 
     The 52-week high/low joins in only when a year of bars still fits in one request; for
     24/7 hourly series it does not, and the transformer leaves those columns to longer history.
     """
-    year = bars_per_year(interval, asset_class or "crypto")
-    return max(INDICATOR_WARMUP, year) if year < MAX_OUTPUTSIZE else INDICATOR_WARMUP
-
-
-def interval_length(interval: str) -> timedelta:
-    """Nominal length of one bar (a month counts 31 days: an upper bound is what we need)."""
-    if interval in INTRADAY_MINUTES:
-        return timedelta(minutes=INTRADAY_MINUTES[interval])
-    return timedelta(days=_CALENDAR_DAYS[interval])
+    warm = periods.warmup_bars()
+    year = math.ceil(bars_per_year(interval, _venue(asset_class)))
+    return max(warm, year) if year < MAX_OUTPUTSIZE else warm
 
 
 def outputsize_for(
@@ -92,18 +72,6 @@ def outputsize_for(
     return max(1, min(MAX_OUTPUTSIZE, gap + warmup_bars(interval, asset_class)))
 
 
-def asset_class_of(symbol: str, instrument: dict[str, Any] | None) -> str | None:
-    """stock / crypto / forex from the reference data, else a guess from the symbol's shape."""
-    kind = str((instrument or {}).get("type", "")).lower()
-    if "digital" in kind or "crypto" in kind:
-        return "crypto"
-    if "physical" in kind or "forex" in kind:
-        return "forex"
-    if kind:
-        return "stock"
-    return None if "/" in symbol else "stock"
-
-
 @dataclass(frozen=True)
 class SeriesView:
     """What the fetcher needs to know about one /time_series answer."""
@@ -116,27 +84,21 @@ class SeriesView:
     bars: int
 
 
-def _zone(meta: dict[str, Any]) -> ZoneInfo:
-    name = meta.get("exchange_timezone")
-    if name:
+def _meta_venue(meta: dict[str, Any]) -> Venue:
+    zone = meta.get("exchange_timezone")
+    if zone:
         try:
-            return ZoneInfo(str(name))
+            ZoneInfo(str(zone))
         except (ZoneInfoNotFoundError, ValueError):
-            pass
-    return ZoneInfo("UTC")
+            zone = None
+    asset_class = asset_class_of("", meta=meta) if zone else "crypto"
+    return venue(asset_class or "crypto", str(zone) if zone else None, meta.get("mic_code"))
 
 
-def _bar_open_and_end(text: str, interval: str, zone: ZoneInfo) -> tuple[datetime, datetime]:
-    local = datetime.fromisoformat(text.strip())
-    if interval == "1month":
-        month = local.replace(day=1)
-        end_local = (month + timedelta(days=32)).replace(day=1)
-    else:
-        end_local = local + interval_length(interval)
-    return (
-        local.replace(tzinfo=zone).astimezone(UTC),
-        end_local.replace(tzinfo=zone).astimezone(UTC),
-    )
+def _bar_open_utc(text: str, place: Venue) -> tuple[pd.Timestamp, datetime]:
+    local = pd.Timestamp(datetime.fromisoformat(text.strip()))
+    opened = local.tz_localize(place.timezone, ambiguous=True, nonexistent="shift_forward")
+    return local, opened.tz_convert("UTC").to_pydatetime()
 
 
 def view_series(body: dict[str, Any], interval: str, now: datetime) -> SeriesView:
@@ -144,20 +106,26 @@ def view_series(body: dict[str, Any], interval: str, now: datetime) -> SeriesVie
 
     Unparseable rows are skipped: judging them is the transformer's job.
     """
-    zone = _zone(body.get("meta") or {})
-    stamped: list[tuple[datetime, datetime, Any]] = []
+    place = _meta_venue(body.get("meta") or {})
+    stamped: list[tuple[datetime, pd.Timestamp, Any]] = []
     for row in body.get("values") or []:
         try:
-            opened, ended = _bar_open_and_end(str(row["datetime"]), interval, zone)
+            local, opened = _bar_open_utc(str(row["datetime"]), place)
         except (KeyError, TypeError, ValueError):
             continue
-        stamped.append((opened, ended, row))
+        stamped.append((opened, local, row))
     if not stamped:
         return SeriesView(None, None, "", None, None, 0)
     stamped.sort(key=lambda item: item[0])
-    complete = [opened for opened, ended, _ in stamped if ended <= now]
-    newest_open, newest_end, newest_row = stamped[-1]
-    is_open = newest_end > now
+    # Bar ends rise with bar opens: only the newest bars can still be running.
+    complete: list[datetime] = []
+    is_open = False
+    for position, (opened, local, _) in enumerate(reversed(stamped)):
+        if bar_end(local, interval, place).to_pydatetime() <= now:
+            complete.append(opened)
+            break
+        is_open = is_open or position == 0
+    newest_open, _, newest_row = stamped[-1]
     signature = (
         hashlib.sha256(json.dumps(newest_row, sort_keys=True).encode()).hexdigest()[:16]
         if is_open

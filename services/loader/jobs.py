@@ -1,10 +1,11 @@
 """RQ job of the loader: one transformed batch, one PostgreSQL transaction.
 
-A batch is one payload's bars, daily aggregates and quarantined rows (Arrow IPC in Redis, keyed
-by the payload id). Its load job writes all three, the run-log entry and the series' watermark
-in a single transaction, or nothing. Idempotence needs no coordination between workers: the job
-id is deterministic (``load-<payload id>``) and every write is an upsert that leaves equal rows
-untouched, so a retry, a replay or the same job run twice changes no row.
+A batch is one payload's bars and quarantined rows (Arrow IPC in Redis, keyed by the payload
+id). Its load job writes both, rebuilds the daily bars they touch from the stored bars, and
+writes the run-log entry and the series' watermark in a single transaction, or nothing.
+Idempotence needs no coordination between workers: the job id is deterministic
+(``load-<payload id>``) and every write is an upsert that leaves equal rows untouched, so a
+retry, a replay or the same job run twice changes no row.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import pyarrow.compute as pc
 
 from marketpipe import broker
 from marketpipe.contract import (
-    DAILY_COLUMNS,
-    DAILY_KEY,
     OLAP_COLUMNS,
     OLAP_KEY,
     QUARANTINE_COLUMNS,
@@ -29,6 +28,7 @@ from marketpipe.contract import (
 )
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
+from services.loader.daily import rebuild_daily
 from services.loader.upsert import prepare_session, upsert
 
 log = logging.getLogger("marketpipe.loader")
@@ -71,14 +71,15 @@ def run_status(bars: int, quarantined: int) -> str:
 def write_batch(
     cur: Any, payload_id: str, tables: dict[str, pa.Table], started_at: datetime
 ) -> int:
-    """Bars, daily aggregates, quarantine, watermark and run log, on ``cur``; bars changed."""
+    """Bars, the daily bars rebuilt from them, quarantine, watermark and run log; bars changed."""
     prepare_session(cur)
     cur.execute("SELECT 1 FROM marketpipe.raw_payloads WHERE payload_id = $1", (payload_id,))
     if cur.fetchone() is None:
         raise PayloadNotLandedError(f"batch {payload_id}: its raw payload was never landed")
     bars, quarantine = tables["bars"], tables["quarantine"]
     changed = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
-    upsert(cur, "daily_bars", tables["daily"], DAILY_COLUMNS, DAILY_KEY, lineage=LINEAGE)
+    # From the bars now stored, never from the transformer's frames (services/loader/daily.py).
+    rebuild_daily(cur, bars)
     upsert(
         cur,
         "quarantine",

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
-from marketpipe.intervals import CALENDAR_INTERVALS, MAX_BATCH_SYMBOLS, MAX_OUTPUTSIZE
+from marketpipe.market import CALENDAR_INTERVALS, MAX_BATCH_SYMBOLS, MAX_OUTPUTSIZE
 from services.sandbox import render
 from services.sandbox.calendar import session_table
 from services.sandbox.clock import SandboxClock

@@ -25,14 +25,16 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Literal
 
 import numpy as np
 
-from marketpipe.intervals import CALENDAR_INTERVALS, INTRADAY_MINUTES
+from marketpipe.market import (
+    CALENDAR_INTERVALS,
+    INTRADAY_MINUTES,
+    AssetClass,
+    regular_session_minutes,
+)
 from services.sandbox.calendar import CalendarName, SessionTable, session_table
-
-AssetClass = Literal["stock", "crypto", "forex"]
 
 INTERVALS: tuple[str, ...] = (*INTRADAY_MINUTES, *CALENDAR_INTERVALS)
 
@@ -306,7 +308,11 @@ def daily_log_close(instrument: Instrument, days: np.ndarray) -> np.ndarray:
 
 # --- sessions and the intraday bridge ----------------------------------------------------------
 
-_NOMINAL_SESSION_MINUTES = {"stock": 390, "crypto": 1440, "forex": 1440}
+_NOMINAL_SESSION_MINUTES = {
+    "stock": regular_session_minutes("XNYS"),
+    "crypto": 1440,
+    "forex": 1440,
+}
 _INTRADAY_SHARE = {"stock": 0.8, "crypto": 1.0, "forex": 0.9}  # of the daily volatility
 _GAP_SHARE = {"stock": 0.35, "crypto": 0.0, "forex": 0.15}  # overnight/weekend gap
 

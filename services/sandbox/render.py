@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from marketpipe.intervals import CALENDAR_INTERVALS
+from marketpipe.market import CALENDAR_INTERVALS
 from services.sandbox.calendar import utc_offsets
 from services.sandbox.market import BarSeries, Instrument
 

@@ -5,8 +5,11 @@ import pandas  # noqa: F401
 import pyarrow  # noqa: F401
 
 import services.transformer.jobs  # noqa: F401
+from marketpipe.market import preload
 from marketpipe.queues import TRANSFORM_QUEUE
 from marketpipe.worker import run_worker
 
 if __name__ == "__main__":
+    # The exchange calendar takes seconds to build: once here, not in every forked job.
+    preload()
     run_worker(TRANSFORM_QUEUE, __doc__ or "")

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 
 from marketpipe.contract import OLAP_COLUMNS
+from marketpipe.indicators import indicator_columns
+from marketpipe.market import Venue, bar_end, bars_per_year, venue
 from services.transformer.flatten import FlatSeries
-from services.transformer.indicators import indicator_columns
-from services.transformer.timeconv import NAIVE_DTYPE, bar_end_local, bars_per_year
+from services.transformer.timeconv import NAIVE_DTYPE
 
 # numpy dtype of each SQL type; timestamptz columns are then marked UTC. See transform.py.
 NUMPY_DTYPES: dict[str, Any] = {
@@ -67,27 +68,23 @@ def enrich(bars: pd.DataFrame, flat: FlatSeries, *, transformed_at: pd.Timestamp
     values["trading_date"] = trading_date
     for column in ("open", "high", "low", "close", "volume"):
         values[column] = bars[column].to_numpy()
-    annualise = bars_per_year(
-        flat.asset_class, str(flat.attributes["interval"]), flat.exchange_timezone
-    )
+    place = venue_of(flat)
+    annualise = bars_per_year(str(flat.attributes["interval"]), place)
     values.update(indicator_columns(bars, trading_date, annualise))
-    values["is_complete"] = completeness(local, flat)
+    values["is_complete"] = completeness(local, flat, place)
     values["transformed_at"] = transformed_at
     return contract_frame(OLAP_COLUMNS, values, size)
 
 
-def completeness(local: np.ndarray, flat: FlatSeries) -> np.ndarray:
+def venue_of(flat: FlatSeries) -> Venue:
+    return venue(flat.asset_class, flat.exchange_timezone, flat.attributes.get("mic_code"))
+
+
+def completeness(local: np.ndarray, flat: FlatSeries, place: Venue) -> np.ndarray:
     """False for the newest bar when it had not ended by the time the API answered."""
     complete = np.ones(len(local), bool)
     if len(local) == 0:
         return complete
-    zone = flat.exchange_timezone
-    end = bar_end_local(
-        pd.Timestamp(local[-1]), str(flat.attributes["interval"]), flat.asset_class, zone
-    )
-    if zone:
-        end = end.tz_localize(zone, ambiguous=True, nonexistent="shift_forward").tz_convert("UTC")
-    else:
-        end = end.tz_localize("UTC")
+    end = bar_end(pd.Timestamp(local[-1]), str(flat.attributes["interval"]), place)
     complete[-1] = end <= flat.fetched_at
     return complete

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketpipe.contract import RawPayload
-from marketpipe.intervals import KNOWN_INTERVALS
+from marketpipe.market import KNOWN_INTERVALS, asset_class_of
 from marketpipe.settings import validate_symbol
 from services.transformer.timeconv import parse_api_datetimes
 
@@ -118,18 +118,7 @@ def _text(value: Any) -> str | None:
 
 
 def _asset_class(meta: dict[str, Any], instrument: dict[str, Any]) -> str | None:
-    """stock: the meta names an exchange time zone; crypto / forex: a base and quote currency."""
-    if _text(meta.get("exchange_timezone")):
-        return "stock"
-    if _text(meta.get("currency_base")) and _text(meta.get("currency_quote")):
-        kind = (_text(meta.get("type")) or _text(instrument.get("type")) or "").lower()
-        if "digital" in kind or "crypto" in kind:
-            return "crypto"
-        if "physical" in kind or "forex" in kind:
-            return "forex"
-        # The docs: forex meta is crypto's without an exchange.
-        return "crypto" if _text(meta.get("exchange")) else "forex"
-    return None
+    return asset_class_of("", meta=meta, instrument=instrument)
 
 
 def _check_body(payload: RawPayload, body: Any) -> str | None:

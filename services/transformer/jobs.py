@@ -29,7 +29,7 @@ def transform_payload(payload_id: str) -> dict[str, int]:
     broker.put_batch(
         redis,
         payload_id,
-        {"bars": result.bars, "daily": result.daily, "quarantine": result.quarantine},
+        {"bars": result.bars, "quarantine": result.quarantine},
         settings.blob_ttl_seconds,
     )
     broker.queue(LOAD_QUEUE, redis, settings).enqueue(
@@ -41,6 +41,5 @@ def transform_payload(payload_id: str) -> dict[str, int]:
     )
     return {
         "bars": len(result.bars),
-        "daily": len(result.daily),
         "quarantined": len(result.quarantine),
     }

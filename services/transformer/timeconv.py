@@ -1,4 +1,4 @@
-"""Time rules of the transformer: bars per year, exchange sessions, wall time -> UTC, bar ends.
+"""Time parsing of the transformer: API text -> wall time -> UTC (market rules: marketpipe.market).
 
 Twelve Data stamps intraday bars with their *open* time as naive wall-clock text: stocks in the
 exchange's time zone (whose UTC offset moves at DST), crypto and forex in UTC.
@@ -6,82 +6,14 @@ exchange's time zone (whose UTC offset moves at DST), crypto and forex in UTC.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from marketpipe.intervals import INTRADAY_MINUTES
-
 TIME_UNIT = "us"  # PostgreSQL timestamps have microsecond resolution; so do our columns.
 NAIVE_DTYPE = f"datetime64[{TIME_UNIT}]"
-
-
-# Trading days per year by asset class: stocks follow an exchange calendar, crypto never closes,
-# forex trades around the clock on weekdays.
-TRADING_DAYS_PER_YEAR = {"stock": 252, "crypto": 365, "forex": 260}
-
-
-@dataclass(frozen=True)
-class Session:
-    """Regular (not extended) trading hours of an exchange, in its local wall time."""
-
-    open_minute: int
-    close_minute: int
-
-    @property
-    def minutes(self) -> int:
-        return self.close_minute - self.open_minute
-
-
-def _hm(hours: int, minutes: int = 0) -> int:
-    return hours * 60 + minutes
-
-
-# Regular sessions by exchange time zone. The API names the time zone, not the session, so the
-# zone is the key; an unknown zone falls back to the New York session, the API's main market.
-SESSIONS: dict[str, Session] = {
-    "America/New_York": Session(_hm(9, 30), _hm(16)),
-    "America/Toronto": Session(_hm(9, 30), _hm(16)),
-    "America/Chicago": Session(_hm(8, 30), _hm(15)),
-    "America/Sao_Paulo": Session(_hm(10), _hm(17)),
-    "Europe/London": Session(_hm(8), _hm(16, 30)),
-    "Europe/Berlin": Session(_hm(9), _hm(17, 30)),
-    "Europe/Paris": Session(_hm(9), _hm(17, 30)),
-    "Europe/Amsterdam": Session(_hm(9), _hm(17, 30)),
-    "Europe/Zurich": Session(_hm(9), _hm(17, 30)),
-    "Asia/Tokyo": Session(_hm(9), _hm(15, 30)),
-    "Asia/Hong_Kong": Session(_hm(9, 30), _hm(16)),
-    "Asia/Shanghai": Session(_hm(9, 30), _hm(15)),
-    "Asia/Kolkata": Session(_hm(9, 15), _hm(15, 30)),
-    "Australia/Sydney": Session(_hm(10), _hm(16)),
-}
-DEFAULT_SESSION = SESSIONS["America/New_York"]
-
-
-def session_for(exchange_timezone: str | None) -> Session:
-    return SESSIONS.get(exchange_timezone or "", DEFAULT_SESSION)
-
-
-def bars_per_year(asset_class: str, interval: str, exchange_timezone: str | None) -> float:
-    """Bars in a year of the asset class's trading calendar (annualises volatility).
-
-    Stocks: 252 sessions x bars per session, a partial last bar counting as a bar (NYSE 1h: the
-    15:30 bar exists, so 7 bars a day). Crypto: 365 x 24h. Forex: 260 weekdays x 24h.
-    """
-    if interval == "1week":
-        return 52.0
-    if interval == "1month":
-        return 12.0
-    days = float(TRADING_DAYS_PER_YEAR.get(asset_class, 365))
-    if interval == "1day":
-        return days
-    minutes = INTRADAY_MINUTES[interval]
-    if asset_class == "stock":
-        return days * math.ceil(session_for(exchange_timezone).minutes / minutes)
-    return days * (24 * 60 / minutes)
 
 
 def parse_api_datetimes(text: Sequence[str]) -> np.ndarray:
@@ -130,24 +62,3 @@ def wall_to_utc(wall: np.ndarray, timezone: str) -> UtcTimes:
     utc_std = np.asarray(as_std.tz_convert("UTC").tz_localize(None))
     nonexistent = np.asarray(as_dst.isna()) & ~np.asarray(index.isna())
     return UtcTimes(utc=np.where(is_dst, utc_dst, utc_std), nonexistent=nonexistent)
-
-
-def bar_end_local(
-    local_open: pd.Timestamp, interval: str, asset_class: str, exchange_timezone: str | None
-) -> pd.Timestamp:
-    """Wall-clock end of a bar (naive local for stocks, UTC for crypto and forex).
-
-    A stock bar never ends after its session's close: the last NYSE 1h bar opens at 15:30 and
-    ends at 16:00. A stock day ends at the session close, a week at Friday's close.
-    """
-    day = local_open.normalize()
-    is_stock = asset_class == "stock"
-    close = day + pd.Timedelta(minutes=session_for(exchange_timezone).close_minute)
-    if interval in INTRADAY_MINUTES:
-        end = local_open + pd.Timedelta(minutes=INTRADAY_MINUTES[interval])
-        return min(end, close) if is_stock else end
-    if interval == "1day":
-        return close if is_stock else day + pd.Timedelta(days=1)
-    if interval == "1week":
-        return close + pd.Timedelta(days=4) if is_stock else day + pd.Timedelta(days=7)
-    return day + pd.offsets.MonthBegin(1)  # a month ends where the next one begins

@@ -1,8 +1,9 @@
 """Entry point of the transformer's pure core: one raw payload in, its OLAP rows out.
 
 ``transform_series`` runs one series (one symbol, one interval: every transform job carries
-exactly one payload) through flatten -> validate (quarantining what fails) -> enrich -> daily,
-then drops the warm-up bars. No I/O.
+exactly one payload) through flatten -> validate (quarantining what fails) -> enrich, then drops
+the warm-up bars. No I/O. Daily bars are built by the loader from the stored bars
+(services/loader/daily.py), so no daily row ever comes from a bar that is not stored.
 
 Output dtypes:
 - ``bar_time``, ``transformed_at``, ``quarantined_at``: datetime64[us, UTC];
@@ -20,8 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from marketpipe.contract import DAILY_COLUMNS, OLAP_COLUMNS, QUARANTINE_COLUMNS, RawPayload
-from services.transformer.daily import daily_aggregates
+from marketpipe.contract import OLAP_COLUMNS, QUARANTINE_COLUMNS, RawPayload
 from services.transformer.enrich import contract_frame, empty_frame, enrich
 from services.transformer.flatten import PayloadRejection, flatten
 from services.transformer.validate import QuarantineRecord, rejection_record, validate
@@ -31,7 +31,6 @@ from services.transformer.warmup import drop_warmup
 @dataclass(frozen=True)
 class TransformResult:
     bars: pd.DataFrame  # exactly OLAP_COLUMNS, in order
-    daily: pd.DataFrame  # exactly DAILY_COLUMNS, in order
     quarantine: pd.DataFrame  # exactly QUARANTINE_COLUMNS, in order ("raw" holds JSON text)
 
 
@@ -54,16 +53,13 @@ def transform_series(payload: RawPayload, *, now: datetime) -> TransformResult:
     if isinstance(flat, PayloadRejection):
         return TransformResult(
             bars=empty_frame(OLAP_COLUMNS),
-            daily=empty_frame(DAILY_COLUMNS),
             quarantine=quarantine_frame([rejection_record(payload, flat)], transformed_at),
         )
     checked = validate(flat)
     bars = enrich(checked.bars, flat, transformed_at=transformed_at)
-    daily = daily_aggregates(bars, transformed_at=transformed_at)
-    bars, daily = drop_warmup(bars, daily, payload)
+    bars = drop_warmup(bars, payload)
     return TransformResult(
         bars=bars.reset_index(drop=True),
-        daily=daily.reset_index(drop=True),
         quarantine=quarantine_frame(checked.quarantine, transformed_at),
     )
 

@@ -70,7 +70,7 @@ def test_overview_cards_table_and_performers(loaded_settings: Settings, open_app
     assert cards == symbols
     table = app.dataframe[0].value
     assert set(table["symbol"]) == symbols
-    assert table["change_24h"].notna().all()
+    assert table["day_pct_change"].notna().all()
     assert len(app.get("plotly_chart")) == 2
     assert downloads(app) == ["sparklines_7d", "overview", "best", "worst"]
     assert "Last updated" in app.caption[-1].value
@@ -119,8 +119,8 @@ def test_compare_rebased_summary_and_correlation(
     titles = figure_titles(app)
     assert titles == [
         "Performance, rebased to 100 at the start of the window",
-        "Distribution of bar returns",
-        "Correlation of bar returns",
+        "Distribution of returns on the common grid",
+        "Correlation of returns on the common grid",
     ]
     summary = app.dataframe[0].value
     assert list(summary["symbol"]) == ["AAPL", "BTC/USD", "ETH/USD"]

@@ -51,7 +51,7 @@ def put_batch(
     raw = payload(symbol, CRYPTO_META, values, fetched_at=fetched)
     result = transform_series(raw, now=fetched)
     land_payload(settings.role_url("fetcher"), raw)
-    frames = {"bars": result.bars, "daily": result.daily, "quarantine": result.quarantine}
+    frames = {"bars": result.bars, "quarantine": result.quarantine}
     broker.put_batch(redis, raw.payload_id, frames, settings.blob_ttl_seconds)
     return raw.payload_id
 

@@ -49,20 +49,35 @@ def test_latest_quotes_has_the_newest_bar_of_each_series(loaded: Settings) -> No
     )
 
 
-def test_rebased_starts_every_symbol_at_100_within_the_window(loaded: Settings) -> None:
-    start, end = FIRST_BAR + timedelta(days=3, hours=5), FIRST_BAR + timedelta(days=10)
+def test_rebased_is_100_at_the_period_returns_reference(loaded: Settings) -> None:
+    """Rebased to the last close at or before the start: its last point is 100 + the return."""
+    start, end = FIRST_BAR + timedelta(days=3, hours=5, minutes=30), FIRST_BAR + timedelta(days=10)
     rows = as_reader(
         loaded,
         "SELECT symbol, bar_time, close, rebased FROM marketpipe.rebased(%s, %s, '1h')",
         (start, end),
     )
     assert {r[0] for r in rows} == set(SERIES)
-    assert all(start <= r[1] < end for r in rows)
     for symbol in SERIES:
         series = [r for r in rows if r[0] == symbol]
-        assert series[0][1] == start and series[0][3] == pytest.approx(100)
-        first_close = series[0][2]
-        assert all(r[3] == pytest.approx(100 * r[2] / first_close) for r in series)
+        reference = series[0]
+        assert reference[1] == start - timedelta(minutes=30) and reference[3] == 100.0
+        assert all(start < r[1] <= end for r in series[1:])
+        assert all(r[3] == pytest.approx(100 * r[2] / reference[2], rel=1e-12) for r in series)
+        (period_return,) = as_reader(
+            loaded, "SELECT marketpipe.period_return(%s, %s, %s, '1h')", (symbol, start, end)
+        )[0]
+        assert series[-1][3] - 100 == pytest.approx(period_return, rel=1e-12)
+
+
+def test_a_window_before_the_history_has_no_return(loaded: Settings) -> None:
+    before = FIRST_BAR - timedelta(days=1)
+    rows = as_reader(
+        loaded,
+        "SELECT symbol, start_close, return_pct FROM marketpipe.period_returns(%s, %s, '1h')",
+        (before, FIRST_BAR + timedelta(days=5)),
+    )
+    assert rows == [(symbol, None, None) for symbol in sorted(SERIES)]
 
 
 def test_daily_performance_matches_the_daily_bars(loaded: Settings) -> None:

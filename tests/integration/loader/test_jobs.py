@@ -76,8 +76,8 @@ def test_a_replayed_job_changes_no_row(clean_db: Settings, redis: Redis) -> None
 def test_a_failure_mid_way_leaves_nothing(clean_db: Settings, redis: Redis) -> None:
     batch_id = put_batch(redis, clean_db, "BTC/USD", BARS)
     good = broker.get_batch(redis, batch_id)
-    # Bars are written before the daily aggregates, which now break a CHECK.
-    bad = {**good, "daily": good["daily"].assign(asset_class="bond")}
+    # The raw payload is landed before; the bars now break a CHECK.
+    bad = {**good, "bars": good["bars"].assign(asset_class="bond")}
     broker.put_batch(redis, batch_id, bad, clean_db.blob_ttl_seconds)
     with pytest.raises(adbc_driver_manager.IntegrityError, match="check constraint"):
         load(clean_db, batch_id)
@@ -103,7 +103,7 @@ def test_a_batch_whose_payload_was_never_landed_is_refused(
 def test_a_bad_batch_does_not_hold_back_the_others(clean_db: Settings, redis: Redis) -> None:
     batch_ids = [put_batch(redis, clean_db, s, BARS) for s in SYMBOLS]
     frames = broker.get_batch(redis, batch_ids[1])
-    frames["daily"] = frames["daily"].assign(asset_class="bond")
+    frames["bars"] = frames["bars"].assign(asset_class="bond")
     broker.put_batch(redis, batch_ids[1], frames, clean_db.blob_ttl_seconds)
     jobs = [
         enqueue_load(redis, clean_db, batch_id, retry=Retry(max=1, interval=600))

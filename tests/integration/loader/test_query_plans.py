@@ -71,6 +71,8 @@ QUERIES = {
         WEEK,
     ),
     "rebased comparison": ("SELECT * FROM marketpipe.rebased(%s, %s, '1h')", WEEK),
+    "period returns": ("SELECT * FROM marketpipe.period_returns(%s, %s, '1h')", WEEK),
+    "quotes": ("SELECT * FROM marketpipe.latest_quotes WHERE interval = '1h'", ()),
 }
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
+from marketpipe.indicators import indicator_columns
 from services.dashboard import charts, metrics
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -24,7 +25,9 @@ def bars(count: int, open_last: bool) -> pd.DataFrame:
             "is_complete": [True] * (count - 1) + [not open_last],
         }
     )
-    return metrics.with_indicators(frame)
+    # The pipeline's own indicator columns, as stored (the dashboard computes none).
+    columns = indicator_columns(frame, frame["bar_time"].dt.normalize().to_numpy(), 8760.0)
+    return frame.assign(**columns)
 
 
 def names(figure: object) -> list[str]:
@@ -63,10 +66,17 @@ def test_comparison_and_correlation_figures() -> None:
             "close": [1.0, 2.0, 1.5, 3.0, 10.0, 9.0, 12.0, 11.0],
         }
     )
-    figure = charts.comparison_figure(metrics.rebase_to_100(closes))
+    rebased = closes.assign(
+        rebased=closes["close"] / closes.groupby("symbol")["close"].transform("first") * 100
+    )
+    figure = charts.comparison_figure(rebased, zone="UTC")
     assert names(figure) == ["A", "B"]
     assert [next(iter(t.y)) for t in figure.data] == [100.0, 100.0]
-    heatmap = charts.correlation_heatmap(metrics.return_correlation(closes))
+    assert figure.layout.xaxis.title.text == "time (UTC)"
+    grid = metrics.common_grid(
+        closes.assign(asset_class="crypto", exchange_timezone=None), "1h", daily=False
+    )
+    heatmap = charts.correlation_heatmap(metrics.return_correlation(grid))
     assert list(heatmap.data[0].x) == ["A", "B"]
     assert (heatmap.data[0].zmin, heatmap.data[0].zmax) == (-1, 1)
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -30,19 +28,10 @@ def closes_frame(
 SERIES = {"AAA": [10.0, 11.0, 9.0, 12.0, 6.0, 8.0], "BBB": [100.0, 90.0, 95.0, 99.0, 120.0, 60.0]}
 
 
-def test_rebase_to_100_divides_by_each_symbols_first_close() -> None:
-    rebased = metrics.rebase_to_100(closes_frame(SERIES))
-    for symbol, values in SERIES.items():
-        got = rebased[rebased["symbol"] == symbol]["rebased"].tolist()
-        assert got == pytest.approx([100.0 * v / values[0] for v in values])
-
-
-def test_bar_returns_are_consecutive_percent_changes_per_symbol() -> None:
-    returns = metrics.bar_returns(closes_frame(SERIES))
-    for symbol, values in SERIES.items():
-        expected = [100.0 * (b / a - 1) for a, b in itertools.pairwise(values)]
-        got = returns[returns["symbol"] == symbol].sort_values("bar_time")["return_pct"]
-        assert got.tolist() == pytest.approx(expected)
+def test_rebase_and_indicators_are_not_computed_here() -> None:
+    """Indicators are stored by the pipeline and returns defined in SQL (db/init/0007)."""
+    for gone in ("with_indicators", "with_changes", "rebase_to_100", "bar_returns"):
+        assert not hasattr(metrics, gone)
 
 
 def loop_drawdown(values: list[float]) -> float:
@@ -58,87 +47,90 @@ def test_max_drawdown_matches_a_running_peak_loop(values: list[float]) -> None:
     assert metrics.max_drawdown_pct(pd.Series(values)) == pytest.approx(loop_drawdown(values))
 
 
-def test_volatility_is_return_std_scaled_by_observed_bars_per_year() -> None:
-    values = SERIES["AAA"]
-    times = pd.Series([T0 + i * timedelta(days=1) for i in range(len(values))])
-    returns = [b / a - 1 for a, b in itertools.pairwise(values)]
-    mean = sum(returns) / len(returns)
-    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
-    bars_per_year = len(returns) / ((len(values) - 1) / 365.25)
-    expected = 100 * std * math.sqrt(bars_per_year)
-    got = metrics.annualized_volatility_pct(pd.Series(values), times)
-    assert got == pytest.approx(expected)
+def mixed_closes() -> pd.DataFrame:
+    """A NYSE stock (bars open at :30, sessions only) and a coin (every hour, at :00)."""
+    rows = []
+    for day in range(3):
+        session = datetime(2026, 3, 9 + day, 13, 30, tzinfo=UTC)
+        for hour in range(7):
+            rows.append(
+                (
+                    "AAPL",
+                    "stock",
+                    "America/New_York",
+                    session + timedelta(hours=hour),
+                    200.0 + day * 3 + hour * (-1) ** day,
+                )
+            )
+    for hour in range(24 * 3):
+        when = datetime(2026, 3, 9, tzinfo=UTC) + timedelta(hours=hour)
+        rows.append(("BTC/USD", "crypto", None, when, 60000.0 + 100 * math.sin(hour / 5)))
+    frame = pd.DataFrame(
+        rows, columns=["symbol", "asset_class", "exchange_timezone", "bar_time", "close"]
+    )
+    return frame.sample(frac=1.0, random_state=3).reset_index(drop=True)
 
 
-def test_performance_summary_per_symbol() -> None:
-    summary = metrics.performance_summary(closes_frame(SERIES)).set_index("symbol")
-    for symbol, values in SERIES.items():
-        row = summary.loc[symbol]
-        assert row["return_pct"] == pytest.approx(100 * (values[-1] / values[0] - 1))
-        assert row["max_drawdown_pct"] == pytest.approx(loop_drawdown(values))
-        assert row["bars"] == len(values)
-        assert row["first_close"] == values[0] and row["last_close"] == values[-1]
+def test_a_mixed_set_shares_the_stock_bar_times() -> None:
+    closes = mixed_closes()
+    grid = metrics.common_grid(closes, "1h", daily=False)
+    stock_times = sorted(closes.loc[closes["symbol"] == "AAPL", "bar_time"])
+    assert list(grid.closes.index) == stock_times
+    coin = closes[closes["symbol"] == "BTC/USD"].set_index("bar_time")["close"].sort_index()
+    for when, value in grid.closes["BTC/USD"].items():
+        assert value == coin[coin.index <= when].iloc[-1]  # the last close at or before
+    correlation = metrics.return_correlation(grid)
+    assert correlation.notna().all().all()  # no NaN pair, although no timestamp is shared
+    assert "sampled at the same points" in grid.description
+    assert grid.per_year == 252 * 7
 
 
-def test_return_correlation_matches_numpy_on_shared_times() -> None:
-    correlation = metrics.return_correlation(closes_frame(SERIES))
-    a, b = (np.diff(v) / np.array(v[:-1]) for v in SERIES.values())
-    assert correlation.loc["AAA", "BBB"] == pytest.approx(np.corrcoef(a, b)[0, 1])
-    assert correlation.loc["AAA", "AAA"] == pytest.approx(1.0)
+def test_the_daily_grid_is_the_stocks_trading_days() -> None:
+    hourly = mixed_closes().assign(trading_date=lambda f: f["bar_time"].dt.tz_localize(None))
+    hourly["trading_date"] = hourly["trading_date"].dt.normalize()
+    # What the daily query returns: each symbol's last bar of each trading day, and a Sunday coin.
+    days = hourly.sort_values("bar_time").groupby(["symbol", "trading_date"]).tail(1)
+    sunday = (
+        days[days["symbol"] == "BTC/USD"]
+        .tail(1)
+        .assign(trading_date=pd.Timestamp("2026-03-15"), close=1.0)
+    )
+    grid = metrics.common_grid(pd.concat([days, sunday]), "1h", daily=True)
+    assert list(grid.closes.index) == list(pd.date_range("2026-03-09", periods=3))
+    coin = days[days["symbol"] == "BTC/USD"].set_index("trading_date")["close"]
+    assert grid.closes["BTC/USD"].tolist() == coin.tolist()  # its own day closes
+    assert grid.per_year == 252
+    returns = metrics.grid_returns(grid)
+    assert set(returns["symbol"]) == {"AAPL", "BTC/USD"} and len(returns) == 4
+    assert metrics.return_correlation(grid).shape == (2, 2)
 
 
-def test_changes_and_best_and_worst() -> None:
-    overview = pd.DataFrame(
+def test_summary_takes_the_period_return_and_grid_statistics() -> None:
+    grid = metrics.common_grid(mixed_closes(), "1h", daily=False)
+    period = pd.DataFrame(
         {
-            "symbol": ["A", "B", "C", "D"],
-            "last_price": [110.0, 90.0, 50.0, 10.0],
-            "close_1h_ago": [100.0, 100.0, 50.0, None],
-            "close_24h_ago": [100.0, 100.0, 25.0, 0.0],
-            "close_7d_ago": [55.0, 100.0, 100.0, None],
-            "close_window_ago": [100.0, 100.0, 100.0, None],
+            "symbol": ["AAPL", "BTC/USD"],
+            "start_close": [1.0, 2.0],
+            "end_close": [3.0, 4.0],
+            "return_pct": [200.0, 100.0],
         }
     )
-    changes = metrics.with_changes(overview).set_index("symbol")
-    assert changes.loc["A", "change_1h"] == pytest.approx(10.0)
-    assert changes.loc["C", "change_24h"] == pytest.approx(100.0)
-    assert changes.loc["A", "change_7d"] == pytest.approx(100.0)
-    # no reference (or a zero one) is unknown, never infinite
-    assert math.isnan(changes.loc["D", "change_1h"]) and math.isnan(changes.loc["D", "change_24h"])
-    best, worst = metrics.best_and_worst(changes.reset_index(), 2)
-    assert best["symbol"].tolist() == ["A", "B"]
-    assert worst["symbol"].tolist() == ["C", "B"]
-
-
-def test_indicators_match_loop_definitions() -> None:
-    rng = np.random.default_rng(3)
-    close = list(100 + np.cumsum(rng.normal(0, 1, 260)))
-    out = metrics.with_indicators(pd.DataFrame({"close": close}))
-    i = 250
-    assert out["sma_20"].iloc[i] == pytest.approx(sum(close[i - 19 : i + 1]) / 20)
-    assert out["sma_200"].iloc[i] == pytest.approx(sum(close[i - 199 : i + 1]) / 200)
-    assert math.isnan(out["sma_200"].iloc[198])
-    window = close[i - 19 : i + 1]
-    mean = sum(window) / 20
-    std = math.sqrt(sum((v - mean) ** 2 for v in window) / 20)
-    assert out["bb_upper"].iloc[i] == pytest.approx(mean + 2 * std)
-    ema = close[0]
-    for value in close[1 : i + 1]:
-        ema = ema + (2 / 13) * (value - ema)
-    assert out["ema_12"].iloc[i] == pytest.approx(ema)
-    gain = loss = 0.0
-    for k in range(1, i + 1):
-        change = close[k] - close[k - 1]
-        gain = max(change, 0) if k == 1 else gain + (max(change, 0) - gain) / 14
-        loss = max(-change, 0) if k == 1 else loss + (max(-change, 0) - loss) / 14
-    assert out["rsi_14"].iloc[i] == pytest.approx(100 - 100 / (1 + gain / loss))
-    assert out["macd_hist"].iloc[i] == pytest.approx(
-        out["macd"].iloc[i] - out["macd_signal"].iloc[i]
+    summary = metrics.performance_summary(grid, period).set_index("symbol")
+    assert summary.loc["AAPL", "return_pct"] == 200.0
+    steps = grid.closes["AAPL"].pct_change().dropna().tolist()
+    mean = sum(steps) / len(steps)
+    std = math.sqrt(sum((r - mean) ** 2 for r in steps) / (len(steps) - 1))
+    assert summary.loc["AAPL", "volatility_pct"] == pytest.approx(100 * std * math.sqrt(252 * 7))
+    assert summary.loc["AAPL", "max_drawdown_pct"] == pytest.approx(
+        loop_drawdown(grid.closes["AAPL"].tolist())
     )
 
 
-def test_rsi_of_a_series_that_never_falls_is_100() -> None:
-    out = metrics.with_indicators(pd.DataFrame({"close": [float(v) for v in range(1, 40)]}))
-    assert out["rsi_14"].iloc[-1] == 100.0
+def test_best_and_worst() -> None:
+    changes = pd.DataFrame({"symbol": ["A", "B", "C", "D"], "change_window": [10.0, 0, -50, None]})
+    best, worst = metrics.best_and_worst(changes, 2)
+    assert best["symbol"].tolist() == ["A", "B"]
+    assert worst["symbol"].tolist() == ["C", "B"]
 
 
 HOURLY = "5 * * * *"

@@ -8,12 +8,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from marketpipe.intervals import MAX_OUTPUTSIZE
+from marketpipe.market import MAX_OUTPUTSIZE, settle_bars
 from services.fetcher.series import (
     INDICATOR_WARMUP,
     backfill_windows,
     bars_per_day,
-    ema_settle_bars,
     has_new_data,
     outputsize_for,
     transform_job_id,
@@ -27,7 +26,7 @@ NOW = datetime(2026, 3, 11, 18, 45, 30, tzinfo=UTC)
 
 
 def test_warmup_covers_the_longest_indicator_and_52_weeks_when_it_fits() -> None:
-    assert ema_settle_bars(26) == 180 and ema_settle_bars(9) == 62
+    assert settle_bars(2 / 27) == 180 and settle_bars(2 / 10) == 62
     assert INDICATOR_WARMUP >= 200
     assert warmup_bars("1h", "crypto") == INDICATOR_WARMUP  # 8760 bars a year do not fit
     assert warmup_bars("1h", "stock") == 252 * 7  # a stock year of hours does

@@ -24,6 +24,13 @@ def table_columns(table: str) -> list[tuple[str, str]]:
         if len(parts) < 2 or parts[0].upper() in ("PRIMARY", "UNIQUE", "CHECK", "CONSTRAINT"):
             continue
         columns.append((parts[0], "double precision" if parts[1] == "double" else parts[1]))
+    # Later migrations add columns at the end of the table.
+    for added in re.finditer(rf"ALTER TABLE marketpipe\.{table}\n(.*?);", ALL_SQL, re.DOTALL):
+        for line in added.group(1).splitlines():
+            parts = line.strip().rstrip(",").split()
+            if parts[:5] == ["ADD", "COLUMN", "IF", "NOT", "EXISTS"]:
+                kind = "double precision" if parts[6] == "double" else parts[6]
+                columns.append((parts[5], kind))
     return columns
 
 

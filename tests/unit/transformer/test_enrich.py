@@ -144,4 +144,3 @@ def test_last_stock_bar_of_the_day_ends_at_the_close() -> None:
     after = payload("AAPL", STOCK_META, values, fetched_at=datetime(2026, 8, 20, 20, 0, tzinfo=UTC))
     assert transform_series(before, now=NOW).bars["is_complete"].tolist() == [True, False]
     assert transform_series(after, now=NOW).bars["is_complete"].tolist() == [True, True]
-    assert not transform_series(before, now=NOW).daily["is_complete"].iloc[0]

@@ -10,7 +10,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.transformer import indicators as ind
+from marketpipe import indicators as ind
 from tests.unit.transformer import reference as ref
 from tests.unit.transformer.strategies import (
     PricePath,

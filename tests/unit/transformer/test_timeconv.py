@@ -1,14 +1,10 @@
-"""timeconv.py: exchange wall time -> UTC across DST, bar ends, bars per year, text parsing."""
+"""timeconv.py: exchange wall time -> UTC across DST, and API text parsing."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-import pytest
 
 from services.transformer.timeconv import (
-    bar_end_local,
-    bars_per_year,
     parse_api_datetimes,
     wall_to_utc,
 )
@@ -66,44 +62,6 @@ def test_session_moves_in_utc_across_dst() -> None:
     )
     expected = ("2026-03-06T14:30", "2026-03-09T13:30", "2026-10-30T19:30", "2026-11-02T20:30")
     assert converted.utc.tolist() == [t.item() for t in utc(*expected)]
-
-
-@pytest.mark.parametrize(
-    ("local_open", "interval", "asset_class", "end"),
-    [
-        ("2026-08-20 14:30", "1h", "stock", "2026-08-20 15:30"),
-        ("2026-08-20 15:30", "1h", "stock", "2026-08-20 16:00"),  # capped at the close
-        ("2026-08-20 23:00", "1h", "crypto", "2026-08-21 00:00"),
-        ("2026-08-20 00:00", "1day", "stock", "2026-08-20 16:00"),
-        ("2026-08-20 00:00", "1day", "forex", "2026-08-21 00:00"),
-        ("2026-08-17 00:00", "1week", "stock", "2026-08-21 16:00"),  # Friday's close
-        ("2026-08-17 00:00", "1week", "crypto", "2026-08-24 00:00"),
-        ("2026-08-01 00:00", "1month", "stock", "2026-09-01 00:00"),
-        ("2026-12-01 00:00", "1month", "crypto", "2027-01-01 00:00"),
-    ],
-)
-def test_bar_end(local_open: str, interval: str, asset_class: str, end: str) -> None:
-    zone = NEW_YORK if asset_class == "stock" else None
-    assert bar_end_local(pd.Timestamp(local_open), interval, asset_class, zone) == pd.Timestamp(end)
-
-
-@pytest.mark.parametrize(
-    ("asset_class", "interval", "zone", "expected"),
-    [
-        ("stock", "1h", NEW_YORK, 252 * 7),  # 390 minutes: 6.5 bars, the 15:30 bar counts
-        ("stock", "30min", NEW_YORK, 252 * 13),
-        ("stock", "1h", "Europe/London", 252 * 9),  # 08:00-16:30
-        ("stock", "1h", "Mars/Olympus", 252 * 7),  # unknown zone: New York's session
-        ("crypto", "1h", None, 365 * 24),
-        ("forex", "15min", None, 260 * 96),
-        ("stock", "1day", NEW_YORK, 252),
-        ("crypto", "1day", None, 365),
-        ("crypto", "1week", None, 52),
-        ("stock", "1month", NEW_YORK, 12),
-    ],
-)
-def test_bars_per_year(asset_class: str, interval: str, zone: str | None, expected: float) -> None:
-    assert bars_per_year(asset_class, interval, zone) == expected
 
 
 def test_parse_api_datetimes() -> None:

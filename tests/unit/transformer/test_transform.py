@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 
 from marketpipe.contract import (
-    DAILY_COLUMNS,
     OLAP_COLUMNS,
     QUARANTINE_COLUMNS,
     RawPayload,
@@ -69,7 +68,6 @@ def test_columns_order_and_dtypes_are_the_contract(case: str) -> None:
     result = results()[case]
     for frame, columns in (
         (result.bars, OLAP_COLUMNS),
-        (result.daily, DAILY_COLUMNS),
         (result.quarantine, QUARANTINE_COLUMNS),
     ):
         assert list(frame.columns) == column_names(columns)
@@ -80,16 +78,13 @@ def test_columns_order_and_dtypes_are_the_contract(case: str) -> None:
 
 
 def test_what_each_case_yields() -> None:
-    counts = {
-        case: (len(r.bars), len(r.daily), r.quarantine["reason"].tolist())
-        for case, r in results().items()
-    }
+    counts = {case: (len(r.bars), r.quarantine["reason"].tolist()) for case, r in results().items()}
     assert counts == {
-        "stock": (35, 5, ["non_numeric: close"]),
-        "crypto": (60, 3, []),
-        "no values": (0, 0, []),
-        "every bar bad": (0, 0, ["bad_datetime"]),
-        "error body": (0, 0, ["error_body: code 404: "]),
+        "stock": (35, ["non_numeric: close"]),
+        "crypto": (60, []),
+        "no values": (0, []),
+        "every bar bad": (0, ["bad_datetime"]),
+        "error body": (0, ["error_body: code 404: "]),
     }
 
 
@@ -105,7 +100,6 @@ def test_now_stamps_the_output_in_utc() -> None:
     result = transform_series(stock_payload(), now=datetime(2026, 9, 1, 2, 0, tzinfo=paris_summer))
     stamp = pd.Timestamp("2026-09-01 00:00", tz="UTC")
     assert (result.bars["transformed_at"] == stamp).all()
-    assert (result.daily["transformed_at"] == stamp).all()
     assert (result.quarantine["quarantined_at"] == stamp).all()
 
 
@@ -120,9 +114,6 @@ def test_the_same_payload_gives_the_same_rows() -> None:
     again = transform_series(stock_payload(), now=NOW + timedelta(days=30))
     pd.testing.assert_frame_equal(
         first.bars.drop(columns="transformed_at"), again.bars.drop(columns="transformed_at")
-    )
-    pd.testing.assert_frame_equal(
-        first.daily.drop(columns="transformed_at"), again.daily.drop(columns="transformed_at")
     )
     pd.testing.assert_frame_equal(
         first.quarantine.drop(columns="quarantined_at"),

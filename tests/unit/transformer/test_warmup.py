@@ -31,12 +31,6 @@ def test_bars_before_since_are_dropped_and_the_rest_are_exact() -> None:
     expected = full.bars[full.bars["bar_time"] >= pd.Timestamp(since)].reset_index(drop=True)
     pd.testing.assert_frame_equal(warmed.bars, expected)
     assert warmed.bars["sma_200"].notna().all()  # only exact values leave the transformer
-    # Daily rows from the day before since on (the warm-up spans weeks: those days are whole).
-    assert warmed.daily["trading_date"].min() == pd.Timestamp("2026-03-09")
-    pd.testing.assert_frame_equal(
-        warmed.daily,
-        full.daily[full.daily["trading_date"] >= pd.Timestamp("2026-03-09")].reset_index(drop=True),
-    )
 
 
 def test_a_naive_since_is_utc() -> None:
@@ -47,15 +41,6 @@ def test_a_naive_since_is_utc() -> None:
 def test_since_after_every_bar_emits_nothing() -> None:
     warmed = transform_series(with_request({"since": "2027-01-01T00:00:00Z"}), now=FAR_FUTURE)
     assert warmed.bars.empty
-    assert warmed.daily.empty
     assert list(warmed.bars.columns) == list(
         transform_series(with_request({}), now=FAR_FUTURE).bars.columns
     )
-
-
-def test_a_payload_cut_by_its_outputsize_gives_no_daily_row_for_its_first_day() -> None:
-    cut = transform_series(with_request({"outputsize": 300}), now=FAR_FUTURE)
-    whole = transform_series(with_request({"outputsize": 5000}), now=FAR_FUTURE)
-    whole_days = whole.daily["trading_date"].tolist()
-    assert cut.daily["trading_date"].tolist() == whole_days[1:]
-    assert len(cut.bars) == len(whole.bars) == 300

@@ -1,5 +1,7 @@
 """The derived columns of one series, bars in time order; definitions: docs/indicators.md.
 
+Shared by the transformer (every interval's bars) and the loader (the stored daily series).
+
 Plain numpy and pandas over one series. Windows not yet filled are NaN, never a partial value.
 Fixed-length windows are computed from the window's own values (``sliding_window_view``), so a
 bar's SMA, Bollinger bands and volatility do not depend on how much history the request reached
@@ -12,7 +14,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-FIFTY_TWO_WEEKS = pd.Timedelta(weeks=52)  # 364 days
+from marketpipe.market import INDICATORS, IndicatorSet
+
+FIFTY_TWO_WEEKS = pd.Timedelta(weeks=INDICATORS.range_weeks)  # 364 days
 
 
 def lagged(values: np.ndarray) -> np.ndarray:
@@ -128,41 +132,47 @@ def fifty_two_week_extremes(
 
 
 def indicator_columns(
-    bars: pd.DataFrame, trading_date: np.ndarray, bars_per_year: float
+    bars: pd.DataFrame,
+    trading_date: np.ndarray,
+    bars_per_year: float,
+    periods: IndicatorSet = INDICATORS,
 ) -> dict[str, np.ndarray]:
-    """Every derived float column of one series (``bars``: bar_time and OHLCV, time order)."""
+    """Every derived float column of one series (``bars``: bar_time and OHLCV, time order).
+
+    The one implementation for hourly bars (the transformer) and daily bars (the loader, over
+    the stored daily series); the periods are marketpipe.market's indicator set.
+    """
     close, high, low, volume = (
         bars[name].to_numpy(dtype=np.float64) for name in ("close", "high", "low", "volume")
     )
     previous = lagged(close)
     change = close - previous
     log_return = np.log(close / previous)
-    ema_12, ema_26 = ema(close, 12), ema(close, 26)
-    macd = ema_12 - ema_26
-    macd_signal = ema(macd, 9, first=25)  # macd starts where ema_26 does, at bar 25
-    bb_middle = rolling_mean(close, 20)
-    bb_spread = 2.0 * rolling_std(close, 20, ddof=0)  # Bollinger: population std
+    fast, slow, signal = periods.macd
+    macd = ema(close, fast) - ema(close, slow)
+    macd_signal = ema(macd, signal, first=slow - 1)  # macd starts where the slow EMA does
+    bb_middle = rolling_mean(close, periods.bollinger)
+    # Bollinger: population std
+    bb_spread = periods.bollinger_width * rolling_std(close, periods.bollinger, ddof=0)
     high_52w, low_52w = fifty_two_week_extremes(bars["bar_time"].to_numpy(), high, low)
     return {
         "previous_close": previous,
         "change": change,
         "pct_change": change / previous * 100.0,
         "log_return": log_return,
-        "sma_20": bb_middle,
-        "sma_50": rolling_mean(close, 50),
-        "sma_200": rolling_mean(close, 200),
-        "ema_12": ema_12,
-        "ema_26": ema_26,
+        **{f"sma_{n}": rolling_mean(close, n) for n in periods.sma},
+        **{f"ema_{n}": ema(close, n) for n in periods.ema},
         "macd": macd,
         "macd_signal": macd_signal,
         "macd_hist": macd - macd_signal,
-        "rsi_14": rsi(close, 14),
+        f"rsi_{periods.rsi}": rsi(close, periods.rsi),
         "bb_middle": bb_middle,
         "bb_upper": bb_middle + bb_spread,
         "bb_lower": bb_middle - bb_spread,
-        "atr_14": wilder_average(true_range(high, low, close), 14, first=1),
+        f"atr_{periods.atr}": wilder_average(true_range(high, low, close), periods.atr, first=1),
         # Close-to-close volatility: sample std (ddof=1) of log returns, annualised.
-        "volatility_20": rolling_std(log_return, 20, ddof=1) * np.sqrt(bars_per_year),
+        f"volatility_{periods.volatility}": rolling_std(log_return, periods.volatility, ddof=1)
+        * np.sqrt(bars_per_year),
         "vwap_session": session_vwap(trading_date, high, low, close, volume),
         "high_52w": high_52w,
         "low_52w": low_52w,

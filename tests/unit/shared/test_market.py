@@ -1,0 +1,121 @@
+"""marketpipe.market: the one bar-end rule, bars per year, classification and the warm-up."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pandas as pd
+import pytest
+
+from marketpipe.market import (
+    INDICATORS,
+    asset_class_of,
+    bar_end,
+    bars_per_year,
+    venue,
+)
+from services.fetcher.series import view_series, warmup_bars
+from services.transformer.transform import transform_series
+from tests.unit.transformer.payloads import STOCK_META, bar, payload
+
+NEW_YORK = "America/New_York"
+NYSE = venue("stock", NEW_YORK)
+
+
+@pytest.mark.parametrize(
+    ("local_open", "interval", "asset_class", "end_utc"),
+    [
+        # Regular day, summer time (UTC-4): the 15:30 bar is capped at the 16:00 close.
+        ("2026-08-20 14:30", "1h", "stock", "2026-08-20 19:30"),
+        ("2026-08-20 15:30", "1h", "stock", "2026-08-20 20:00"),
+        # DST changes: the last bar ends at 16:00 local, 21:00 UTC before and 20:00 after the
+        # spring change (2026-03-08), and back to 21:00 after the autumn one (2026-11-01).
+        ("2026-03-06 15:30", "1h", "stock", "2026-03-06 21:00"),
+        ("2026-03-09 15:30", "1h", "stock", "2026-03-09 20:00"),
+        ("2026-10-30 15:30", "1h", "stock", "2026-10-30 20:00"),
+        ("2026-11-02 15:30", "1h", "stock", "2026-11-02 21:00"),
+        # NYSE early close 2026-11-27 (13:00 ET): the 12:30 bar ends at 13:00, and so does the day.
+        ("2026-11-27 12:30", "1h", "stock", "2026-11-27 18:00"),
+        ("2026-11-27 00:00", "1day", "stock", "2026-11-27 18:00"),
+        # Holidays: Good Friday 2026-04-03 closes the week on Thursday; 2026-08 ends on Monday 31.
+        ("2026-03-30 00:00", "1week", "stock", "2026-04-02 20:00"),
+        ("2026-08-17 00:00", "1week", "stock", "2026-08-21 20:00"),
+        ("2026-08-01 00:00", "1month", "stock", "2026-08-31 20:00"),
+        # Crypto and forex: open + interval in UTC, days are UTC days, across DST untouched.
+        ("2026-03-08 06:00", "1h", "crypto", "2026-03-08 07:00"),
+        ("2026-08-20 23:00", "1h", "crypto", "2026-08-21 00:00"),
+        ("2026-08-20 00:00", "1day", "forex", "2026-08-21 00:00"),
+        ("2026-08-17 00:00", "1week", "crypto", "2026-08-24 00:00"),
+        ("2026-12-01 00:00", "1month", "crypto", "2027-01-01 00:00"),
+    ],
+)
+def test_bar_end(local_open: str, interval: str, asset_class: str, end_utc: str) -> None:
+    place = venue(asset_class, NEW_YORK if asset_class == "stock" else None)
+    assert bar_end(pd.Timestamp(local_open), interval, place) == pd.Timestamp(end_utc, tz="UTC")
+
+
+def test_fetcher_and_transformer_share_the_bar_end_on_an_early_close() -> None:
+    """13:05 ET on 2026-11-27: the 12:30 bar ended at the 13:00 close for both services."""
+    times = [f"2026-11-27 {h}:30:00" for h in ("09", "10", "11", "12")]
+    fetched_at = datetime(2026, 11, 27, 18, 5, tzinfo=UTC)
+    answer = payload(
+        "AAPL",
+        STOCK_META,
+        [bar(t, 100.0 + i, volume=1000) for i, t in enumerate(times)],
+        fetched_at=fetched_at,
+    )
+    view = view_series(answer.body, "1h", fetched_at)
+    assert view.open_bar is None
+    assert view.newest_complete == datetime(2026, 11, 27, 17, 30, tzinfo=UTC)
+    bars = transform_series(answer, now=fetched_at).bars
+    assert bars["is_complete"].tolist() == [True, True, True, True]
+    # A minute before the close both see the last bar still running.
+    early = datetime(2026, 11, 27, 17, 59, tzinfo=UTC)
+    assert view_series(answer.body, "1h", early).open_bar is not None
+    running = transform_series(answer.model_copy(update={"fetched_at": early}), now=early).bars
+    assert not running["is_complete"].iloc[-1]
+
+
+@pytest.mark.parametrize(
+    ("asset_class", "interval", "zone", "expected"),
+    [
+        ("stock", "1h", NEW_YORK, 252 * 7),  # 390 minutes: 6.5 bars, the 15:30 bar counts
+        ("stock", "30min", NEW_YORK, 252 * 13),
+        ("stock", "1h", "Europe/London", 252 * 9),  # 08:00-16:30
+        ("stock", "1h", "Mars/Olympus", 252 * 7),  # unknown zone: the NYSE's session
+        ("crypto", "1h", None, 365 * 24),
+        ("forex", "15min", None, 260 * 96),
+        ("stock", "1day", NEW_YORK, 252),
+        ("crypto", "1day", None, 365),
+        ("crypto", "1week", None, 52),
+        ("stock", "1month", NEW_YORK, 12),
+    ],
+)
+def test_bars_per_year(asset_class: str, interval: str, zone: str | None, expected: float) -> None:
+    assert bars_per_year(interval, venue(asset_class, zone)) == expected
+
+
+def test_one_classification_for_meta_and_reference_data() -> None:
+    assert asset_class_of("AAPL", meta=STOCK_META) == "stock"
+    pair = {"currency_base": "Bitcoin", "currency_quote": "US Dollar"}
+    assert asset_class_of("BTC/USD", meta={**pair, "exchange": "Binance"}) == "crypto"
+    assert asset_class_of("EUR/USD", meta=pair) == "forex"
+    assert asset_class_of("X", meta={"symbol": "X"}) is None
+    assert asset_class_of("ETH/USD", instrument={"type": "Digital Currency"}) == "crypto"
+    assert asset_class_of("EUR/USD", instrument={"type": "Physical Currency"}) == "forex"
+    assert asset_class_of("MSFT", instrument={"type": "Common Stock"}) == "stock"
+    assert asset_class_of("MSFT") == "stock"
+    assert asset_class_of("ETH/BTC") is None
+
+
+def test_the_warmup_follows_the_indicator_set() -> None:
+    base = INDICATORS.warmup_bars()
+    assert base >= max(INDICATORS.sma)
+    longer = replace(INDICATORS, sma=(*INDICATORS.sma, 400))
+    assert longer.warmup_bars() == 400 > base
+    # The fetcher sizes its requests from the set it is given (crypto 1h: no year fits).
+    assert warmup_bars("1h", "crypto") == base
+    assert warmup_bars("1h", "crypto", longer) == 400
+    slower = replace(INDICATORS, macd=(12, 52, 9))
+    assert slower.warmup_bars() > base
