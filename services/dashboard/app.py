@@ -49,7 +49,7 @@ def _engine() -> Engine:
 
 def _cached(function: F, ttl: int) -> F:
     # Cached results never outlive one refresh interval, so every refresh shows fresh data.
-    return st.cache_data(  # type: ignore[no-any-return]
+    return st.cache_data(  # type: ignore[return-value]
         ttl=ttl,
         show_spinner=False,
         hash_funcs={Engine: lambda engine: engine.url.render_as_string()},
@@ -200,23 +200,23 @@ class Dashboard:
         )
         spark = metrics.sparkline_points(spark_frame[spark_frame["symbol"].isin(table["symbol"])])
         columns = st.columns(CARD_COLUMNS)
-        for index, row in enumerate(table.itertuples(index=False)):
+        for index, row in enumerate(table.to_dict("records")):
             with columns[index % CARD_COLUMNS]:
                 st.metric(
-                    f"{row.symbol} · {row.asset_class}",
-                    display.price(row.last_price, row.price_decimals),
-                    display.signed_percent(row.day_pct_change)
-                    if pd.notna(row.day_pct_change)
+                    f"{row['symbol']} · {row['asset_class']}",
+                    display.price(row["last_price"], row["price_decimals"]),
+                    display.signed_percent(row["day_pct_change"])
+                    if pd.notna(row["day_pct_change"])
                     else None,
-                    delta_description=f"vs {row.reference}",
-                    chart_data=spark.get(row.symbol),
+                    delta_description=f"vs {row['reference']}",
+                    chart_data=spark.get(row["symbol"]),
                     border=True,
-                    help=f"{row.instrument_name or row.symbol}; last bar {row.last_bar_local}"
-                    + ("" if row.is_complete else " (still open)"),
+                    help=f"{row['instrument_name'] or row['symbol']}; last bar"
+                    f" {row['last_bar_local']}" + ("" if row["is_complete"] else " (still open)"),
                 )
                 st.caption(
-                    f"7 d {display.signed_percent(row.change_7d)} ·"
-                    f" {window_label} {display.signed_percent(row.change_window)}"
+                    f"7 d {display.signed_percent(row['change_7d'])} ·"
+                    f" {window_label} {display.signed_percent(row['change_window'])}"
                 )
         _csv_button(display.with_local_times(spark_frame, "UTC"), "sparklines_7d")
         st.subheader("All instruments")

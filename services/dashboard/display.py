@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -45,28 +46,28 @@ def with_local_times(frame: pd.DataFrame, zone: str, column: str = "bar_time") -
     return out
 
 
-def format_time(moment: object, zone: str) -> str:
+def format_time(moment: Any, zone: str) -> str:
     """'2026-03-11 15:30 EDT' in ``zone`` ('UTC' for UTC)."""
-    if moment is None or pd.isna(moment):  # type: ignore[arg-type]
+    if moment is None or pd.isna(moment):
         return "n/a"
-    stamp = pd.Timestamp(moment)  # type: ignore[arg-type]
+    stamp = pd.Timestamp(moment)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
     local = stamp.tz_convert(zone)
     return f"{local:%Y-%m-%d %H:%M} {local.tzname() or zone}"
 
 
-def price(value: object, decimals: object) -> str:
+def price(value: Any, decimals: Any) -> str:
     """A price at its quoted precision, with thousands separators."""
-    if value is None or pd.isna(value):  # type: ignore[arg-type]
+    if value is None or pd.isna(value):
         return "n/a"
-    places = 2 if decimals is None or pd.isna(decimals) else int(decimals)  # type: ignore[arg-type]
-    return f"{float(value):,.{places}f}"  # type: ignore[arg-type]
+    places = 2 if decimals is None or pd.isna(decimals) else int(decimals)
+    return f"{float(value):,.{places}f}"
 
 
-def signed_percent(value: object) -> str:
-    if value is None or pd.isna(value):  # type: ignore[arg-type]
+def signed_percent(value: Any) -> str:
+    if value is None or pd.isna(value):
         return "n/a"
-    return f"{float(value):+.{PERCENT_DECIMALS}f}%"  # type: ignore[arg-type]
+    return f"{float(value):+.{PERCENT_DECIMALS}f}%"
 
 
 def rounded(frame: pd.DataFrame, prices: Iterable[str]) -> pd.DataFrame:

@@ -56,7 +56,8 @@ class StreamerStatus:
 
 def read_status(redis: Redis, now: float) -> StreamerStatus:
     """The streamer's published status; "off" when it never published or stopped publishing."""
-    raw = {k.decode(): v.decode() for k, v in redis.hgetall(STATUS_KEY).items()}
+    stored: dict[bytes, bytes] = redis.hgetall(STATUS_KEY)  # type: ignore[assignment]
+    raw = {k.decode(): v.decode() for k, v in stored.items()}
     if not raw:
         return StreamerStatus("off", False, (), {}, 0, "", {}, None)
     age = now - float(raw.get("updated_at") or 0)
@@ -149,17 +150,17 @@ def render_strip(
             closes = {}
         frame = strip_frame(symbols, latest, closes, status, now.timestamp())
         columns = st.columns(min(len(frame), 6) or 1)
-        for index, row in enumerate(frame.itertuples(index=False)):
+        for index, row in enumerate(frame.to_dict("records")):
             with columns[index % len(columns)]:
-                change = None if pd.isna(row.change_pct) else f"{row.change_pct:+.2f}%"
+                change = None if pd.isna(row["change_pct"]) else f"{row['change_pct']:+.2f}%"
                 st.metric(
-                    f"{row.symbol} · {BADGE_ICONS[row.badge]}",
-                    "n/a" if pd.isna(row.price) else f"{row.price:,.2f}",
+                    f"{row['symbol']} · {BADGE_ICONS[row['badge']]}",
+                    "n/a" if pd.isna(row["price"]) else f"{row['price']:,.2f}",
                     change,
                     delta_description="vs previous close (stocks) / 24 h (crypto)",
                     help="Live price from the streamer (not a stored bar).",
                 )
-                st.caption(f"tick {_age(row.tick_age_seconds)}")
+                st.caption(f"tick {_age(row['tick_age_seconds'])}")
 
     strip()
 

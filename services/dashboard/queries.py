@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import bindparam, text
@@ -142,9 +143,9 @@ QUARANTINE_REASONS_SQL = text(
 )
 
 
-def _read(engine: Engine, statement: TextClause, **params: object) -> pd.DataFrame:
+def _read(engine: Engine, statement: TextClause, **params: Any) -> pd.DataFrame:
     with engine.connect() as conn:
-        return pd.read_sql_query(statement, conn, params=params)  # type: ignore[call-overload, no-any-return]
+        return pd.read_sql_query(statement, conn, params=params)
 
 
 def catalog(engine: Engine, interval: str) -> pd.DataFrame:
