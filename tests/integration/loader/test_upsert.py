@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import adbc_driver_postgresql.dbapi as adbc
 import numpy as np
@@ -107,3 +109,52 @@ def test_null_to_value_and_text_changes_are_written(clean_db: Settings, loaded: 
     assert upsert_bars(clean_db, edited) == 2  # row 0 has both edits, row 1 the name
     after = stored(clean_db)
     assert sum(after[t] != before[t] for t in before) == 2
+
+
+def wait_until_blocked(settings: Settings, pid: int) -> None:
+    """Returns once backend ``pid`` waits on another transaction's lock (fails after 60 s)."""
+    conn = psycopg2.connect(settings.database_url)
+    conn.autocommit = True
+    deadline = time.monotonic() + 60
+    with conn.cursor() as cur:
+        while time.monotonic() < deadline:
+            cur.execute("SELECT cardinality(pg_blocking_pids(%s)) > 0", (pid,))
+            if cur.fetchone() == (True,):
+                conn.close()
+                return
+    conn.close()
+    pytest.fail(f"backend {pid} never waited for the other loader")
+
+
+def test_two_loaders_on_overlapping_keys_both_land_and_count_exactly(
+    clean_db: Settings, redis: Redis
+) -> None:
+    first = broker.get_batch_tables(redis, put_batch(redis, clean_db, "BTC/USD", BARS))["bars"]
+    overlap = BARS // 2
+    second_id = put_batch(redis, clean_db, "BTC/USD", BARS, offset=overlap, level=200.0)
+    second = broker.get_batch_tables(redis, second_id)["bars"]
+    uri = clean_db.role_url("loader").render_as_string(hide_password=False)
+    with adbc.connect(uri) as one, adbc.connect(uri) as two, one.cursor() as a, two.cursor() as b:
+        prepare_session(a)
+        prepare_session(b)
+        assert upsert(a, "bars", first, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE) == BARS
+        b.execute("SELECT pg_backend_pid()")
+        (pid,) = b.fetchone()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The second loader's keys overlap the first's uncommitted rows: it must wait for the
+            # first to commit, then update the overlap (not fail on the primary key).
+            later = pool.submit(upsert, b, "bars", second, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
+            wait_until_blocked(clean_db, pid)
+            one.commit()
+            assert later.result(timeout=60) == BARS  # half new, half changed
+        two.commit()
+    rows = stored(clean_db)
+    assert len(rows) == BARS + overlap
+    closes = dict(zip(second["bar_time"].to_pylist(), second["close"].to_pylist(), strict=True))
+    conn = psycopg2.connect(clean_db.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT bar_time, close FROM marketpipe.bars WHERE bar_time >= %s", (min(closes),)
+        )
+        assert dict(cur.fetchall()) == closes  # the overlap holds the later loader's values
+    conn.close()
