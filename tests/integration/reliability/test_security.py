@@ -2,7 +2,7 @@
 
 The API key grep (logs, jobs, Redis, every table) is the fetcher's test:
 tests/integration/fetcher/test_schedule_backfill_secrets.py. Role privileges are in
-tests/integration/test_storage.py; compose in tests/unit/deploy/test_compose.py.
+tests/integration/marketpipe/test_migrate.py; compose in tests/unit/deploy/test_compose.py.
 """
 
 from __future__ import annotations

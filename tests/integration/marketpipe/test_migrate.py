@@ -22,7 +22,7 @@ from marketpipe.migrate import migrate, migration_files
 from marketpipe.settings import Settings
 from services.loader.upsert import upsert
 
-PAGILA_DIR = Path(__file__).resolve().parents[3] / "shared" / "pagila"
+PAGILA_DIR = Path(__file__).resolve().parents[4] / "shared" / "pagila"
 
 
 def run_psql_file(settings: Settings, path: Path) -> None:
@@ -117,7 +117,7 @@ def test_the_sql_files_alone_give_the_same_catalog_as_migrate(
     scratch_db: Settings, base_settings: Settings
 ) -> None:
     """docker-entrypoint-initdb.d runs the files with psql; `migrate` must agree with that path."""
-    for path in sorted((Path(__file__).resolve().parents[2] / "db" / "init").glob("*.sql")):
+    for path in sorted((Path(__file__).resolve().parents[3] / "db" / "init").glob("*.sql")):
         run_psql_file(scratch_db, path)
     assert migrate(scratch_db) == []  # every version was recorded by the files themselves
     assert catalog(scratch_db) == catalog(base_settings)
