@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
-from tests.integration.conftest import REPO_ROOT
+from tests.support.processes import service_process, stop_with_sigterm, wait_while_running
 
 
 def free_port() -> int:
@@ -40,25 +34,8 @@ def test_sigterm_stops_the_sandbox_cleanly(tmp_path: Path) -> None:
         "SANDBOX_STREAM_PORT": str(stream_port),
     }
     log = tmp_path / "sandbox.log"
-    with log.open("w") as out:
-        sandbox = subprocess.Popen(
-            [sys.executable, "-m", "services.sandbox"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        give_up = time.monotonic() + 60
-        while not answers(f"http://127.0.0.1:{port}/__sandbox/health"):
-            assert sandbox.poll() is None, log.read_text()
-            if time.monotonic() > give_up:
-                pytest.fail(f"the sandbox never answered:\n{log.read_text()}")
-            time.sleep(0.1)  # polling interval, not synchronisation: the deadline decides
-        sandbox.send_signal(signal.SIGTERM)
-        assert sandbox.wait(timeout=10) == 0, log.read_text()
-    finally:
-        if sandbox.poll() is None:
-            sandbox.kill()
-            sandbox.wait()
+    health = f"http://127.0.0.1:{port}/__sandbox/health"
+    with service_process("services.sandbox", env, log) as sandbox:
+        wait_while_running(sandbox, log, lambda: answers(health), "the sandbox answering")
+        stop_with_sigterm(sandbox, log)
     assert not answers(f"http://127.0.0.1:{port}/__sandbox/health")

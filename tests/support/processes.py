@@ -1,0 +1,50 @@
+"""A service started as its own process (``python -m services.X``), logging to a file."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def service_process(
+    module: str, env: Mapping[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m module`` from the repo root; killed on the way out if still running."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO_ROOT, env=dict(env), stdout=out, stderr=out
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_while_running(
+    process: subprocess.Popen[bytes], log: Path, ready: Callable[[], bool], what: str
+) -> None:
+    """Until ``ready()``; fails with the log if the process dies or a minute passes."""
+    give_up = time.monotonic() + 60
+    while not ready():
+        assert process.poll() is None, log.read_text()
+        if time.monotonic() > give_up:
+            pytest.fail(f"{what} did not happen:\n{log.read_text()}")
+        time.sleep(0.1)  # polling interval, not synchronisation: the deadline decides
+
+
+def stop_with_sigterm(process: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM, as `docker compose stop` sends it; the process must exit 0 within 10 s."""
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0, log.read_text()
