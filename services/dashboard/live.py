@@ -144,6 +144,10 @@ def render_strip(
         except Exception as exc:  # a Redis failure is shown, never a crash
             st.caption(f"Live prices unavailable: Redis did not answer ({type(exc).__name__}).")
             return
+        if status.age_seconds is None and not latest:
+            # No streamer ever ran here: one line, not a card of "n/a" per symbol.
+            st.caption("Live prices off: no streamer has published (services.streamer).")
+            return
         try:
             closes = previous_closes(engine, tuple(symbols), interval)
         except Exception:

@@ -76,6 +76,14 @@ def test_overview_strip_shows_live_delayed_and_off(
     assert shown["ETH/USD"] == ("⚪ off", "n/a")
 
 
+def test_without_a_streamer_the_strip_is_one_line(
+    empty_settings: Settings, open_app: OpenApp
+) -> None:
+    app = open_app(empty_settings, view="overview")
+    assert strip(app) == {}
+    assert any("no streamer has published" in caption.value for caption in app.caption)
+
+
 def test_a_stopped_streamer_turns_every_badge_off(
     empty_settings: Settings, open_app: OpenApp
 ) -> None:
