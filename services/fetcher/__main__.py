@@ -20,6 +20,14 @@ from redis import Redis
 
 from marketpipe import broker
 from marketpipe.health import beat
+from marketpipe.logs import setup_logging
+from marketpipe.reach import (
+    Check,
+    check_postgres,
+    check_redis,
+    exit_if_unreachable,
+    wait_until_reachable,
+)
 from marketpipe.settings import Settings, load_settings, validate_symbol
 from services.fetcher.backfill import BackfillInterrupted, ProgressBar, run_backfill
 from services.fetcher.client import TwelveDataClient
@@ -129,7 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     stop_on_sigterm()
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(settings.log_level, settings.log_format, "fetcher")
+    checks: list[Check] = [
+        lambda: check_redis(settings.redis_url),
+        lambda: check_postgres(settings.role_url("fetcher")),
+    ]
+    if args.command == "backfill" or args.once:
+        exit_if_unreachable(checks, "fetcher")  # a one-shot command: say so and stop
+    else:
+        wait_until_reachable(checks, log)
     if settings.demo_mode:
         log.warning(
             "DEMO MODE: no TWELVE_DATA_API_KEY set; fetching synthetic data from the sandbox at %s."

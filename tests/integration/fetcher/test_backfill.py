@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import psycopg2
 import pytest
@@ -28,8 +29,8 @@ class StopAfter(ProgressBar):
     updates = 0
     stop_after: int | None = None
 
-    def update(self, done: int, note: str = "") -> None:
-        super().update(done, note)
+    def update(self, done: int, note: str = "", **shown: Any) -> None:
+        super().update(done, note, **shown)
         StopAfter.updates += 1
         if self.stop_after is not None and StopAfter.updates > self.stop_after:
             raise KeyboardInterrupt
