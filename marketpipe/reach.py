@@ -35,7 +35,7 @@ class Unreachable(RuntimeError):
     """A server a setting names does not answer; the message is the one line to print."""
 
 
-def _reason(exc: BaseException) -> str:
+def reason_of(exc: BaseException) -> str:
     """The cause in a few words: libpq's and redis-py's messages span lines and repeat the host."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     first = lines[0] if lines else type(exc).__name__
@@ -45,8 +45,8 @@ def _reason(exc: BaseException) -> str:
 def outage_line(exc: BaseException) -> str:
     """One line for a lost server, naming the setting that points at it."""
     if isinstance(exc, psycopg2.Error):
-        return f"DATABASE_URL: PostgreSQL does not answer ({_reason(exc)})"
-    return f"REDIS_URL: Redis does not answer ({_reason(exc)})"
+        return f"DATABASE_URL: PostgreSQL does not answer ({reason_of(exc)})"
+    return f"REDIS_URL: Redis does not answer ({reason_of(exc)})"
 
 
 def postgres_address(url: URL) -> str:
@@ -72,7 +72,7 @@ def check_postgres(url: URL, variable: str = "DATABASE_URL") -> None:
         as_user = f" as {url.username}" if url.username else ""
         raise Unreachable(
             f"{variable}: PostgreSQL at {postgres_address(url)}{as_user} cannot be reached"
-            f" ({_reason(exc)})"
+            f" ({reason_of(exc)})"
         ) from None
 
 
@@ -87,7 +87,7 @@ def check_redis(redis_url: str, variable: str = "REDIS_URL") -> None:
         client.ping()
     except (RedisError, OSError) as exc:
         raise Unreachable(
-            f"{variable}: Redis at {redis_address(redis_url)} cannot be reached ({_reason(exc)})"
+            f"{variable}: Redis at {redis_address(redis_url)} cannot be reached ({reason_of(exc)})"
         ) from None
     finally:
         client.close()

@@ -14,9 +14,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
+from marketpipe import runs
 from marketpipe.db import reader_engine
+from marketpipe.logs import redact
 from marketpipe.market import INTRADAY_MINUTES
+from marketpipe.reach import Unreachable, check_postgres, postgres_address, reason_of, redis_address
 from marketpipe.settings import Settings, load_settings
 from services.dashboard import charts, display, metrics, queries, queue_status, view_state
 from services.dashboard import live as live_prices
@@ -27,6 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # A fetch's rows are loaded within minutes of its tick; only after that is a missing one late.
 FRESHNESS_GRACE = timedelta(minutes=10)
 QUARANTINE_LOOKBACK = timedelta(days=7)
+DATABASE_RETRY = timedelta(seconds=5)
+FETCH_RUNS_SHOWN = 20
 SPARKLINE_BUCKET = timedelta(hours=3)
 PERFORMERS = 5
 CARD_COLUMNS = 4
@@ -97,6 +103,7 @@ class Dashboard:
         self.rebased = _cached(queries.rebased, ttl)
         self.freshness = _cached(queries.freshness, ttl)
         self.recent_runs = _cached(queries.recent_runs, ttl)
+        self.fetch_runs = _cached(runs.fetch_runs, ttl)
         self.quarantine = _cached(queries.quarantine, ttl)
         self.quarantine_reasons = _cached(queries.quarantine_reasons, ttl)
 
@@ -456,16 +463,19 @@ class Dashboard:
             },
         )
         _csv_button(fresh, "freshness")
+        self.fetch_runs_section(engine)
         st.subheader("Last runs")
-        runs = self.recent_runs(engine)
-        st.dataframe(runs, hide_index=True)
-        _csv_button(runs, "runs")
+        recent = self.recent_runs(engine)
+        st.dataframe(recent, hide_index=True)
+        _csv_button(recent, "runs")
         st.subheader("Queues")
         try:
             redis = queue_status.connect(self.settings.redis_url)
             depths, failed = queue_status.queue_depths(redis), queue_status.failed_jobs(redis)
         except Exception as exc:  # any Redis failure is a health finding, not a crash
-            st.error(f"Redis at {self.settings.redis_url} did not answer: {exc}")
+            # The address only: a password in REDIS_URL is never shown.
+            where = redis_address(self.settings.redis_url)
+            st.error(f"Redis at {where} (REDIS_URL) did not answer: {redact(reason_of(exc))}")
         else:
             st.dataframe(depths, hide_index=True)
             st.caption(f"{len(failed)} failed job(s) kept in RQ's failed-job registries.")
@@ -482,6 +492,29 @@ class Dashboard:
             st.dataframe(rows, hide_index=True)
             _csv_button(rows, "quarantine")
         live_prices.render_health(self.settings.redis_url)
+
+    def fetch_runs_section(self, engine: Engine) -> None:
+        """What the fetcher did: a row per fetch cycle and backfill window (pipeline_runs)."""
+        st.subheader("Fetch cycles and backfill windows")
+        fetches = self.fetch_runs(engine, FETCH_RUNS_SHOWN)
+        if fetches.empty:
+            st.caption("No fetch cycle recorded yet.")
+            return
+        failing = fetches[fetches["status"].isin(["failed", "partial"])]
+        if len(failing):
+            st.warning(
+                f"{len(failing)} of the last {len(fetches)} fetch runs had API errors; newest: "
+                + str(failing.iloc[0]["message"] or failing.iloc[0]["status"]),
+                icon=":material/error:",
+            )
+        st.dataframe(
+            fetches,
+            hide_index=True,
+            column_config={
+                "waited_seconds": st.column_config.NumberColumn("waited, s", format="%.0f")
+            },
+        )
+        _csv_button(fetches, "fetch_runs")
 
     # -- the refreshing body --
 
@@ -512,12 +545,38 @@ class Dashboard:
         )
 
 
+def database_unreachable(settings: Settings, exc: BaseException) -> None:
+    """A short notice instead of SQLAlchemy's traceback; the page comes back when it answers."""
+    where = postgres_address(settings.role_url("reader"))
+    st.error(
+        f"Database unreachable: PostgreSQL at {where} (DATABASE_URL) does not answer"
+        f" ({redact(reason_of(exc))}). This page tries again every"
+        f" {DATABASE_RETRY.total_seconds():.0f} s.",
+        icon=":material/database:",
+    )
+
+    @st.fragment(run_every=DATABASE_RETRY)
+    def retry() -> None:
+        try:
+            check_postgres(settings.role_url("reader"))
+        except Unreachable:
+            return
+        st.rerun()
+
+    retry()
+
+
 def main() -> None:
     settings = _settings()
     st.set_page_config(page_title="marketpipe", page_icon="📈", layout="wide")
     st.title("marketpipe")
     dashboard = Dashboard(settings)
-    state = dashboard.controls(dashboard.catalog(_engine(), settings.interval))
+    try:
+        catalog = dashboard.catalog(_engine(), settings.interval)
+    except OperationalError as exc:
+        database_unreachable(settings, exc.orig or exc)
+        return
+    state = dashboard.controls(catalog)
     if state.view in ("overview", "instrument"):
         shown = settings.live_symbol_list[: settings.live_max_symbols]
         live_prices.render_strip(
@@ -526,10 +585,15 @@ def main() -> None:
             [state.symbol] if state.symbol and state.view == "instrument" else shown,
             settings.interval,
         )
+
     # Only the body reruns on the timer: widgets keep their state and the page does not flash.
-    live = st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))(
-        dashboard.render
-    )
+    @st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))
+    def live(state: ViewState) -> None:
+        try:
+            dashboard.render(state)
+        except OperationalError as exc:  # the database went away after the page was up
+            database_unreachable(settings, exc.orig or exc)
+
     live(state)
 
 
