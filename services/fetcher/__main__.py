@@ -29,7 +29,13 @@ from marketpipe.reach import (
     wait_until_reachable,
 )
 from marketpipe.settings import Settings, load_settings, validate_symbol
-from services.fetcher.backfill import BackfillInterrupted, ProgressBar, run_backfill
+from services.fetcher.backfill import (
+    BackfillInterrupted,
+    LoadStalled,
+    ProgressBar,
+    run_backfill,
+    wait_until_loaded,
+)
 from services.fetcher.client import TwelveDataClient
 from services.fetcher.clock import ApiDateClock, Clock
 from services.fetcher.context import FetchContext
@@ -133,6 +139,12 @@ def main(argv: list[str] | None = None) -> None:
     backfill.add_argument("--since", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
     backfill.add_argument("--until", type=date.fromisoformat, help="YYYY-MM-DD (default: today)")
     backfill.add_argument("--symbols", type=_symbols, help="comma list (default: SYMBOLS)")
+    backfill.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stdout.isatty(),
+        help="return once every window is loaded, printing the rows (default: on a terminal)",
+    )
     args = parser.parse_args(argv)
     stop_on_sigterm()
 
@@ -158,11 +170,17 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "backfill":
         try:
-            run_backfill(
+            report = run_backfill(
                 ctx, args.since, symbols=args.symbols, until=args.until, progress=ProgressBar
             )
-        except BackfillInterrupted as exc:
-            log.error("backfill interrupted: %s", exc)
+            if args.wait:
+                done = wait_until_loaded(ctx, report.payload_ids)
+                print(
+                    f"backfill loaded: {done.windows} windows, {done.bars} bars"
+                    f" ({done.changed} rows written or changed); queryable now"
+                )
+        except (BackfillInterrupted, LoadStalled) as exc:
+            log.error("backfill: %s", exc)
             sys.exit(1)
         return
     if args.once:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Final, TextIO
 
+from marketpipe.db import transaction
 from marketpipe.market import MAX_OUTPUTSIZE, asset_class_of
 from services.fetcher.client import BadRequest, SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
@@ -36,10 +37,65 @@ log = logging.getLogger("marketpipe.fetcher.backfill")
 
 PROGRESS_PREFIX: Final = "marketpipe:backfill"
 PROGRESS_TTL_SECONDS: Final = 30 * 86_400
+# --wait gives up when no window was loaded for this long (the workers are down or stuck).
+LOAD_STALL_SECONDS: Final = 600.0
+LOAD_POLL_SECONDS: Final = 2.0
+_LOADED: Final = (
+    "SELECT count(*), coalesce(sum(rows_in - rows_quarantined), 0), coalesce(sum(rows_loaded), 0)"
+    " FROM marketpipe.pipeline_runs WHERE component = 'loader' AND run_id = ANY(%s)"
+)
 
 
 class BackfillInterrupted(RuntimeError):
     """The API kept failing; progress is saved and the same command resumes."""
+
+
+class LoadStalled(RuntimeError):
+    """``--wait``: windows stayed unloaded for LOAD_STALL_SECONDS (check the workers)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    windows: int  # payloads the loader has a run row for
+    bars: int  # bars those payloads held
+    changed: int  # rows they wrote or changed
+
+
+def loaded(ctx: FetchContext, payload_ids: Sequence[str]) -> Loaded:
+    with transaction(ctx.settings.role_url("fetcher")) as cur:
+        cur.execute(_LOADED, ([f"load:{p}" for p in payload_ids],))
+        windows, bars, changed = cur.fetchone() or (0, 0, 0)
+    return Loaded(int(windows), int(bars), int(changed))
+
+
+def wait_until_loaded(
+    ctx: FetchContext,
+    payload_ids: Sequence[str],
+    *,
+    stream: TextIO = sys.stderr,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    stall_seconds: float = LOAD_STALL_SECONDS,
+) -> Loaded:
+    """Poll the loader's run rows until every window's payload is loaded (queryable)."""
+    wanted = list(dict.fromkeys(payload_ids))
+    last = Loaded(-1, 0, 0)
+    progressed_at = monotonic()
+    while True:
+        now = loaded(ctx, wanted)
+        if now.windows != last.windows:
+            stream.write(f"loading: {now.windows}/{len(wanted)} windows loaded, {now.bars} bars\n")
+            stream.flush()
+            last, progressed_at = now, monotonic()
+        if now.windows >= len(wanted):
+            return now
+        if monotonic() - progressed_at > stall_seconds:
+            raise LoadStalled(
+                f"{len(wanted) - now.windows} of {len(wanted)} windows not loaded after"
+                f" {duration_text(stall_seconds)} without progress; are the transformer and"
+                " loader workers running? (python -m services.ops status)"
+            )
+        sleep(LOAD_POLL_SECONDS)
 
 
 @dataclass
