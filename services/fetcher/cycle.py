@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from secrets import token_hex
 from typing import Any
 
 from marketpipe.market import asset_class_of
@@ -126,7 +127,8 @@ def run_cycle(
         _take(ctx, report, answer, request, state, attrs.get(answer.symbol, {}))
     report.credits = ctx.limiter.taken - taken_before
     report.waited_seconds = ctx.limiter.waited - waited_before
-    run_id = run_id or f"fetch:{interval}:{started_at:%Y-%m-%dT%H:%M:%SZ}"
+    # A scheduled tick names its run (a retried tick rewrites its row); any other gets its own.
+    run_id = run_id or f"fetch:{interval}:once:{started_at:%Y-%m-%dT%H:%M:%SZ}:{token_hex(3)}"
     log.info("cycle %s: %s", run_id, report.summary())
     failures = {**report.api_errors, **report.deferred}
     symbols_new = len(report.enqueued) + len(report.already_queued)

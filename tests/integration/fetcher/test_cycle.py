@@ -134,6 +134,14 @@ def test_a_bad_symbol_is_logged_with_the_api_message_and_never_sinks_the_batch(
         )
     )
     assert runs == {"AAPL": "ok", "BTC/USD": "ok", "NOSUCH": "failed", "ZZZZ": "failed"}
+    # The cycles' own rows: what was asked, what failed and why (the API's message).
+    cycles = query(
+        ctx.settings,
+        "SELECT status, symbols_asked, symbols_new, api_errors, message"
+        " FROM marketpipe.pipeline_runs WHERE component = 'fetcher' ORDER BY symbols_asked",
+    )
+    assert [c[:4] for c in cycles] == [("failed", 1, 0, 1), ("partial", 3, 2, 1)]
+    assert all("not found" in c[4] for c in cycles)
     # The API's own message is kept with the failed run's payload.
     messages = query(
         ctx.settings,

@@ -281,6 +281,8 @@ def test_the_fetcher_and_transformer_roles_hold_exactly_what_they_need(
     assert table_privileges(clean_db, "marketpipe_fetcher") == {
         "raw_payloads": {"INSERT"},
         "watermarks": {"SELECT"},
+        # Its own run rows (0010), and the loader's for `backfill --wait`.
+        "pipeline_runs": {"SELECT", "INSERT", "UPDATE"},
     }
     assert table_privileges(clean_db, "marketpipe_transformer") == {"raw_payloads": {"SELECT"}}
     # Landed rows are immutable: the loader's role may read them, nothing more.
