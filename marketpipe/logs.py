@@ -16,7 +16,6 @@ import sys
 from typing import Final, Literal
 
 from pythonjsonlogger.json import JsonFormatter
-from sqlalchemy.engine import URL, make_url
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -34,15 +33,6 @@ def redact(text: str) -> str:
     """``text`` with URL passwords, ``apikey=`` and ``password=`` values replaced by ***."""
     text = _URL_PASSWORD.sub(rf"\g<head>{REDACTED}@", text)
     return _KEY_VALUE.sub(rf"\g<head>{REDACTED}", text)
-
-
-def safe_url(url: str | URL) -> str:
-    """A URL fit to print: its password hidden (SQLAlchemy's rendering, or redact for others)."""
-    if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    if url.startswith(("postgresql", "postgres")):
-        return make_url(url).render_as_string(hide_password=True)
-    return redact(url)
 
 
 class TextFormatter(logging.Formatter):

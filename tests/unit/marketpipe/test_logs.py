@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from marketpipe.logs import redact, safe_url, setup_logging
+from marketpipe.logs import redact, setup_logging
 
 pytestmark = pytest.mark.unit
 
@@ -34,10 +34,6 @@ def restore_root_logger() -> Iterator[None]:
 )
 def test_redact_hides_every_kind_of_secret_and_nothing_else(text: str, expected: str) -> None:
     assert redact(text) == expected
-
-
-def test_safe_url_renders_a_database_url_without_its_password() -> None:
-    assert safe_url("postgresql://u:s3cret@h/db") == "postgresql://u:***@h/db"
 
 
 def test_json_lines_are_one_object_each_with_the_service_and_no_secret(
