@@ -46,8 +46,8 @@ def test_tables_hold_exactly_the_contract_columns(table: str, contract: tuple) -
 def test_migrations_are_numbered_and_record_their_own_version() -> None:
     files = migration_files()
     versions = [v for v, _ in files]
-    # Parallel branches get their numbers assigned up front (0010 before 0008 lands): gaps are
-    # expected, order and uniqueness are not negotiable.
+    # Increasing from 1; a gap is a number reserved for a branch not merged yet (parallel
+    # branches are assigned their numbers, so they never collide).
     assert versions[0] == 1 and versions == sorted(set(versions))
     for version, path in files:
         assert f"VALUES ({version}, '{path.stem.split('_', 1)[1]}')" in path.read_text()
