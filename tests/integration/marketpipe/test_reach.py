@@ -75,15 +75,21 @@ def test_migrate_names_database_url_and_exits_1(clean_db: Settings, dead_databas
     )
 
 
-def test_make_run_names_redis_url_exits_1_and_never_says_running(
-    clean_db: Settings, dead_redis_url: str
+@pytest.mark.parametrize(
+    ("variable", "expected"),
+    [
+        ("REDIS_URL", r"Redis at 127\.0\.0\.1:\d+/0 cannot be reached \(.*\)"),
+        ("DATABASE_URL", r"PostgreSQL at 127\.0\.0\.1:\d+/postgres as postgres cannot be .*"),
+    ],
+)
+def test_make_run_names_the_variable_exits_1_and_never_says_running(
+    clean_db: Settings, dead_redis_url: str, dead_database_url: str, variable: str, expected: str
 ) -> None:
-    env = settings_env(clean_db) | {"REDIS_URL": dead_redis_url}
+    bad = {"REDIS_URL": dead_redis_url, "DATABASE_URL": dead_database_url}
+    env = settings_env(clean_db) | {variable: bad[variable]}
     done = one_shot(["scripts/run_stack.py"], env)
     assert "running" not in done.stdout
-    assert_one_line(
-        done, r"make run: REDIS_URL: Redis at 127\.0\.0\.1:\d+/0 cannot be reached \(.*\)"
-    )
+    assert_one_line(done, rf"make run: {variable}: {expected}")
 
 
 @pytest.mark.parametrize(
@@ -156,16 +162,17 @@ def test_a_worker_waits_for_its_database_unregistered_then_registers(
         assert "every server answers now" in log.read_text()
 
 
-def test_the_fetcher_waits_for_redis_with_backoff(
-    clean_db: Settings, dead_redis_url: str, tmp_path: Path
+@pytest.mark.parametrize("service", ["services.fetcher", "services.transformer"])
+def test_the_fetcher_and_the_workers_wait_for_redis_with_backoff(
+    clean_db: Settings, dead_redis_url: str, tmp_path: Path, service: str
 ) -> None:
     env = settings_env(clean_db) | {"REDIS_URL": dead_redis_url}
-    log = tmp_path / "fetcher.log"
-    with service_process("services.fetcher", env, log) as fetcher:
+    log = tmp_path / "service.log"
+    with service_process(service, env, log) as process:
         wait_while_running(
-            fetcher, log, lambda: len(retry_lines(log, "REDIS_URL")) >= 3, "three retries"
+            process, log, lambda: len(retry_lines(log, "REDIS_URL")) >= 3, "three retries"
         )
         text = log.read_text()
     assert retry_lines(log, "REDIS_URL")[:3] == [0.5, 1.0, 2.0]
     assert "redis-secret" not in text and "Traceback" not in text
-    assert "tick" not in text  # nothing was fetched while Redis was away
+    assert "tick" not in text and "taking jobs" not in text  # no work while Redis was away

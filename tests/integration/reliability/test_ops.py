@@ -131,7 +131,7 @@ def test_status_prints_the_fetch_cycles_the_loads_and_the_queues(
 ) -> None:
     settings = pipeline_settings
     empty = run_service("services.ops", "status", env=settings_env(settings))
-    assert "none yet: no fetcher has run" in empty
+    assert "none yet: the fetcher has not run" in empty
     run_pipeline(settings)
     out = run_service("services.ops", "status", env=settings_env(settings))
     lines = out.splitlines()
