@@ -41,25 +41,27 @@ _RANGE: Final = f"{FIFTY_TWO_WEEKS.days} days"
 # The series lock the loader's upsert takes (upsert.lock_sql: the table and the symbol).
 LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended('marketpipe.bars|' || $1, 0))"
 
-# $1 symbol, $2 interval, $3 changed_through, $4 changed_from. When the change is the series'
+# $1 symbol, $2 interval, $3 changed_from, $4 changed_through. When the change is the series'
 # start (older history was just prepended), bars up to a year after the old first bar (the first
 # one after the change) may now reach 52 weeks back.
-_HORIZON_SQL: Final = (
-    "SELECT CASE WHEN nth IS NULL THEN 'infinity'::timestamptz"  # noqa: S608
-    f" ELSE greatest(nth, $3::timestamptz + interval '{_RANGE}',"
-    f" CASE WHEN series_start >= $4::timestamptz THEN old_first + interval '{_RANGE}' END) END"
+_HORIZON: Final = (
+    "(SELECT CASE WHEN nth IS NULL THEN 'infinity'::timestamptz"  # noqa: S608
+    f" ELSE greatest(nth, $4::timestamptz + interval '{_RANGE}',"
+    f" CASE WHEN series_start >= $3::timestamptz THEN old_first + interval '{_RANGE}' END) END"
     " FROM (SELECT (SELECT bar_time FROM marketpipe.bars"
-    " WHERE symbol = $1 AND interval = $2 AND bar_time > $3::timestamptz"
+    " WHERE symbol = $1 AND interval = $2 AND bar_time > $4::timestamptz"
     f" ORDER BY bar_time OFFSET {HORIZON_BARS - 1} LIMIT 1) AS nth,"
     " (SELECT min(bar_time) FROM marketpipe.bars WHERE symbol = $1 AND interval = $2)"
     " AS series_start,"
     " (SELECT min(bar_time) FROM marketpipe.bars"
-    " WHERE symbol = $1 AND interval = $2 AND bar_time > $3::timestamptz) AS old_first) AS h"
+    " WHERE symbol = $1 AND interval = $2 AND bar_time > $4::timestamptz) AS old_first) AS h)"
 )
+# The bars from changed_from to the horizon (to the end without changed_through).
 _STRETCH_SQL: Final = (
-    "SELECT bar_time, trading_date, high, low, close, volume, asset_class, exchange_timezone,"
+    "SELECT bar_time, trading_date, high, low, close, volume, asset_class, exchange_timezone,"  # noqa: S608
     " mic_code FROM marketpipe.bars WHERE symbol = $1 AND interval = $2"
-    " AND bar_time >= $3::timestamptz AND bar_time <= $4::timestamptz ORDER BY bar_time"
+    " AND bar_time >= $3::timestamptz"
+    f" AND ($4::timestamptz IS NULL OR bar_time <= {_HORIZON}) ORDER BY bar_time"
 )
 _UPDATE_SQL: Final = (
     "UPDATE marketpipe.bars AS t SET "  # noqa: S608
@@ -88,11 +90,6 @@ def bump_version(cur: Any, symbol: str, interval: str) -> None:
     cur.execute(_BUMP_SQL, (symbol, interval))
 
 
-def horizon(cur: Any, symbol: str, interval: str, changed_from: datetime, through: datetime) -> Any:
-    cur.execute(_HORIZON_SQL, (symbol, interval, through, changed_from))
-    return cur.fetchone()[0]
-
-
 def recompute(
     cur: Any,
     symbol: str,
@@ -106,12 +103,7 @@ def recompute(
     that changed it; returns how many bars changed. ``changed_through`` None: to the series' end.
     """
     history, _ = read_history(cur, symbol, interval, changed_from)
-    until = (
-        "infinity"
-        if changed_through is None
-        else horizon(cur, symbol, interval, changed_from, changed_through)
-    )
-    cur.execute(_STRETCH_SQL, (symbol, interval, changed_from, until))
+    cur.execute(_STRETCH_SQL, (symbol, interval, changed_from, changed_through))
     rows = cur.fetch_arrow_table()
     if rows.num_rows == 0:
         return 0
