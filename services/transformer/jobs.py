@@ -30,8 +30,12 @@ def series_frame(symbol: str, interval: str, version: int) -> pd.DataFrame:
 
 
 def transform_payload(payload_id: str) -> dict[str, int]:
+    """RQ entry point (``marketpipe.queues.TRANSFORM_JOB``)."""
+    return transform(_settings(), payload_id)
+
+
+def transform(settings: Settings, payload_id: str) -> dict[str, int]:
     """Transform one landed payload; the batch id is the payload id, so replays overwrite."""
-    settings = _settings()
     url = settings.role_url("transformer")
     payload = raw.read_payload(url, payload_id)
     # Read-only: the transformer's role may only SELECT (the payload, the stored series).
