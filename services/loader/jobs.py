@@ -173,15 +173,25 @@ def recompute_series(
     For whoever changes stored bars outside a load (e.g. a restatement check): one transaction
     under the series' lock, the version raised when a bar changed.
     """
-    settings = _settings()
     start = datetime.fromisoformat(changed_from)
     through = datetime.fromisoformat(changed_through) if changed_through else None
+    return recompute_stored(_settings(), symbol, interval, start, through)
+
+
+def recompute_stored(
+    settings: Settings,
+    symbol: str,
+    interval: str,
+    changed_from: datetime,
+    changed_through: datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`recompute_series` with explicit settings."""
     uri = settings.role_url("loader").render_as_string(hide_password=False)
     with adbc.connect(uri) as conn, conn.cursor() as cur:
         prepare_session(cur)
         cur.execute(LOCK_SQL, (symbol,))
         cur.fetchall()
-        changed = recompute(cur, symbol, interval, start, through)
+        changed = recompute(cur, symbol, interval, changed_from, changed_through)
         if changed:
             bump_version(cur, symbol, interval)
         conn.commit()

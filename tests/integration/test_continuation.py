@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import adbc_driver_postgresql.dbapi as adbc
-import pandas as pd
 import psycopg2
 import pytest
 import requests
@@ -24,9 +23,7 @@ from hypothesis import strategies as st
 from psycopg2 import sql
 from redis import Redis
 
-from marketpipe.contract import OLAP_COLUMNS
 from marketpipe.history import read_history
-from marketpipe.market import bars_per_year, venue
 from marketpipe.settings import Settings
 from services.fetcher.__main__ import build_context
 from services.fetcher.cycle import run_cycle
@@ -36,12 +33,7 @@ from tests.integration.conftest import OUR_TABLES
 from tests.support.clock import InProcessClock
 from tests.support.pipeline import drain
 from tests.support.scratch import empty_claimed_redis
-from tests.unit.transformer import reference as ref
-from tests.unit.transformer.strategies import (
-    assert_52_week_match,
-    assert_close,
-    assert_indicators_match,
-)
+from tests.support.series import assert_matches_one_pass, stored_series
 
 SYMBOLS = ("AAPL", "BTC/USD")
 # More than a year of stock hours (~300 sessions), so later ticks continue stored state rather
@@ -100,18 +92,6 @@ def continues_stored_state(settings: Settings, symbol: str) -> bool:
     return not history.from_start
 
 
-def stored_series(settings: Settings, symbol: str) -> pd.DataFrame:
-    conn = psycopg2.connect(settings.database_url)
-    try:
-        return pd.read_sql_query(
-            "SELECT * FROM marketpipe.bars WHERE symbol = %s ORDER BY bar_time",
-            conn,
-            params=(symbol,),
-        )
-    finally:
-        conn.close()
-
-
 def api_closes(sandbox: SandboxServer, settings: Settings, symbol: str, first: datetime) -> dict:
     """Every bar the API has from ``first`` on, at its current clock: UTC open -> close."""
     answer = requests.get(
@@ -130,22 +110,6 @@ def api_closes(sandbox: SandboxServer, settings: Settings, symbol: str, first: d
         datetime.fromisoformat(v["datetime"]).replace(tzinfo=UTC): float(v["close"])
         for v in answer["values"]
     }
-
-
-def assert_matches_one_pass(bars: pd.DataFrame, symbol: str) -> None:
-    """Every derived column equals the loop reference over the whole stored series."""
-    path = {c: bars[c].astype(float).tolist() for c in ("open", "high", "low", "close", "volume")}
-    asset_class = str(bars["asset_class"].iloc[0])
-    place = venue(asset_class, bars["exchange_timezone"].iloc[0], bars["mic_code"].iloc[0])
-    annual = bars_per_year("1h", place)
-    floats = [name for name, kind in OLAP_COLUMNS if kind == "double precision"]
-    columns = {c: bars[c].astype(float).to_numpy() for c in floats}
-    assert_indicators_match(columns, path, annual)
-    times = [t.to_pydatetime().replace(tzinfo=None) for t in bars["bar_time"]]
-    assert_52_week_match(columns, times, path)
-    days = [str(d) for d in bars["trading_date"]]
-    vwap = ref.session_vwap(days, path["high"], path["low"], path["close"], path["volume"])
-    assert_close(columns["vwap_session"], vwap, max(path["close"]), f"{symbol} vwap_session")
 
 
 @settings(
@@ -207,7 +171,7 @@ def test_gap_ticks_store_what_one_pass_over_the_series_gives(
             zip((t.to_pydatetime() for t in bars["bar_time"]), bars["close"], strict=True)
         )
         assert stored == api, f"{symbol}: the stored series is not the API's over its span"
-        assert_matches_one_pass(bars, symbol)
+        assert_matches_one_pass(bars)
         assert bars[list(STATE_COLUMNS)].iloc[14:].notna().all().all()
     # The stock's ticks continued stored state; the crypto series is read from its start.
     paths = {s: continues_stored_state(settings_, s) for s in SYMBOLS}
