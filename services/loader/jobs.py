@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
 
-import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,6 +27,7 @@ from marketpipe.contract import (
     QUARANTINE_COLUMNS,
     QUARANTINE_KEY,
 )
+from marketpipe.db import adbc_connect
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
 from services.loader.daily import rebuild_daily
@@ -150,8 +150,7 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     """Load one batch in one transaction; the job's JSON result."""
     tables = broker.get_batch_tables(broker.redis_from(settings), batch_id)
     started_at = datetime.now(UTC)
-    uri = settings.role_url("loader").render_as_string(hide_password=False)
-    with adbc.connect(uri) as conn, conn.cursor() as cur:
+    with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
         changed = write_batch(cur, batch_id, tables, started_at)
         conn.commit()
     bars = tables["bars"].num_rows
@@ -186,8 +185,7 @@ def recompute_stored(
     changed_through: datetime | None = None,
 ) -> dict[str, Any]:
     """:func:`recompute_series` with explicit settings."""
-    uri = settings.role_url("loader").render_as_string(hide_password=False)
-    with adbc.connect(uri) as conn, conn.cursor() as cur:
+    with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
         prepare_session(cur)
         cur.execute(LOCK_SQL, (symbol,))
         cur.fetchall()

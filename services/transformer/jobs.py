@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from functools import cache, partial
 
-import adbc_driver_postgresql.dbapi as adbc
 import pandas as pd
 
 from marketpipe import broker, raw
+from marketpipe.db import adbc_connect
 from marketpipe.history import read_history
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
 from marketpipe.settings import Settings, load_settings
@@ -39,7 +39,7 @@ def transform(settings: Settings, payload_id: str) -> dict[str, int]:
     url = settings.role_url("transformer")
     payload = raw.read_payload(url, payload_id)
     # Read-only: the transformer's role may only SELECT (the payload, the stored series).
-    with adbc.connect(url.render_as_string(hide_password=False)) as conn, conn.cursor() as cur:
+    with adbc_connect(url) as conn, conn.cursor() as cur:
         result = transform_series(
             payload,
             now=datetime.now(UTC),
