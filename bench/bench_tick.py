@@ -13,8 +13,9 @@ Figures: the first tick (empty database, FETCH_OUTPUTSIZE bars each) is the base
 steady ticks (one new bar each, asked as gap + FETCH_OVERLAP_BARS); bars fetched and raw bytes
 landed (``pg_column_size`` of the JSONB bodies) per steady tick against what the warm-up design
 fetched for the same tick (gap + warm-up per symbol, asked from the sandbox in the same run and
-sized by the same function, not landed); for the first symbol count, ``raw_payloads`` growth
-over a simulated day of 24 hourly ticks.
+sized by the same function, not landed); raw bytes are the answers as JSONB text
+(``octet_length(body::text)``, before TOAST compression). For the first symbol count,
+``raw_payloads`` growth over a simulated day of 24 hourly ticks (bodies, and the table on disk).
 Goals: 50 symbols' steady tick <= 3 s and faster than the first tick; bars and raw bytes per
 steady tick <= 1/20 of the warm-up design's.
 """
@@ -164,7 +165,7 @@ def run_tick(ctx: FetchContext, settings: Settings, known: set[str]) -> Tick:
     run_cycle(ctx)
     landed = _query(
         settings,
-        "SELECT payload_id, pg_column_size(body), jsonb_array_length(body->'values')"
+        "SELECT payload_id, octet_length(body::text), jsonb_array_length(body->'values')"
         " FROM marketpipe.raw_payloads WHERE NOT (payload_id = ANY(%s))",
         list(known),
     )
@@ -190,7 +191,7 @@ def run_tick(ctx: FetchContext, settings: Settings, known: set[str]) -> Tick:
 def warmup_design_tick(
     ctx: FetchContext, settings: Settings, sandbox: SandboxServer, asked_from: int
 ) -> tuple[int, int]:
-    """Bars and JSONB bytes the warm-up design fetched for the steady tick just run."""
+    """Bars and JSONB text bytes the warm-up design fetched for the steady tick just run."""
     gaps: dict[str, int] = {}
     for request in sandbox.api.requests_seen()[asked_from:]:
         for symbol in request["symbols"]:
@@ -203,7 +204,7 @@ def warmup_design_tick(
         bodies.append(answer.body)
     texts = [json.dumps(body) for body in bodies]
     [(size,)] = _query(
-        settings, "SELECT sum(pg_column_size(b::jsonb)) FROM unnest(%s::text[]) AS b", texts
+        settings, "SELECT sum(octet_length(b::jsonb::text)) FROM unnest(%s::text[]) AS b", texts
     )
     bars = sum(len(body.get("values") or []) for body in bodies)
     return bars, int(size)
@@ -313,7 +314,7 @@ def main() -> int:
             days_design = design_bytes * 24 * count / max(1, one.payloads)
             print(
                 f"  raw_payloads per simulated day (24 ticks): {figures['day_bars']} bars,"
-                f" {raw_bytes / 1e6:.2f} MB of JSONB bodies, table +{table / 1e6:.2f} MB;"
+                f" {raw_bytes / 1e6:.2f} MB of JSONB text, table +{table / 1e6:.2f} MB on disk;"
                 f" the warm-up design's 24 steady ticks: ~{days_design / 1e6:.1f} MB"
             )
         ok = ok and one.bars <= 0.05 * design_bars and one.raw_bytes <= 0.05 * design_bytes
