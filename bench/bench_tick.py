@@ -171,17 +171,24 @@ def run_tick(ctx: FetchContext, settings: Settings, known: set[str]) -> Tick:
     )
     ids = [row[0] for row in landed]
     deadline = time.monotonic() + 300
-    while True:
-        [(done,)] = _query(
-            settings,
-            "SELECT count(*) FROM marketpipe.pipeline_runs WHERE payload_id = ANY(%s)",
-            ids,
-        )
-        if done == len(ids):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {done} of {len(ids)} payloads loaded")
-        time.sleep(0.005)  # polling interval; the deadline decides
+    # One connection for the polling: a connection per poll would load the cores it measures.
+    conn = psycopg2.connect(settings.database_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute(
+                    "SELECT count(*) FROM marketpipe.pipeline_runs WHERE payload_id = ANY(%s)",
+                    (ids,),
+                )
+                (done,) = cur.fetchone()
+                if done == len(ids):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {done} of {len(ids)} payloads loaded")
+                time.sleep(0.02)  # polling interval; the deadline decides
+    finally:
+        conn.close()
     seconds = time.perf_counter() - started
     known.update(ids)
     jobs = job_times(ctx.redis, settings, ids)
