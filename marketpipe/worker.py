@@ -36,6 +36,7 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from marketpipe import broker
+from marketpipe.db import adbc_database
 from marketpipe.health import beat
 from marketpipe.logs import setup_logging
 from marketpipe.reach import Check, check_postgres, check_redis, wait_until_reachable
@@ -220,8 +221,16 @@ def start_checks(settings: Settings, database_role: ServiceRole | None) -> list[
     return checks
 
 
+def prepare_database(settings: Settings, role: ServiceRole) -> None:
+    """The role's ADBC database object, made before the fork so no job pays for it."""
+    try:
+        adbc_database(settings.role_url(role))
+    except Exception as exc:  # the server may still be starting: each job then makes its own
+        log.warning("ADBC database for %s not prepared (%s); jobs will each make one", role, exc)
+
+
 def run_worker(
-    queue_name: str, description: str, *, service: str, database_role: ServiceRole | None
+    queue_name: str, description: str, *, service: str, database_role: ServiceRole
 ) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
@@ -229,6 +238,7 @@ def run_worker(
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_format, service)
     wait_until_reachable(start_checks(settings, database_role), log)
+    prepare_database(settings, database_role)
     log.info("%s worker taking jobs from %s", service, queue_name)
     redis = broker.redis_from(settings)
     quick_failures = 0
