@@ -24,7 +24,7 @@ from tests.integration.fetcher.conftest import (
     query,
     queued_payloads,
 )
-from tests.support.processes import service_process
+from tests.support.processes import service_process, stop_with_sigterm
 
 
 class StopAfter(ProgressBar):
@@ -126,13 +126,17 @@ def test_backfill_wait_returns_once_every_window_is_loaded_and_says_how_many_row
 ) -> None:
     settings = pipeline_settings.model_copy(update={"symbols": ("BTC/USD",)})
     env = settings_env(settings)
+    logs = {name: tmp_path / f"{name}.log" for name in ("transformer", "loader")}
     with (
-        service_process("services.transformer", env, tmp_path / "transformer.log"),
-        service_process("services.loader", env, tmp_path / "loader.log"),
+        service_process("services.transformer", env, logs["transformer"]) as transformer,
+        service_process("services.loader", env, logs["loader"]) as loader,
     ):
         output = run_service(
             "services.fetcher", "backfill", "--since", SINCE.isoformat(), "--wait", env=env
         )
+        # SIGTERM, not the kill on the way out: a killed worker's scheduler process lives on.
+        stop_with_sigterm(transformer, logs["transformer"])
+        stop_with_sigterm(loader, logs["loader"])
     # Returned only after the loads: the bars are queryable, and the line says how many.
     stored = stored_bar_times(settings, "BTC/USD")
     assert stored == model_bar_times("BTC/USD")

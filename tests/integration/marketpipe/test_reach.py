@@ -9,6 +9,7 @@ working once the server answers.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -160,6 +161,9 @@ def test_a_worker_waits_for_its_database_unregistered_then_registers(
         proxy.restore()
         wait_while_running(worker, log, lambda: registered_workers(redis) == 1, "registration")
         assert "every server answers now" in log.read_text()
+        # SIGTERM, not the kill on the way out: a killed worker's scheduler process lives on.
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=10)
 
 
 @pytest.mark.parametrize("service", ["services.fetcher", "services.transformer"])
