@@ -18,10 +18,26 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import TextClause
 
+# The first stored bar by one forward probe of the primary key per symbol: how much history
+# there is, so a window reaching before it can say so.
 CATALOG_SQL = text(
-    "SELECT symbol, asset_class, instrument_name, currency, bar_time AS last_bar, close,"
-    " is_complete"
-    " FROM marketpipe.latest_quotes WHERE interval = :interval ORDER BY symbol"
+    "SELECT q.symbol, q.asset_class, q.instrument_name, q.currency, q.exchange,"
+    " q.exchange_timezone, q.bar_time AS last_bar, q.close, q.is_complete,"
+    " f.bar_time AS first_bar"
+    " FROM marketpipe.latest_quotes q"
+    " CROSS JOIN LATERAL (SELECT b.bar_time FROM marketpipe.bars b"
+    " WHERE b.symbol = q.symbol AND b.interval = q.interval ORDER BY b.bar_time LIMIT 1) f"
+    " WHERE q.interval = :interval ORDER BY q.symbol"
+)
+
+KEY_FIGURES_SQL = text(
+    "SELECT * FROM marketpipe.key_figures WHERE symbol = :symbol AND interval = :interval"
+)
+
+# Whether the first fetch has landed anything yet (raw first: payloads before bars).
+LANDED_SQL = text(
+    "SELECT count(*) AS payloads, max(fetched_at) AS newest FROM (SELECT fetched_at"
+    " FROM marketpipe.raw_payloads WHERE interval = :interval LIMIT 10000) p"
 )
 
 
@@ -151,6 +167,16 @@ def _read(engine: Engine, statement: TextClause, **params: Any) -> pd.DataFrame:
 def catalog(engine: Engine, interval: str) -> pd.DataFrame:
     """Every symbol with bars at ``interval``: its asset class, name and newest bar."""
     return _read(engine, CATALOG_SQL, interval=interval)
+
+
+def key_figures(engine: Engine, symbol: str, interval: str) -> pd.DataFrame:
+    """marketpipe.key_figures of one series (one row, or none)."""
+    return _read(engine, KEY_FIGURES_SQL, symbol=symbol, interval=interval)
+
+
+def landed(engine: Engine, interval: str) -> pd.DataFrame:
+    """How many payloads the fetcher landed (counted up to 10,000) and the newest one's time."""
+    return _read(engine, LANDED_SQL, interval=interval)
 
 
 def overview(engine: Engine, interval: str, since: datetime, until: datetime) -> pd.DataFrame:
