@@ -31,9 +31,28 @@ FRESHNESS_GRACE = timedelta(minutes=10)
 QUARANTINE_LOOKBACK = timedelta(days=7)
 SPARKLINE_BUCKET = timedelta(hours=3)
 PERFORMERS = 5
-# A card's width: four fit beside the sidebar at 1440 px, two at 800 px, one on a phone; wide
-# enough for a six-digit price at the metric's size, so nothing is cut to "…".
-CARD_WIDTH = 250
+# Grids that reflow with the width: as many columns of at least this width as fit (cards: four
+# beside the sidebar at 1440 px, two at 800 px, one on a phone), each wide enough for a
+# six-digit price at the metric's size, so nothing is cut to "…".
+CARD_MIN_WIDTH = 220
+FIGURE_MIN_WIDTH = 150
+RESPONSIVE_CSS = f"""
+<style>
+.st-key-cards {{
+  display: grid !important;
+  grid-template-columns: repeat(auto-fill, minmax({CARD_MIN_WIDTH}px, 1fr));
+  gap: 0.75rem;
+}}
+.st-key-key_figures {{
+  display: grid !important;
+  grid-template-columns: repeat(auto-fill, minmax({FIGURE_MIN_WIDTH}px, 1fr));
+  gap: 0.25rem 0.75rem;
+}}
+.st-key-cards > div, .st-key-key_figures > div {{ width: auto !important; min-width: 0; }}
+</style>
+"""
+# The day change's reference, short enough for a card: latest_quotes.reference -> its label.
+REFERENCE_LABELS = {"previous session close": "vs prev. close", "24 hours": "vs 24 h ago"}
 BENCHMARK_LABELS = {"": "nothing (rebased to 100)", PEER_AVERAGE: "peer average"}
 BACKFILL_COMMAND = "python -m services.fetcher backfill --since {since:%Y-%m-%d}"
 START_COMMAND = (
@@ -130,16 +149,18 @@ def short_history_notice(
 def exchange_badges(catalog: pd.DataFrame, now: datetime) -> str:
     """One badge per venue of the shown symbols: open or closed now, and until when."""
     badges = []
-    seen: set[tuple[str, str | None]] = set()
-    for row in catalog.itertuples(index=False):
+    seen: set[tuple[str, str]] = set()
+    for row in catalog.sort_values(["asset_class", "exchange"]).itertuples(index=False):
+        stock = row.asset_class == "stock"
         zone = row.exchange_timezone if isinstance(row.exchange_timezone, str) else None
-        key = (str(row.asset_class), zone if row.asset_class == "stock" else None)
+        exchange = str(row.exchange) if stock and isinstance(row.exchange, str) else ""
+        key = (str(row.asset_class), exchange)
         if key in seen:
             continue
         seen.add(key)
-        place = venue(key[0], key[1])
+        place = venue(key[0], zone if stock else None)
         is_open, change = market_open(place, now)
-        name = place.calendar or key[0].capitalize()
+        name = exchange or place.calendar if stock else key[0].capitalize()
         if change is None:
             badges.append(f":green-badge[{name} · open 24/7]")
             continue
@@ -206,6 +227,7 @@ class Dashboard:
                 format_func=view_state.label,
                 key="window",
                 label_visibility="collapsed",
+                wrap=True,
             )
             if st.session_state.window == CUSTOM:
                 newest = _newest(catalog) if len(catalog) else datetime.now(UTC)
@@ -287,7 +309,9 @@ class Dashboard:
                 required=True,
                 help="Hourly bars for windows up to a month; daily bars beyond.",
             )
-            st.pills("Overlays", list(charts.OVERLAYS), selection_mode="multi", key="overlays")
+            st.pills(
+                "Overlays", list(charts.OVERLAYS), selection_mode="multi", key="overlays", wrap=True
+            )
             st.toggle("Log scale", key="log_scale")
 
     # -- pages --
@@ -337,16 +361,16 @@ class Dashboard:
             _chart(charts.performers_figure(worst), worst, "worst", f"Worst over {window_label}")
 
     def _cards(self, table: pd.DataFrame, spark: dict[str, list[float]], window_label: str) -> None:
-        with st.container(horizontal=True, wrap=True, gap="small"):
+        with st.container(key="cards"):
             for row in table.to_dict("records"):
-                with st.container(width=CARD_WIDTH, gap=None):
+                with st.container(gap=None):
                     st.metric(
                         f"{row['symbol']} · {row['asset_class']} · {row['currency']}",
                         display.price(row["last_price"], row["price_decimals"]),
                         display.signed_percent(row["day_pct_change"])
                         if pd.notna(row["day_pct_change"])
                         else None,
-                        delta_description=f"vs {row['reference']}",
+                        delta_description=REFERENCE_LABELS.get(row["reference"], "vs reference"),
                         chart_data=spark.get(row["symbol"]),
                         border=True,
                         help=f"{row['instrument_name'] or row['symbol']}; last bar"
@@ -430,10 +454,16 @@ class Dashboard:
         def price(value: Any) -> str:
             return display.price(value, decimals)
 
+        def price_range(low: Any, high: Any) -> str:
+            if pd.isna(low) or pd.isna(high):
+                return "n/a"
+            return f"{price(low)} to {price(high)}"
+
+        reference = "Prev. close" if row["reference"] == "previous session close" else "24 h ago"
         items = [
-            (f"Previous close ({row['reference']})", price(row["previous_close"])),
-            ("Day range", f"{price(row['day_low'])} to {price(row['day_high'])}"),
-            ("52-week range", f"{price(row['low_52w'])} to {price(row['high_52w'])}"),
+            (reference, price(row["previous_close"])),
+            ("Day range", price_range(row["day_low"], row["day_high"])),
+            ("52-week range", price_range(row["low_52w"], row["high_52w"])),
             ("ATR 14", price(row["atr_14"])),
             (
                 "Volatility 20 (ann.)",
@@ -445,9 +475,9 @@ class Dashboard:
                 "n/a" if pd.isna(row["avg_volume_20d"]) else f"{row['avg_volume_20d']:,.0f}",
             ),
         ]
-        with st.container(horizontal=True, wrap=True, gap="small", key="key_figures"):
+        with st.container(key="key_figures"):
             for name, value in items:
-                with st.container(width=190, gap=None):
+                with st.container(gap=None):
                     st.caption(name)
                     st.markdown(f"**{value}**")
 
@@ -569,24 +599,23 @@ class Dashboard:
             )
         self._summary(grid, returns)
         grid_steps = metrics.grid_returns(grid)
-        left, right = st.columns(2)
-        with left:
-            _chart(
-                charts.returns_distribution(grid_steps, colours),
-                grid_steps.rename(columns={"bar_time": "trading_date"})
-                if daily
-                else display.with_local_times(grid_steps, zone),
-                "returns",
-                "Distribution of returns on the common grid",
-            )
-        with right:
-            correlation = metrics.return_correlation(grid)
-            _chart(
-                charts.correlation_heatmap(correlation),
-                correlation.reset_index(names="symbol"),
-                "correlation",
-                "Correlation of returns on the common grid",
-            )
+        # One above the other, full width: side by side, the heatmap of eight is unreadable
+        # below ~1200 px.
+        _chart(
+            charts.returns_distribution(grid_steps, colours),
+            grid_steps.rename(columns={"bar_time": "trading_date"})
+            if daily
+            else display.with_local_times(grid_steps, zone),
+            "returns",
+            "Distribution of returns on the common grid",
+        )
+        correlation = metrics.return_correlation(grid)
+        _chart(
+            charts.correlation_heatmap(correlation),
+            correlation.reset_index(names="symbol"),
+            "correlation",
+            "Correlation of returns on the common grid",
+        )
 
     def _relative_chart(
         self,
@@ -881,6 +910,7 @@ def main() -> None:
     st.set_page_config(page_title="marketpipe", page_icon="📈", layout="wide")
     dashboard = Dashboard(settings)
     catalog = dashboard.catalog(_engine(), settings.interval)
+    st.html(RESPONSIVE_CSS)
     title = st.empty()  # first on the page, named once the sidebar says which view
     state = dashboard.controls(catalog)
     title.title(VIEWS[state.view])

@@ -226,6 +226,7 @@ def instrument_figure(
         title_text="RSI 14",
         range=[0, 100],
         tickvals=[30, 70],
+        tickformat="d",
         hoverformat=".1f",
         row=row["rsi"],
         col=1,
@@ -355,7 +356,8 @@ def correlation_heatmap(correlation: pd.DataFrame) -> go.Figure:
     figure.update_layout(
         height=140 + 34 * max(len(labels), 4),
         margin=theme.MARGIN,
-        xaxis={"tickangle": -45 if len(labels) > 4 else 0, "automargin": True},
+        # Vertical labels above four: their boxes never overlap, however narrow the cells.
+        xaxis={"tickangle": -90 if len(labels) > 4 else 0, "automargin": True},
         yaxis={"autorange": "reversed", "automargin": True},
     )
     return figure
