@@ -215,7 +215,7 @@ def main() -> None:
 
         week = timedelta(days=7)
         cases: dict[str, Callable[[int], pd.DataFrame]] = {
-            "catalog (latest bar per symbol)": lambda i: queries.catalog(engine, "1h"),
+            "catalog (latest and first bar per symbol)": lambda i: queries.catalog(engine, "1h"),
             "overview (quote, day change, 7d/30d returns)": lambda i: queries.overview(
                 engine, "1h", ago(30), newest
             ),
@@ -232,18 +232,29 @@ def main() -> None:
             "instrument daily, 1 year (stored indicators)": lambda i: queries.daily_bars(
                 engine, symbol(i), ago(365), newest
             ),
+            "instrument daily, 5 years (5Y horizon)": lambda i: queries.daily_bars(
+                engine, symbol(i), ago(5 * 365), newest
+            ),
             "instrument quote": lambda i: queries.quote(engine, symbol(i), "1h", ago(30), newest),
+            "instrument key figures": lambda i: queries.key_figures(engine, symbol(i), "1h"),
+            "first fetch: payloads landed": lambda i: queries.landed(engine, "1h"),
             "compare 8 symbols closes, 8 days": lambda i: queries.compare_closes(
                 engine, several(i), "1h", ago(8), newest, daily=False
             ),
             "compare 8 symbols trading days, 1 year": lambda i: queries.compare_closes(
                 engine, several(i), "1h", ago(365), newest, daily=True
             ),
+            "compare 8 symbols trading days, 5 years": lambda i: queries.compare_closes(
+                engine, several(i), "1h", ago(5 * 365), newest, daily=True
+            ),
             "compare 8 symbols rebased, 8 days": lambda i: queries.rebased(
                 engine, several(i), "1h", ago(8), newest, daily=False
             ),
             "compare 8 symbols rebased daily, 1 year": lambda i: queries.rebased(
                 engine, several(i), "1h", ago(365), newest, daily=True
+            ),
+            "compare 8 symbols rebased daily, 5 years": lambda i: queries.rebased(
+                engine, several(i), "1h", ago(5 * 365), newest, daily=True
             ),
             "compare 8 symbols period returns": lambda i: queries.period_returns(
                 engine, several(i), "1h", ago(365), newest
@@ -270,7 +281,7 @@ def main() -> None:
                 return pd.read_sql_query(BASELINE_CATALOG, conn, params={"interval": "1h"})
 
         base50, base95, _ = measure(naive_catalog, max(3, args.repeat // 10))
-        ours50, _, _ = measure(cases["catalog (latest bar per symbol)"], args.repeat)
+        ours50, _, _ = measure(cases["catalog (latest and first bar per symbol)"], args.repeat)
         print(
             f"{'baseline: GROUP BY max(bar_time) (scan)':<40} {base50:8.1f} {base95:8.1f}"
             f"   catalog is {base50 / ours50:,.0f}x faster (p50)"
