@@ -52,6 +52,7 @@ RESPONSIVE_CSS = f"""
 </style>
 """
 # The day change's reference, short enough for a card: latest_quotes.reference -> its label.
+MINUTES = "YYYY-MM-DD HH:mm"  # how a table shows a UTC time
 REFERENCE_LABELS = {"previous session close": "vs prev. close", "24 hours": "vs 24 h ago"}
 BENCHMARK_LABELS = {"": "nothing (rebased to 100)", PEER_AVERAGE: "peer average"}
 BACKFILL_COMMAND = "python -m services.fetcher backfill --since {since:%Y-%m-%d}"
@@ -732,17 +733,11 @@ class Dashboard:
             column_config={
                 "status": st.column_config.TextColumn("Status"),
                 "symbol": st.column_config.TextColumn("Symbol"),
-                "last_fetch": st.column_config.DatetimeColumn(
-                    "Last fetch (UTC)", format="YYYY-MM-DD HH:mm"
-                ),
-                "fetch_age_minutes": st.column_config.NumberColumn("Age, min", format="%.0f"),
-                "last_bar": st.column_config.DatetimeColumn(
-                    "Newest bar (UTC)", format="YYYY-MM-DD HH:mm"
-                ),
+                "last_fetch": st.column_config.DatetimeColumn("Last fetch (UTC)", format=MINUTES),
+                "fetch_age_minutes": st.column_config.NumberColumn("Age, min", format="localized"),
+                "last_bar": st.column_config.DatetimeColumn("Newest bar (UTC)", format=MINUTES),
                 "is_complete": st.column_config.CheckboxColumn("Bar closed"),
-                "loaded_at": st.column_config.DatetimeColumn(
-                    "Loaded (UTC)", format="YYYY-MM-DD HH:mm"
-                ),
+                "loaded_at": st.column_config.DatetimeColumn("Loaded (UTC)", format=MINUTES),
                 "source": st.column_config.TextColumn("Source"),
             },
         )
@@ -778,7 +773,11 @@ class Dashboard:
         except Exception as exc:  # any Redis failure is a health finding, not a crash
             st.error(f"Redis at {self.settings.redis_url} did not answer: {exc}")
             return
-        st.dataframe(depths, hide_index=True, column_config={"queue": "Queue"})
+        st.dataframe(
+            depths,
+            hide_index=True,
+            column_config={name: name.capitalize() for name in depths.columns},
+        )
         st.caption(f"{len(failed)} failed job(s) kept in RQ's failed-job registries.")
         if len(failed):
             st.dataframe(
@@ -788,7 +787,7 @@ class Dashboard:
                     "queue": "Queue",
                     "job_id": "Job",
                     "function": "Function",
-                    "failed_at": st.column_config.DatetimeColumn("Failed (UTC)"),
+                    "failed_at": st.column_config.DatetimeColumn("Failed (UTC)", format=MINUTES),
                     "error": "Error",
                 },
             )
@@ -806,7 +805,7 @@ class Dashboard:
             column_config={
                 "reason": "Reason",
                 "rows": st.column_config.NumberColumn("Rows"),
-                "last_seen": st.column_config.DatetimeColumn("Last seen (UTC)"),
+                "last_seen": st.column_config.DatetimeColumn("Last seen (UTC)", format=MINUTES),
             },
         )
         rows = self.quarantine(engine, now - QUARANTINE_LOOKBACK)
@@ -814,7 +813,9 @@ class Dashboard:
             rows,
             hide_index=True,
             column_config={
-                "quarantined_at": st.column_config.DatetimeColumn("Quarantined (UTC)"),
+                "quarantined_at": st.column_config.DatetimeColumn(
+                    "Quarantined (UTC)", format=MINUTES
+                ),
                 "symbol": "Symbol",
                 "interval": "Interval",
                 "row_key": "Row",

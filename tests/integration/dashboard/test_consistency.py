@@ -126,7 +126,7 @@ def test_daily_charts_draw_the_stored_indicators(
     year_settings: Settings, open_app: OpenApp
 ) -> None:
     app = open_app(year_settings, view="instrument", symbol="BTC/USD", window="1y")
-    assert app.selectbox(key="interval").value == "1day"
+    assert app.segmented_control(key="interval").value == "1day"
     spec = json.loads(app.get("plotly_chart")[0].proto.spec)
     (sma,) = [t for t in spec["data"] if t.get("name") == "SMA 50"]
     conn = psycopg2.connect(year_settings.database_url)

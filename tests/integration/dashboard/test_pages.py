@@ -200,7 +200,7 @@ def test_instrument_key_figures_log_scale_and_volume_of_a_stock(
     captions = [c.value for c in app.caption]
     for name in ("Day range", "52-week range", "ATR 14", "Volatility 20 (ann.)", "Session VWAP"):
         assert name in captions, captions
-    assert any(c.startswith("Previous close (previous session close)") for c in captions)
+    assert "Prev. close" in captions  # a stock: vs the previous session's close
     spec = json.loads(app.get("plotly_chart")[0].proto.spec)
     assert spec["layout"]["yaxis"]["type"] == "log"
     assert "volume" in trace_names(app)
