@@ -141,7 +141,7 @@ def short_history_notice(
     st.info(
         f"The {view_state.label(window)} window starts {since:%Y-%m-%d %H:%M} UTC, before the"
         f" stored history of {listed}: their window return is blank (no close at the start) and"
-        f" their lines start later. Backfill the history with"
+        " they are left out of rebased and relative charts. Backfill the history with"
         f" `{BACKFILL_COMMAND.format(since=since)}`.",
         icon=":material/history:",
     )
@@ -276,6 +276,8 @@ class Dashboard:
         window = window_choice(start, end)
         if known and st.session_state.view == "instrument":
             self._chart_controls(ViewState(window=window, start=start, end=end), catalog)
+        if known and st.session_state.view == "compare":
+            st.toggle("Log scale", key="log_scale")
         state = ViewState(
             view=st.session_state.view,
             window=window,

@@ -252,6 +252,11 @@ LAYOUT_FAULTS_JS = """
     if (heatmap && box(heatmap).width < Math.min(200, 0.5 * frame.width))
       faults.push(`plot ${index}: heatmap squeezed to ${box(heatmap).width}px`);
   });
+  if (document.querySelector('.modebar'))
+    faults.push('a Plotly toolbar is drawn (it covers titles and legends)');
+  if (document.querySelector('[data-testid="stAppDeployButton"]')
+      || /\bDeploy\b/.test(document.querySelector('header')?.innerText || ''))
+    faults.push('the Deploy button is shown');
   const wide = document.documentElement.scrollWidth - window.innerWidth;
   if (wide > 1) faults.push(`page ${wide}px wider than the window`);
   return faults;
@@ -328,6 +333,25 @@ def test_page_draws_whole_at_every_width(
     assert png.startswith(b"\x89PNG") and len(png) > 20_000, (path, len(png))
     # the URL keeps the view (shareable): Streamlit rewrote it with every choice
     assert f"view={view}" in browser.evaluate("window.location.search")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_one_day_chart_keeps_its_time_labels_apart(
+    browser: DevTools, dashboard_url: str, width: int
+) -> None:
+    """The 1-day window (hourly candles of one session) at every width: few, horizontal,
+    unclipped time labels (rotated, bunched and clipped ones were seen)."""
+    set_width(browser, width)
+    url = f"{dashboard_url}?view=instrument&symbol=AAPL&window=1d"
+    state = open_page(browser, url, PAGES["instrument"])
+    faults = browser.evaluate(LAYOUT_FAULTS_JS)
+    path = screenshot(browser, f"instrument-1d-{width}", width, state["height"])
+    assert not faults, (path, faults)
+    labels = browser.evaluate(
+        "[...document.querySelectorAll('.js-plotly-plot .xtick text')]"
+        ".map(t => t.getAttribute('transform') || '').filter(t => t.includes('rotate'))"
+    )
+    assert labels == [], labels  # no rotated time label
 
 
 def record_timing(name: str, seconds: float) -> None:

@@ -291,6 +291,23 @@ def test_health_page_freshness_runs_queues_and_quarantine(
     assert QUARANTINE_REASON in set(reasons["reason"])
 
 
+def header_labels(table: Any) -> list[str]:
+    """What a shown table's header says per visible column (its label, else the name)."""
+    config = json.loads(table.proto.columns or "{}")
+    shown = list(table.proto.column_order) or [str(c) for c in table.value.columns]
+    return [config.get(name, {}).get("label") or name for name in shown]
+
+
+@pytest.mark.parametrize("view", PAGES)
+def test_table_headers_are_words_not_column_names(
+    loaded_settings: Settings, open_app: OpenApp, view: str
+) -> None:
+    app = open_app(loaded_settings, view=view, window="1d")
+    labels = [label for table in app.dataframe for label in header_labels(table)]
+    assert labels or view == "instrument"
+    assert not [label for label in labels if "_" in label], labels
+
+
 def test_health_page_survives_unreachable_redis(
     loaded_settings: Settings, open_app: OpenApp
 ) -> None:
