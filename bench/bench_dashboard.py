@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -189,11 +191,28 @@ def measure(call: Callable[[int], pd.DataFrame], repeat: int) -> tuple[float, fl
     return statistics.median(samples), percentile(samples, 0.95), rows
 
 
+def time_pages(database_url: str) -> None:
+    """The browser test at every width against this database; it prints each page's time."""
+    print("\npages in headless Chromium (time from navigation to drawn charts):")
+    test = "tests/integration/dashboard/test_browser.py::test_page_draws_whole_at_every_width"
+    subprocess.run(
+        [sys.executable, "-m", "pytest", test, "-q", "-s", "-p", "no:cacheprovider"],
+        env={**os.environ, "BROWSER_DATABASE_URL": database_url},
+        check=False,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--symbols", type=int, default=50)
     parser.add_argument("--hours", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument(
+        "--browser",
+        action="store_true",
+        help="also time every page to drawn charts in headless Chromium on this database"
+        " (tests/integration/dashboard/test_browser.py; goal <= 2 s per page)",
+    )
     args = parser.parse_args()
     print(f"dashboard queries over {args.symbols * args.hours:,} bars ({args.symbols} symbols)")
     with scratch_database(server_url(), prefix="marketpipe_bench_dashboard") as database_url:
@@ -287,6 +306,8 @@ def main() -> None:
             f"   catalog is {base50 / ours50:,.0f}x faster (p50)"
         )
         engine.dispose()
+        if args.browser:
+            time_pages(database_url)
     print("\nall within the goal" if not over else f"\nover the goal: {', '.join(over)}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -40,6 +41,10 @@ WIDTHS = (1440, 800, 390)
 PHONE_WIDTH = 480  # at or below: emulate a phone (touch, mobile viewport)
 HEIGHT = 1000
 TIMINGS: dict[str, float] = {}
+# A prepared large database instead of the loaded test one: `bench/bench_dashboard.py --browser`
+# fills 10 M bars and runs this test against it, to record the pages' time to drawn charts there.
+LARGE_DATABASE = os.environ.get("BROWSER_DATABASE_URL")
+TIMINGS_FILE = "timings-large.json" if LARGE_DATABASE else "timings.json"
 # view -> the Plotly charts and the tables it must draw before it counts as drawn.
 PAGES = {"overview": (2, 1), "instrument": (1, 0), "compare": (3, 1), "health": (0, 3)}
 T = TypeVar("T")
@@ -99,9 +104,18 @@ class DevTools:
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(loaded_settings: Settings) -> Iterator[str]:
+def dashboard_settings(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+    """The pipeline-loaded test database, or the prepared large one of BROWSER_DATABASE_URL."""
+    if LARGE_DATABASE:
+        return base_settings.model_copy(update={"database_url": LARGE_DATABASE})
+    loaded: Settings = request.getfixturevalue("loaded_settings")
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(dashboard_settings: Settings) -> Iterator[str]:
     port = free_port()
-    env = settings_env(loaded_settings, DASHBOARD_REFRESH_SECONDS=60)
+    env = settings_env(dashboard_settings, DASHBOARD_REFRESH_SECONDS=60)
     env.pop("TWELVE_DATA_API_KEY", None)
     command = [sys.executable, "-m", "streamlit", "run", "services/dashboard/app.py"]
     options = [
@@ -359,7 +373,7 @@ def record_timing(name: str, seconds: float) -> None:
     TIMINGS[name] = round(seconds, 3)
     print(f"time to drawn {name}: {seconds:.2f} s")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    (SCREENSHOTS / "timings.json").write_text(json.dumps(TIMINGS, indent=1, sort_keys=True))
+    (SCREENSHOTS / TIMINGS_FILE).write_text(json.dumps(TIMINGS, indent=1, sort_keys=True))
 
 
 def test_dark_theme_overview(browser: DevTools, dashboard_url: str) -> None:
