@@ -127,6 +127,17 @@ def _newest(catalog: pd.DataFrame, symbols: list[str] | None = None) -> datetime
     return pd.to_datetime(rows["last_bar"], utc=True).max().to_pydatetime()
 
 
+def _series_views(
+    frame: pd.DataFrame, zone: str, *, daily: bool
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(what a chart draws, what its CSV holds) of a long frame with ``bar_time``: UTC times
+    drawn in ``zone`` with both times in the CSV, or trading days as they are."""
+    if daily:
+        return frame, frame.rename(columns={"bar_time": "trading_date"})
+    drawn = frame.assign(bar_time=display.in_zone(frame["bar_time"], zone))
+    return drawn, display.with_local_times(frame, zone)
+
+
 def short_history_notice(
     catalog: pd.DataFrame, since: datetime, window: str, symbols: list[str]
 ) -> None:
@@ -588,15 +599,12 @@ class Dashboard:
                 f" to {display.format_time(until, zone)}. Rebased to 100 at each symbol's last"
                 " close at or before the start (marketpipe.rebased). " + grid.description
             )
+            drawn, download = _series_views(rebased, zone, daily=daily)
             _chart(
                 charts.comparison_figure(
-                    rebased.assign(bar_time=display.in_zone(rebased["bar_time"], zone)),
-                    colours,
-                    zone=zone,
-                    log_scale=state.log_scale,
-                    daily=daily,
+                    drawn, colours, zone=zone, log_scale=state.log_scale, daily=daily
                 ),
-                display.with_local_times(rebased, zone),
+                download,
                 "rebased",
                 "Performance, rebased to 100 at the start of the window",
             )
@@ -637,16 +645,17 @@ class Dashboard:
             f"Each symbol's rebased index divided by {benchmark}'s, on the common grid: 100 ="
             " moving with it, above = doing better. " + grid.description
         )
+        drawn, download = _series_views(relative, zone, daily=daily)
         _chart(
             charts.comparison_figure(
-                relative.assign(bar_time=display.in_zone(relative["bar_time"], zone)),
+                drawn,
                 colours,
                 zone=zone,
                 y_title=f"relative to {benchmark} (100 = same)",
                 log_scale=state.log_scale,
                 daily=daily,
             ),
-            display.with_local_times(relative, zone),
+            download,
             "relative",
             f"Performance relative to {benchmark}",
         )

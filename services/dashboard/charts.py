@@ -225,8 +225,8 @@ def instrument_figure(
     figure.update_yaxes(
         title_text="RSI 14",
         range=[0, 100],
-        tickvals=[30, 70],
-        tickformat="d",
+        tickvals=list(sorted(RSI_LEVELS)),
+        ticktext=[str(level) for level in sorted(RSI_LEVELS)],
         hoverformat=".1f",
         row=row["rsi"],
         col=1,
@@ -302,7 +302,10 @@ def comparison_figure(
     figure.update_layout(
         height=420,
         yaxis={"title": {"text": y_title}, "type": "log" if log_scale else "linear"},
-        xaxis={**theme.time_axis(zone, daily=daily), "title": {"text": f"time ({zone})"}},
+        xaxis={
+            **theme.time_axis(zone, daily=daily),
+            "title": {"text": "trading day" if daily else f"time ({zone})"},
+        },
         margin={**theme.MARGIN, "t": theme.LEGEND_MARGIN_TOP},
         legend=theme.LEGEND_ON_TOP,
         hovermode="x unified",

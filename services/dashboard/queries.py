@@ -77,15 +77,14 @@ PERIOD_RETURNS_SQL = text(
 # Rebased to the period return's reference; long windows keep one point per UTC day (its last
 # bar) besides the reference and the final bar, so the last point is always 100 + the return.
 REBASED_SQL = text(
-    "WITH r AS (SELECT x.symbol, x.bar_time, x.close, x.rebased,"
-    " row_number() OVER (PARTITION BY x.symbol ORDER BY x.bar_time) AS n,"
-    " lead(x.bar_time) OVER (PARTITION BY x.symbol ORDER BY x.bar_time) AS next_time"
-    " FROM marketpipe.rebased(:since, :until, :interval) x WHERE x.symbol IN :symbols)"
-    " SELECT symbol, bar_time, close, rebased FROM r"
-    " WHERE NOT :daily OR n = 1 OR next_time IS NULL"
-    " OR date_trunc('day', next_time, 'UTC') <> date_trunc('day', bar_time, 'UTC')"
-    " ORDER BY symbol, bar_time"
-).bindparams(bindparam("symbols", expanding=True))
+    "SELECT symbol, bar_time, close, rebased"
+    " FROM marketpipe.rebased(:since, :until, :interval, CAST(:symbols AS text[]))"
+)
+# Long windows: one point per trading day (db/init/0012).
+REBASED_DAYS_SQL = text(
+    "SELECT symbol, trading_date AS bar_time, close, rebased"
+    " FROM marketpipe.rebased_daily(:since, :until, :interval, CAST(:symbols AS text[]))"
+)
 
 # Sparklines need a shape, not every bar: the last close per bucket keeps the rows few.
 SPARKLINE_SQL = text(
@@ -115,13 +114,20 @@ DAILY_SQL = text(
     " ORDER BY trading_date"
 )
 
-# Long windows compare trading days: each symbol's last bar of each of its trading days.
+# Long windows compare trading days: each symbol's daily close (daily_bars, the last stored bar
+# of each trading day, rebuilt by the loader), one range scan of its primary key per symbol
+# instead of every hourly bar of the window; the zone from each symbol's newest bar.
 COMPARE_DAYS_SQL = text(
-    "SELECT DISTINCT ON (symbol, trading_date) symbol, asset_class, exchange_timezone,"
-    " trading_date, bar_time, close FROM marketpipe.bars"
-    " WHERE symbol IN :symbols AND interval = :interval"
-    " AND bar_time >= :since AND bar_time <= :until ORDER BY symbol, trading_date, bar_time DESC"
-).bindparams(bindparam("symbols", expanding=True))
+    "SELECT s.symbol, d.asset_class, z.exchange_timezone, d.trading_date, d.close"
+    " FROM unnest(CAST(:symbols AS text[])) AS s(symbol)"
+    " CROSS JOIN LATERAL (SELECT b.exchange_timezone FROM marketpipe.bars b"
+    " WHERE b.symbol = s.symbol AND b.interval = :interval ORDER BY b.bar_time DESC LIMIT 1) z"
+    # OFFSET 0 fences the subquery: one primary-key range scan per symbol, never a table scan
+    " CROSS JOIN LATERAL (SELECT d.asset_class, d.trading_date, d.close"
+    " FROM marketpipe.daily_bars d WHERE d.symbol = s.symbol"
+    " AND d.trading_date >= :since AND d.trading_date <= :until OFFSET 0) d"
+    " ORDER BY s.symbol, d.trading_date"
+)
 
 COMPARE_BARS_SQL = text(
     "SELECT symbol, asset_class, exchange_timezone, bar_time, close FROM marketpipe.bars"
@@ -221,16 +227,19 @@ def rebased(
     *,
     daily: bool,
 ) -> pd.DataFrame:
-    """marketpipe.rebased for ``symbols`` (one point per day for long windows)."""
-    return _read(
+    """marketpipe.rebased for ``symbols``; ``daily``: marketpipe.rebased_daily, one point per
+    trading day (``bar_time`` is then the trading day, a date)."""
+    frame = _read(
         engine,
-        REBASED_SQL,
+        REBASED_DAYS_SQL if daily else REBASED_SQL,
         symbols=list(symbols),
         interval=interval,
         since=since,
         until=until,
-        daily=daily,
     )
+    if daily:
+        frame["bar_time"] = pd.to_datetime(frame["bar_time"])
+    return frame
 
 
 def sparklines(
@@ -275,13 +284,25 @@ def compare_closes(
                 "close": pd.Series(dtype=float),
             }
         )
-    statement = COMPARE_DAYS_SQL if daily else COMPARE_BARS_SQL
-    frame = _read(
-        engine, statement, symbols=list(symbols), interval=interval, since=since, until=until
-    )
     if daily:
+        frame = _read(
+            engine,
+            COMPARE_DAYS_SQL,
+            symbols=list(symbols),
+            interval=interval,
+            since=since.date(),
+            until=until.date(),
+        )
         frame["trading_date"] = pd.to_datetime(frame["trading_date"])
-    return frame
+        return frame
+    return _read(
+        engine,
+        COMPARE_BARS_SQL,
+        symbols=list(symbols),
+        interval=interval,
+        since=since,
+        until=until,
+    )
 
 
 def freshness(engine: Engine, interval: str) -> pd.DataFrame:
