@@ -277,8 +277,8 @@ def measure_all(database_url: str, args: argparse.Namespace) -> list[str]:
         "compare 8 symbols trading days, 1 year": lambda i: queries.compare_closes(
             engine, several(i), "1h", ago(365), newest, daily=True
         ),
-        "compare 8 symbols trading days, 5 years": lambda i: queries.compare_closes(
-            engine, several(i), "1h", ago(5 * 365), newest, daily=True
+        "compare 8 symbols weekly closes, 5 years": lambda i: queries.compare_closes(
+            engine, several(i), "1h", ago(5 * 365), newest, daily=True, weekly=True
         ),
         "compare 8 symbols rebased, 8 days": lambda i: queries.rebased(
             engine, several(i), "1h", ago(8), newest, daily=False
@@ -286,8 +286,8 @@ def measure_all(database_url: str, args: argparse.Namespace) -> list[str]:
         "compare 8 symbols rebased daily, 1 year": lambda i: queries.rebased(
             engine, several(i), "1h", ago(365), newest, daily=True
         ),
-        "compare 8 symbols rebased daily, 5 years": lambda i: queries.rebased(
-            engine, several(i), "1h", ago(5 * 365), newest, daily=True
+        "compare 8 symbols rebased weekly, 5 years": lambda i: queries.rebased(
+            engine, several(i), "1h", ago(5 * 365), newest, daily=True, weekly=True
         ),
         "compare 8 symbols period returns": lambda i: queries.period_returns(
             engine, several(i), "1h", ago(365), newest

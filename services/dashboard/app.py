@@ -127,6 +127,11 @@ def _newest(catalog: pd.DataFrame, symbols: list[str] | None = None) -> datetime
     return pd.to_datetime(rows["last_bar"], utc=True).max().to_pydatetime()
 
 
+def _forget_unknown() -> None:
+    # The analyst chose symbols themselves: the link's unknown ones are no longer news.
+    st.session_state.unknown = []
+
+
 def _series_views(
     frame: pd.DataFrame, zone: str, *, daily: bool
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -262,10 +267,10 @@ class Dashboard:
             if known and st.session_state.view == "instrument":
                 if st.session_state.get("symbol") not in known:
                     st.session_state.symbol = known[0]
-                st.selectbox("Symbol", known, key="symbol")
+                st.selectbox("Symbol", known, key="symbol", on_change=_forget_unknown)
             if known and st.session_state.view == "compare":
                 st.session_state.symbols = [s for s in st.session_state.symbols if s in known]
-                st.multiselect("Symbols", known, key="symbols")
+                st.multiselect("Symbols", known, key="symbols", on_change=_forget_unknown)
                 benchmarks = ["", PEER_AVERAGE, *st.session_state.symbols]
                 if st.session_state.get("relative") not in benchmarks:
                     st.session_state.relative = ""
@@ -577,8 +582,11 @@ class Dashboard:
         newest = _newest(catalog, symbols)
         since, until = view_state.window_bounds(state, newest, _first_bar(catalog, symbols))
         daily = view_state.compare_daily(since, until)
+        weekly = view_state.compare_weekly(since, until)
         interval = self.settings.interval
-        closes = self.compare_closes(engine, symbols, interval, since, until, daily=daily)
+        closes = self.compare_closes(
+            engine, symbols, interval, since, until, daily=daily, weekly=weekly
+        )
         if closes.empty:
             st.info("None of these symbols has bars in this window: pick a longer one.")
             return
@@ -588,14 +596,17 @@ class Dashboard:
             display.display_zone(r.asset_class, r.exchange_timezone, utc=state.utc)
             for r in closes.drop_duplicates("symbol").itertuples(index=False)
         )
-        grid = metrics.common_grid(closes, interval, daily=daily)
+        grid = metrics.common_grid(closes, interval, daily=daily, weekly=weekly)
         returns = self.period_returns(engine, symbols, interval, since, until)
         if state.relative:
             self._relative_chart(state, grid, returns, colours, zone, daily)
         else:
-            rebased = self.rebased(engine, symbols, interval, since, until, daily=daily)
+            rebased = self.rebased(
+                engine, symbols, interval, since, until, daily=daily, weekly=weekly
+            )
             st.caption(
-                f"{'Daily' if daily else interval} points from {display.format_time(since, zone)}"
+                f"{'Weekly' if weekly else 'Daily' if daily else interval} points from"
+                f" {display.format_time(since, zone)}"
                 f" to {display.format_time(until, zone)}. Rebased to 100 at each symbol's last"
                 " close at or before the start (marketpipe.rebased). " + grid.description
             )

@@ -98,14 +98,18 @@ class Grid:
     per_year: float  # grid steps per year (annualises volatility)
 
 
-def common_grid(closes: pd.DataFrame, interval: str, *, daily: bool) -> Grid:
+WEEKS_PER_YEAR = 365.25 / 7
+
+
+def common_grid(closes: pd.DataFrame, interval: str, *, daily: bool, weekly: bool = False) -> Grid:
     """Every symbol's last close at or before each grid point (docs/indicators.md, "Compare").
 
     The grid is the bar times of the stocks in the set (their sessions), or of every symbol when
     the set holds no stock. Stocks open their bars at :30 and crypto at :00, so without a common
     grid no timestamp would be shared. ``daily``: ``closes`` holds each symbol's last bar per
     trading day (``trading_date``) and the grid is the stocks' trading days (every day without
-    a stock): trading-day returns, a coin's weekend in its Friday-to-Monday step.
+    a stock): trading-day returns, a coin's weekend in its Friday-to-Monday step. ``weekly``:
+    ``trading_date`` is the week (its Monday) of each symbol's last close of the week.
     """
     key = "trading_date" if daily else "bar_time"
     classes = closes.groupby("symbol")["asset_class"].first()
@@ -123,8 +127,10 @@ def common_grid(closes: pd.DataFrame, interval: str, *, daily: bool) -> Grid:
     kind = "stock" if has_stock else str(classes.iloc[0]) if len(classes) else "crypto"
     zones = leaders["exchange_timezone"].dropna() if has_stock else pd.Series(dtype=object)
     place = venue(kind, str(zones.iloc[0]) if len(zones) else None)
-    per_year = bars_per_year("1day" if daily else interval, place)
+    per_year = WEEKS_PER_YEAR if weekly else bars_per_year("1day" if daily else interval, place)
     unit = "trading-day closes" if daily else f"{interval} bar closes"
+    if weekly:
+        unit = "weekly closes (each symbol's last close of the week)"
     if has_stock and (classes != "stock").any():
         description = (
             f"Returns on the stocks' {unit} ({place.calendar} calendar); the other symbols are"

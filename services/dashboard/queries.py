@@ -80,7 +80,17 @@ REBASED_SQL = text(
     "SELECT symbol, bar_time, close, rebased"
     " FROM marketpipe.rebased(:since, :until, :interval, CAST(:symbols AS text[]))"
 )
-# Long windows: one point per trading day (db/init/0012).
+# Long windows: one point per trading day (db/init/0012); multi-year ones: the reference, then
+# the last trading day of each week.
+REBASED_WEEKS_SQL = text(
+    "SELECT symbol, trading_date AS bar_time, close, rebased FROM ("
+    "SELECT r.*, row_number() OVER (PARTITION BY r.symbol ORDER BY r.trading_date) AS n,"
+    " lead(r.trading_date) OVER (PARTITION BY r.symbol ORDER BY r.trading_date) AS next_day"
+    " FROM marketpipe.rebased_daily(:since, :until, :interval, CAST(:symbols AS text[])) r) x"
+    " WHERE n = 1 OR next_day IS NULL"
+    " OR date_trunc('week', next_day) <> date_trunc('week', trading_date)"
+    " ORDER BY symbol, trading_date"
+)
 REBASED_DAYS_SQL = text(
     "SELECT symbol, trading_date AS bar_time, close, rebased"
     " FROM marketpipe.rebased_daily(:since, :until, :interval, CAST(:symbols AS text[]))"
@@ -127,6 +137,20 @@ COMPARE_DAYS_SQL = text(
     " FROM marketpipe.daily_bars d WHERE d.symbol = s.symbol"
     " AND d.trading_date >= :since AND d.trading_date <= :until OFFSET 0) d"
     " ORDER BY s.symbol, d.trading_date"
+)
+
+# Multi-year windows: each symbol's last daily close of every week, keyed by the week's Monday
+# so that stocks and coins share the points.
+COMPARE_WEEKS_SQL = text(
+    "SELECT DISTINCT ON (s.symbol, week) s.symbol, d.asset_class, z.exchange_timezone,"
+    " date_trunc('week', d.trading_date)::date AS week, d.trading_date, d.close"
+    " FROM unnest(CAST(:symbols AS text[])) AS s(symbol)"
+    " CROSS JOIN LATERAL (SELECT b.exchange_timezone FROM marketpipe.bars b"
+    " WHERE b.symbol = s.symbol AND b.interval = :interval ORDER BY b.bar_time DESC LIMIT 1) z"
+    " CROSS JOIN LATERAL (SELECT d.asset_class, d.trading_date, d.close"
+    " FROM marketpipe.daily_bars d WHERE d.symbol = s.symbol"
+    " AND d.trading_date >= :since AND d.trading_date <= :until OFFSET 0) d"
+    " ORDER BY s.symbol, week, d.trading_date DESC"
 )
 
 COMPARE_BARS_SQL = text(
@@ -226,12 +250,17 @@ def rebased(
     until: datetime,
     *,
     daily: bool,
+    weekly: bool = False,
 ) -> pd.DataFrame:
     """marketpipe.rebased for ``symbols``; ``daily``: marketpipe.rebased_daily, one point per
-    trading day (``bar_time`` is then the trading day, a date)."""
+    trading day (``bar_time`` is then the trading day, a date); ``weekly``: its last trading
+    day of each week."""
+    statement = REBASED_SQL
+    if daily:
+        statement = REBASED_WEEKS_SQL if weekly else REBASED_DAYS_SQL
     frame = _read(
         engine,
-        REBASED_DAYS_SQL if daily else REBASED_SQL,
+        statement,
         symbols=list(symbols),
         interval=interval,
         since=since,
@@ -271,9 +300,11 @@ def compare_closes(
     until: datetime,
     *,
     daily: bool,
+    weekly: bool = False,
 ) -> pd.DataFrame:
     """Stored closes of several symbols over [since, until] (the last of each trading day if
-    ``daily``), for returns on a common grid."""
+    ``daily``; of each week, keyed by its Monday in ``trading_date``, if also ``weekly``), for
+    returns on a common grid."""
     if not symbols:
         return pd.DataFrame(
             {
@@ -287,12 +318,14 @@ def compare_closes(
     if daily:
         frame = _read(
             engine,
-            COMPARE_DAYS_SQL,
+            COMPARE_WEEKS_SQL if weekly else COMPARE_DAYS_SQL,
             symbols=list(symbols),
             interval=interval,
             since=since.date(),
             until=until.date(),
         )
+        if weekly:
+            frame = frame.drop(columns=["trading_date"]).rename(columns={"week": "trading_date"})
         frame["trading_date"] = pd.to_datetime(frame["trading_date"])
         return frame
     return _read(

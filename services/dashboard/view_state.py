@@ -44,6 +44,9 @@ PEER_AVERAGE = "peers"  # the relative view's benchmark: the average of the othe
 # Longer windows use daily bars: thousands of hourly candles or lines are unreadable, and
 # fetching them would break the dashboard's 50 ms budget per query.
 COMPARE_DAILY_AFTER = timedelta(days=8)
+# Beyond two years Compare steps by weeks: five years of eight symbols' days are 14,600 rows,
+# and weekly returns are what a multi-year comparison reads anyway.
+COMPARE_WEEKLY_AFTER = timedelta(days=2 * 365)
 NATIVE_INTERVAL_UP_TO = timedelta(days=31)
 DEFAULT_OVERLAYS = ("SMA 20", "SMA 50")
 
@@ -187,6 +190,10 @@ def window_bounds(
 
 def compare_daily(since: datetime, until: datetime) -> bool:
     return until - since > COMPARE_DAILY_AFTER
+
+
+def compare_weekly(since: datetime, until: datetime) -> bool:
+    return until - since > COMPARE_WEEKLY_AFTER
 
 
 def intervals_for(since: datetime, until: datetime, native: str) -> list[str]:
