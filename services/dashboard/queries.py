@@ -88,7 +88,8 @@ REBASED_WEEKS_SQL = text(
     " lead(r.trading_date) OVER (PARTITION BY r.symbol ORDER BY r.trading_date) AS next_day"
     " FROM marketpipe.rebased_daily(:since, :until, :interval, CAST(:symbols AS text[])) r) x"
     " WHERE n = 1 OR next_day IS NULL"
-    " OR date_trunc('week', next_day) <> date_trunc('week', trading_date)"
+    " OR next_day - extract(isodow FROM next_day)::int"
+    " <> trading_date - extract(isodow FROM trading_date)::int"
     " ORDER BY symbol, trading_date"
 )
 REBASED_DAYS_SQL = text(
@@ -142,15 +143,17 @@ COMPARE_DAYS_SQL = text(
 # Multi-year windows: each symbol's last daily close of every week, keyed by the week's Monday
 # so that stocks and coins share the points.
 COMPARE_WEEKS_SQL = text(
-    "SELECT DISTINCT ON (s.symbol, week) s.symbol, d.asset_class, z.exchange_timezone,"
-    " date_trunc('week', d.trading_date)::date AS week, d.trading_date, d.close"
-    " FROM unnest(CAST(:symbols AS text[])) AS s(symbol)"
+    "SELECT DISTINCT ON (s.n, d.week) s.symbol, d.asset_class, z.exchange_timezone, d.week,"
+    " d.trading_date, d.close"
+    " FROM unnest(CAST(:symbols AS text[])) WITH ORDINALITY AS s(symbol, n)"
     " CROSS JOIN LATERAL (SELECT b.exchange_timezone FROM marketpipe.bars b"
     " WHERE b.symbol = s.symbol AND b.interval = :interval ORDER BY b.bar_time DESC LIMIT 1) z"
-    " CROSS JOIN LATERAL (SELECT d.asset_class, d.trading_date, d.close"
+    # the week's Monday by date arithmetic (date_trunc would go through a time zone per row)
+    " CROSS JOIN LATERAL (SELECT d.asset_class, d.trading_date, d.close,"
+    " d.trading_date - extract(isodow FROM d.trading_date)::int + 1 AS week"
     " FROM marketpipe.daily_bars d WHERE d.symbol = s.symbol"
     " AND d.trading_date >= :since AND d.trading_date <= :until OFFSET 0) d"
-    " ORDER BY s.symbol, week, d.trading_date DESC"
+    " ORDER BY s.n, d.week, d.trading_date DESC"
 )
 
 COMPARE_BARS_SQL = text(
