@@ -13,6 +13,7 @@ from marketpipe.market import (
     asset_class_of,
     bar_end,
     bars_per_year,
+    market_open,
     venue,
 )
 from services.fetcher.series import view_series, warmup_bars
@@ -119,3 +120,33 @@ def test_the_warmup_follows_the_indicator_set() -> None:
     assert warmup_bars("1h", "crypto", longer) == 400
     slower = replace(INDICATORS, macd=(12, 52, 9))
     assert slower.warmup_bars() > base
+
+
+NYSE = venue("stock", "America/New_York")
+
+
+@pytest.mark.parametrize(
+    ("at", "is_open", "change"),
+    [
+        # a Wednesday mid-session: open until the 16:00 ET close
+        (datetime(2026, 3, 11, 18, 45, tzinfo=UTC), True, "2026-03-11 20:00"),
+        # a Saturday: closed until Monday's 09:30 ET open
+        (datetime(2026, 3, 14, 12, 0, tzinfo=UTC), False, "2026-03-16 13:30"),
+        # Thanksgiving: closed; the next day is the 13:00 ET early close
+        (datetime(2026, 11, 26, 16, 0, tzinfo=UTC), False, "2026-11-27 14:30"),
+        (datetime(2026, 11, 27, 15, 0, tzinfo=UTC), True, "2026-11-27 18:00"),
+    ],
+)
+def test_market_open_follows_the_exchange_calendar(
+    at: datetime, is_open: bool, change: str
+) -> None:
+    assert market_open(NYSE, at) == (is_open, pd.Timestamp(change, tz="UTC"))
+
+
+def test_crypto_never_closes_and_forex_rests_at_the_weekend() -> None:
+    saturday = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+    assert market_open(venue("crypto", None), saturday) == (True, None)
+    assert market_open(venue("forex", None), saturday) == (
+        False,
+        pd.Timestamp("2026-03-16", tz="UTC"),
+    )
