@@ -14,6 +14,7 @@ from marketpipe.market import (
     bar_end,
     bars_per_year,
     market_open,
+    settle_bars,
     venue,
 )
 from services.fetcher.series import view_series, warmup_bars
@@ -122,7 +123,13 @@ def test_the_warmup_follows_the_indicator_set() -> None:
     assert slower.warmup_bars() > base
 
 
-NYSE = venue("stock", "America/New_York")
+def test_look_back_and_settle_horizon_follow_the_periods() -> None:
+    assert INDICATORS.lookback_bars() == 199  # SMA 200 needs 199 earlier closes
+    longer = replace(INDICATORS, sma=(20, 50, 400))
+    assert longer.lookback_bars() == 399
+    # Every recurrence fades below 1e-15 within the horizon; a longer window moves it.
+    assert INDICATORS.settle_horizon_bars() == settle_bars(2 / 27, 1e-15) + settle_bars(0.2, 1e-15)
+    assert replace(INDICATORS, sma=(20, 50, 800)).settle_horizon_bars() == 800
 
 
 @pytest.mark.parametrize(
