@@ -18,6 +18,7 @@ from typing import Final
 from cronsim import CronSim
 
 from marketpipe.reach import SERVER_LOST, outage_line
+from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import CycleReport, run_cycle
 from services.fetcher.runlog import FetchRun, record
@@ -25,8 +26,6 @@ from services.fetcher.series import parse_utc
 
 log = logging.getLogger("marketpipe.fetcher.schedule")
 
-LAST_TICK_KEY: Final = "marketpipe:fetch:last-tick"
-TICK_CLAIM_PREFIX: Final = "marketpipe:fetch:tick"
 # A tick's claim outlives any cycle (a cycle of 120 symbols on 8 credits a minute takes 15 min);
 # a crashed owner's tick is released when the next tick comes anyway.
 TICK_LEASE_SECONDS: Final = 3600
@@ -59,12 +58,8 @@ def due_tick(expression: str, last_done: datetime | None, now: datetime) -> date
     return latest if last_done is None or latest > last_done else None
 
 
-def _tick_text(tick: datetime) -> str:
-    return tick.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def tick_run_id(interval: str, tick: datetime) -> str:
-    return f"fetch:{interval}:{_tick_text(tick)}"
+    return f"fetch:{interval}:{tick_text(tick)}"
 
 
 def missed_ticks(expression: str, last_done: datetime, tick: datetime) -> list[datetime]:
@@ -87,7 +82,7 @@ def _record_skipped(ctx: FetchContext, missed: list[datetime], tick: datetime) -
                 status="skipped",
                 interval=ctx.settings.interval,
                 started_at=when,
-                message=f"no fetcher ran it; the catch-up at {_tick_text(tick)} fetched its bars",
+                message=f"no fetcher ran it; the catch-up at {tick_text(tick)} fetched its bars",
             ),
         )
 
@@ -117,16 +112,16 @@ def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None
     tick = due_tick(expression, last_done, ctx.clock.now())
     if tick is None:
         return None, None
-    claim = f"{TICK_CLAIM_PREFIX}:{_tick_text(tick)}"
+    claim = claim_key(tick)
     if not ctx.redis.set(claim, secrets.token_hex(8), nx=True, ex=TICK_LEASE_SECONDS):
-        log.info("tick %s is run by another fetcher", _tick_text(tick))
+        log.info("tick %s is run by another fetcher", tick_text(tick))
         return tick, None
     missed = missed_ticks(expression, last_done, tick) if last_done is not None else []
     if missed:
         log.info(
-            "catching up once for %d tick(s) missed since %s", len(missed), _tick_text(missed[0])
+            "catching up once for %d tick(s) missed since %s", len(missed), tick_text(missed[0])
         )
-    log.info("tick %s", _tick_text(tick))
+    log.info("tick %s", tick_text(tick))
     try:
         if missed:
             _record_skipped(ctx, missed, tick)
@@ -136,7 +131,7 @@ def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None
         if isinstance(exc, Exception):
             _record_failed(ctx, tick, exc)
         raise
-    ctx.redis.eval(_ADVANCE, 1, LAST_TICK_KEY, _tick_text(tick))
+    ctx.redis.eval(_ADVANCE, 1, LAST_TICK_KEY, tick_text(tick))
     return tick, report
 
 
@@ -158,6 +153,6 @@ def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False
         ran += report is not None
         now = ctx.clock.now()
         upcoming = next_tick(ctx.settings.fetch_schedule, now)
-        log.info("next tick at %s", _tick_text(upcoming))
+        log.info("next tick at %s", tick_text(upcoming))
         ctx.clock.sleep((upcoming - now).total_seconds())
     return ran
