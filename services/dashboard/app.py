@@ -907,7 +907,18 @@ class Dashboard:
             fetches,
             hide_index=True,
             column_config={
-                "waited_seconds": st.column_config.NumberColumn("waited, s", format="%.0f")
+                "finished_at": st.column_config.DatetimeColumn(
+                    "Finished (UTC)", format="YYYY-MM-DD HH:mm:ss"
+                ),
+                "component": "Component",
+                "status": "Status",
+                "run_id": "Run",
+                "symbols_asked": st.column_config.NumberColumn("Symbols asked"),
+                "symbols_new": st.column_config.NumberColumn("With new data"),
+                "credits": st.column_config.NumberColumn("Credits"),
+                "waited_seconds": st.column_config.NumberColumn("Waited, s", format="%.0f"),
+                "api_errors": st.column_config.NumberColumn("API errors"),
+                "message": "Message",
             },
         )
         _csv_button(fetches, "fetch_runs")
