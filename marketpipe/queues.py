@@ -10,6 +10,16 @@ LOAD_QUEUE: Final = "marketpipe-load"
 # Jobs are enqueued by dotted name so a producer never imports a consumer's code.
 TRANSFORM_JOB: Final = "services.transformer.jobs.transform_payload"
 LOAD_JOB: Final = "services.loader.jobs.load_batch"
+# A restatement: the transformer turns all re-fetched windows of a series into one batch, the
+# loader swaps it in (services/loader/restatement.py).
+RESTATE_TRANSFORM_JOB: Final = "services.transformer.jobs.transform_restatement"
+RESTATE_LOAD_JOB: Final = "services.loader.jobs.load_restatement"
+
+
+def restatement_batch_id(restatement_id: int) -> str:
+    """The batch (and job id suffix) of a restatement's whole re-fetched series."""
+    return f"restatement-{restatement_id}"
+
 
 # Seconds between retries of a failed job (RQ's scheduler re-enqueues it).
 RETRY_INTERVALS: Final = (5, 15, 60, 120, 300)

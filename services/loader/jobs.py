@@ -26,8 +26,10 @@ from marketpipe.contract import (
     QUARANTINE_COLUMNS,
     QUARANTINE_KEY,
 )
+from marketpipe.queues import restatement_batch_id
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
+from services.loader import restatement
 from services.loader.daily import rebuild_daily
 from services.loader.upsert import prepare_session, upsert
 
@@ -68,15 +70,42 @@ def run_status(bars: int, quarantined: int) -> str:
     return "partial" if quarantined else "ok"
 
 
+def _held_back(cur: Any, payload_id: str, observed: pa.Table | None) -> str | None:
+    """Why the batch must not be merged: the restatement its bars reveal (recorded), or None."""
+    if observed is None or observed.num_rows == 0:
+        return None  # a batch from before the observed table existed: nothing to compare
+    finding = restatement.detect(cur, observed)
+    if finding is None:
+        return None
+    symbol, interval = observed["symbol"][0].as_py(), observed["interval"][0].as_py()
+    restatement_id, opened = restatement.record(cur, symbol, interval, finding, payload_id)
+    log.warning(
+        "restatement %s %s %s: %s; batch %s held back until the series is restated (%s)",
+        "detected for" if opened else "still open for",
+        symbol,
+        interval,
+        finding.describe(),
+        payload_id,
+        f"marketpipe.restatements #{restatement_id}",
+    )
+    return f"restatement #{restatement_id}: {finding.describe()}; bars held back"
+
+
 def write_batch(
     cur: Any, payload_id: str, tables: dict[str, pa.Table], started_at: datetime
 ) -> int:
-    """Bars, the daily bars rebuilt from them, quarantine, watermark and run log; bars changed."""
+    """Bars, the daily bars rebuilt from them, quarantine, watermark and run log; bars changed.
+
+    A batch whose bars reveal a restatement merges no bar (services/loader/restatement.py).
+    """
     prepare_session(cur)
     cur.execute("SELECT 1 FROM marketpipe.raw_payloads WHERE payload_id = $1", (payload_id,))
     if cur.fetchone() is None:
         raise PayloadNotLandedError(f"batch {payload_id}: its raw payload was never landed")
     bars, quarantine = tables["bars"], tables["quarantine"]
+    held = _held_back(cur, payload_id, tables.get("observed"))
+    if held is not None:
+        bars = bars.slice(0, 0)
     changed = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
     # From the bars now stored, never from the transformer's frames (services/loader/daily.py).
     rebuild_daily(cur, bars)
@@ -92,12 +121,15 @@ def write_batch(
     if bars.num_rows:
         cur.execute(_ADVANCE_WATERMARKS)
     reasons = sorted(pc.unique(quarantine["reason"]).to_pylist()) if quarantine.num_rows else []
+    status = run_status(bars.num_rows, quarantine.num_rows)
+    if held is not None:
+        status, reasons = "restatement", [held, *reasons]
     cur.execute(
         _LOG_RUN,
         (
             payload_id,
-            run_status(bars.num_rows, quarantine.num_rows),
-            bars.num_rows + quarantine.num_rows,
+            status,
+            tables["bars"].num_rows + quarantine.num_rows,
             changed,
             quarantine.num_rows,
             "; ".join(reasons)[:2000],
@@ -123,3 +155,48 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
 def load_batch(batch_id: str) -> dict[str, Any]:
     """RQ entry point (``marketpipe.queues.LOAD_JOB``)."""
     return load(_settings(), batch_id)
+
+
+def load_restated(settings: Settings, restatement_id: int) -> dict[str, Any]:
+    """Swap a restatement's re-fetched series in, in one transaction; the job's JSON result."""
+    batch = broker.get_batch_tables(
+        broker.redis_from(settings), restatement_batch_id(restatement_id)
+    )
+    uri = settings.role_url("loader").render_as_string(hide_password=False)
+    with adbc.connect(uri) as conn, conn.cursor() as cur:
+        prepare_session(cur)
+        result = restatement.swap_series(cur, restatement_id, batch["bars"], rebuild_daily)
+        if result is not None and batch["quarantine"].num_rows:
+            upsert(
+                cur,
+                "quarantine",
+                batch["quarantine"],
+                QUARANTINE_COLUMNS,
+                QUARANTINE_KEY,
+                lineage=("quarantined_at",),
+                touch=None,
+            )
+        conn.commit()
+    if result is None:
+        log.info("restatement %d is not open: nothing to swap", restatement_id)
+        return {"restated": False}
+    log.warning(
+        "restatement %d: %s %s restated, %d bars (%d written), %d no longer served",
+        restatement_id,
+        result.symbol,
+        result.interval,
+        result.bars,
+        result.bars_changed,
+        result.bars_removed,
+    )
+    return {
+        "restated": True,
+        "bars": result.bars,
+        "bars_changed": result.bars_changed,
+        "bars_removed": result.bars_removed,
+    }
+
+
+def load_restatement(restatement_id: int) -> dict[str, Any]:
+    """RQ entry point (``marketpipe.queues.RESTATE_LOAD_JOB``)."""
+    return load_restated(_settings(), restatement_id)

@@ -15,13 +15,19 @@ Output dtypes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from marketpipe.contract import OLAP_COLUMNS, QUARANTINE_COLUMNS, RawPayload
+from marketpipe.contract import (
+    OBSERVED_COLUMNS,
+    OLAP_COLUMNS,
+    QUARANTINE_COLUMNS,
+    RawPayload,
+    column_names,
+)
 from services.transformer.enrich import contract_frame, empty_frame, enrich
 from services.transformer.flatten import PayloadRejection, flatten
 from services.transformer.validate import QuarantineRecord, rejection_record, validate
@@ -32,6 +38,8 @@ from services.transformer.warmup import drop_warmup
 class TransformResult:
     bars: pd.DataFrame  # exactly OLAP_COLUMNS, in order
     quarantine: pd.DataFrame  # exactly QUARANTINE_COLUMNS, in order ("raw" holds JSON text)
+    # OBSERVED_COLUMNS of every valid bar, warm-up included: what the restatement check compares
+    observed: pd.DataFrame = field(default_factory=lambda: empty_frame(OBSERVED_COLUMNS))
 
 
 def utc_timestamp(now: datetime) -> pd.Timestamp:
@@ -57,10 +65,12 @@ def transform_series(payload: RawPayload, *, now: datetime) -> TransformResult:
         )
     checked = validate(flat)
     bars = enrich(checked.bars, flat, transformed_at=transformed_at)
+    observed = bars[column_names(OBSERVED_COLUMNS)].reset_index(drop=True)
     bars = drop_warmup(bars, payload)
     return TransformResult(
         bars=bars.reset_index(drop=True),
         quarantine=quarantine_frame(checked.quarantine, transformed_at),
+        observed=observed,
     )
 
 
