@@ -128,17 +128,29 @@ def classify(
 
 
 def _is_split(old: dict[str, np.ndarray], new: dict[str, np.ndarray], ratio: float) -> bool:
+    """One ratio explains every differing value within the API's print precision.
+
+    Each price allows r in [old / (new + h), old / (new - h)] (h: half a unit of the sixth
+    decimal), each volume r in [(new - 1/2) / old, (new + 1/2) / old]: a split iff all the
+    intervals share a point, and that point is not 1.
+    """
     if not np.isfinite(ratio) or ratio <= 0 or abs(ratio - 1.0) <= MIN_SPLIT_DEVIATION:
         return False
-    for column in PRICES:
-        slack = ratio * PRICE_HALF_UNIT + RELATIVE_TOLERANCE * np.abs(old[column])
-        if not np.all(np.abs(old[column] - ratio * new[column]) <= slack):
-            return False
-    both = ~np.isnan(old["volume"]) & ~np.isnan(new["volume"])
     if np.any(np.isnan(old["volume"]) != np.isnan(new["volume"])):
         return False
-    slack = VOLUME_HALF_UNIT + RELATIVE_TOLERANCE * np.abs(new["volume"][both])
-    return bool(np.all(np.abs(new["volume"][both] - old["volume"][both] * ratio) <= slack))
+    lows, highs = [], []
+    for column in PRICES:
+        a, b = old[column], new[column]
+        if np.any((a <= 0) | (b <= PRICE_HALF_UNIT)):
+            return False
+        lows.append(a / (b + PRICE_HALF_UNIT))
+        highs.append(a / (b - PRICE_HALF_UNIT))
+    volume = ~np.isnan(old["volume"]) & (old["volume"] > 0)
+    lows.append((new["volume"][volume] - VOLUME_HALF_UNIT) / old["volume"][volume])
+    highs.append((new["volume"][volume] + VOLUME_HALF_UNIT) / old["volume"][volume])
+    low = max(float(np.max(x)) for x in lows if len(x))
+    high = min(float(np.min(x)) for x in highs if len(x))
+    return low <= high * (1 + RELATIVE_TOLERANCE) and not low <= 1.0 <= high
 
 
 def detect(cur: Any, observed: pa.Table) -> Finding | None:
