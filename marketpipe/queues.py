@@ -14,6 +14,9 @@ LOAD_JOB: Final = "services.loader.jobs.load_batch"
 # loader swaps it in (services/loader/restatement.py).
 RESTATE_TRANSFORM_JOB: Final = "services.transformer.jobs.transform_restatement"
 RESTATE_LOAD_JOB: Final = "services.loader.jobs.load_restatement"
+# Set (to a restatement id) when a restatement is recorded: the fetcher's loop, which checks it
+# between ticks, then reads marketpipe.restatements (every tick reads it anyway).
+RESTATEMENT_PENDING_KEY: Final = "marketpipe:restatements:pending"
 
 
 def restatement_batch_id(restatement_id: int) -> str:

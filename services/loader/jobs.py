@@ -26,7 +26,7 @@ from marketpipe.contract import (
     QUARANTINE_COLUMNS,
     QUARANTINE_KEY,
 )
-from marketpipe.queues import restatement_batch_id
+from marketpipe.queues import RESTATEMENT_PENDING_KEY, restatement_batch_id
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
 from services.loader import restatement
@@ -70,8 +70,8 @@ def run_status(bars: int, quarantined: int) -> str:
     return "partial" if quarantined else "ok"
 
 
-def _held_back(cur: Any, payload_id: str, observed: pa.Table | None) -> str | None:
-    """Why the batch must not be merged: the restatement its bars reveal (recorded), or None."""
+def _held_back(cur: Any, payload_id: str, observed: pa.Table | None) -> tuple[str, int] | None:
+    """Why the batch must not be merged and the restatement its bars reveal (recorded), or None."""
     if observed is None or observed.num_rows == 0:
         return None  # a batch from before the observed table existed: nothing to compare
     finding = restatement.detect(cur, observed)
@@ -88,15 +88,16 @@ def _held_back(cur: Any, payload_id: str, observed: pa.Table | None) -> str | No
         payload_id,
         f"marketpipe.restatements #{restatement_id}",
     )
-    return f"restatement #{restatement_id}: {finding.describe()}; bars held back"
+    return f"restatement #{restatement_id}: {finding.describe()}; bars held back", restatement_id
 
 
 def write_batch(
     cur: Any, payload_id: str, tables: dict[str, pa.Table], started_at: datetime
-) -> int:
-    """Bars, the daily bars rebuilt from them, quarantine, watermark and run log; bars changed.
+) -> tuple[int, int | None]:
+    """Bars, the daily bars rebuilt from them, quarantine, watermark and run log.
 
-    A batch whose bars reveal a restatement merges no bar (services/loader/restatement.py).
+    Returns the bars changed and the restatement the batch revealed, if any: such a batch
+    merges no bar (services/loader/restatement.py).
     """
     prepare_session(cur)
     cur.execute("SELECT 1 FROM marketpipe.raw_payloads WHERE payload_id = $1", (payload_id,))
@@ -123,7 +124,7 @@ def write_batch(
     reasons = sorted(pc.unique(quarantine["reason"]).to_pylist()) if quarantine.num_rows else []
     status = run_status(bars.num_rows, quarantine.num_rows)
     if held is not None:
-        status, reasons = "restatement", [held, *reasons]
+        status, reasons = "restatement", [held[0], *reasons]
     cur.execute(
         _LOG_RUN,
         (
@@ -136,7 +137,7 @@ def write_batch(
             started_at,
         ),
     )
-    return changed
+    return changed, None if held is None else held[1]
 
 
 def load(settings: Settings, batch_id: str) -> dict[str, Any]:
@@ -145,11 +146,15 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     started_at = datetime.now(UTC)
     uri = settings.role_url("loader").render_as_string(hide_password=False)
     with adbc.connect(uri) as conn, conn.cursor() as cur:
-        changed = write_batch(cur, batch_id, tables, started_at)
+        changed, revealed = write_batch(cur, batch_id, tables, started_at)
         conn.commit()
     bars = tables["bars"].num_rows
     log.info("batch %s: %d bars, %d changed", batch_id, bars, changed)
-    return {"bars": bars, "bars_changed": changed}
+    if revealed is None:
+        return {"bars": bars, "bars_changed": changed}
+    # After the commit, so the fetcher that sees the flag finds the row.
+    broker.redis_from(settings).set(RESTATEMENT_PENDING_KEY, revealed)
+    return {"bars": bars, "bars_changed": changed, "restatement": revealed}
 
 
 def load_batch(batch_id: str) -> dict[str, Any]:

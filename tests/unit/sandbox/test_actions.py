@@ -57,7 +57,9 @@ def test_after_the_split_all_history_is_divided_and_raw_keeps_old_prices() -> No
     np.testing.assert_array_equal(raw.volume[~pre], model.volume[~pre] * 4)
     # Adjusted: every earlier bar divided by 4 (volume times 4); later bars are the raw ones.
     for column in ("open", "high", "low", "close"):
-        np.testing.assert_array_equal(getattr(adjusted, column)[pre], getattr(model, column)[pre] / 4)
+        np.testing.assert_array_equal(
+            getattr(adjusted, column)[pre], getattr(model, column)[pre] / 4
+        )
         np.testing.assert_array_equal(getattr(adjusted, column)[~pre], getattr(raw, column)[~pre])
     np.testing.assert_array_equal(adjusted.volume, raw.volume * np.where(pre, 4, 1))
     # The adjusted series has no jump at the split; the raw one falls to about a quarter.
