@@ -89,10 +89,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _restate(
     parser: argparse.ArgumentParser, settings: Settings, redis: Redis, args: argparse.Namespace
 ) -> int:
@@ -117,3 +113,7 @@ def _restate(
             return 1
         time.sleep(1.0)  # polling the status row; the deadline decides
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
