@@ -30,11 +30,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS restatements_open_idx
     ON marketpipe.restatements (symbol, interval) WHERE status = 'detected';
 CREATE INDEX IF NOT EXISTS restatements_detected_idx ON marketpipe.restatements (detected_at);
 
--- A batch held back for a restatement is logged as such.
-ALTER TABLE marketpipe.pipeline_runs DROP CONSTRAINT IF EXISTS pipeline_runs_status_check;
-ALTER TABLE marketpipe.pipeline_runs ADD CONSTRAINT pipeline_runs_status_check
-    CHECK (status IN ('ok', 'partial', 'failed', 'no_data', 'restatement'));
-
 -- The swap removes the stored bars the new answer no longer has. The loader's role still may not
 -- DELETE: it may only call this, which removes bars of an open restatement's series and keeps
 -- each removed bar's values in the restatement (reported, never dropped silently), together with

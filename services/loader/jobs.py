@@ -124,7 +124,8 @@ def write_batch(
     reasons = sorted(pc.unique(quarantine["reason"]).to_pylist()) if quarantine.num_rows else []
     status = run_status(bars.num_rows, quarantine.num_rows)
     if held is not None:
-        status, reasons = "restatement", [held[0], *reasons]
+        # 'partial': nothing of it was merged; the message names the restatement.
+        status, reasons = "partial", [held[0], *reasons]
     cur.execute(
         _LOG_RUN,
         (

@@ -221,7 +221,7 @@ def test_a_split_and_a_correction_are_detected_and_restated_without_readers_seei
             "SELECT status, message FROM marketpipe.pipeline_runs WHERE payload_id = %s",
             payload_id,
         )
-        assert status == "restatement" and f"#{split_id}" in message
+        assert status == "partial" and f"#{split_id}" in message
         # Only one tick ran (the split was restated before the next), BTC merged as usual.
         assert query(
             url, "SELECT count(*) FROM marketpipe.restatements WHERE symbol <> 'AAPL'"

@@ -93,7 +93,7 @@ def test_a_split_is_detected_held_back_and_swapped_in_whole(
         "SELECT status, message FROM marketpipe.pipeline_runs WHERE payload_id = %s",
         split.payload_id,
     )
-    assert run_status == "restatement" and f"#{restatement_id}" in message
+    assert run_status == "partial" and f"#{restatement_id}" in message
 
     # The same change seen again (the next tick) opens nothing new.
     again = land(redis, clean_db, values(TIMES[1:], divisor=4.0))
