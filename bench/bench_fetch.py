@@ -121,6 +121,12 @@ def main() -> int:
             api_credits_per_minute=PLAN[0],
             api_credits_per_day=PLAN[1],
             log_level="WARNING",
+            # No loader runs here, so no restatement is flagged between ticks: poll hourly, so
+            # the idle hours are still skipped (the clock fast-forwards sleeps over 90 s).
+            restatement_poll_seconds=3600,
+            # References stay fresh through the run: the restatement's figure is its windows'
+            # credits, not a daily reference refresh that happens to fall due meanwhile.
+            reference_refresh_hours=72,
         )
         clock = InProcessClock(sandbox.clock, fast_forward_seconds=90)
         ctx = build_context(settings, clock=clock, redis=Redis.from_url(redis_url))

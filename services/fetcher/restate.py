@@ -22,7 +22,12 @@ from marketpipe import broker, raw
 from marketpipe.contract import RawPayload
 from marketpipe.db import connect
 from marketpipe.queues import RESTATE_TRANSFORM_JOB, RESTATEMENT_PENDING_KEY, TRANSFORM_QUEUE
-from services.fetcher.backfill import PROGRESS_TTL_SECONDS, BackfillInterrupted, run_backfill
+from services.fetcher.backfill import (
+    PROGRESS_TTL_SECONDS,
+    BackfillInterrupted,
+    HandOn,
+    run_backfill,
+)
 from services.fetcher.client import SeriesAnswer
 from services.fetcher.context import FetchContext
 
@@ -74,7 +79,7 @@ def open_restatements(ctx: FetchContext) -> list[OpenRestatement]:
         conn.close()
 
 
-def _collector(key: str) -> Any:
+def _collector(key: str) -> HandOn:
     """A backfill hand-on that lands each window's answer and notes its payload id."""
 
     def collect(

@@ -23,7 +23,6 @@ the new answer no longer has, rebuild the daily bars, set the watermark, close t
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from marketpipe.contract import OBSERVED_COLUMNS, OLAP_COLUMNS, OLAP_KEY
 from services.loader.upsert import RELATIVE_TOLERANCE, stage, to_stage, upsert
@@ -259,10 +259,7 @@ def swap_series(
     if not cur.fetchall():
         return None  # restated already: a replay of the job changes nothing
     wrong = bars.filter(
-        pa.compute.or_(
-            pa.compute.not_equal(bars["symbol"], symbol),
-            pa.compute.not_equal(bars["interval"], interval),
-        )
+        pc.or_(pc.not_equal(bars["symbol"], symbol), pc.not_equal(bars["interval"], interval))
     )
     if wrong.num_rows:
         raise ValueError(f"restatement {restatement_id}: batch holds bars of another series")
@@ -287,14 +284,3 @@ def swap_series(
             removed,
         )
     return SwapResult(symbol, interval, bars.num_rows, changed, removed)
-
-
-def removed_bars(cur: Any, restatement_id: int) -> list[dict[str, Any]]:
-    """The bars a restatement removed, with their values (for reports)."""
-    cur.execute(
-        "SELECT coalesce(removed_bars, '[]')::text FROM marketpipe.restatements"
-        " WHERE restatement_id = $1",
-        (restatement_id,),
-    )
-    rows = cur.fetchall()
-    return list(json.loads(rows[0][0])) if rows else []
