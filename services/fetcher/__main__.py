@@ -142,6 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     ctx = build_context(settings)
 
     if args.command == "backfill":
+        unconfigured = [s for s in args.symbols or () if s not in settings.symbols]
+        if unconfigured:
+            # No tick would keep such a series fresh: say so instead of loading it silently.
+            parser.error(
+                f"not in SYMBOLS: {', '.join(unconfigured)}; no schedule would refresh"
+                " its series. Add it to SYMBOLS first."
+            )
         try:
             run_backfill(
                 ctx, args.since, symbols=args.symbols, until=args.until, progress=ProgressBar
