@@ -74,7 +74,7 @@ def _held_back(cur: Any, payload_id: str, observed: pa.Table | None) -> tuple[st
     """Why the batch must not be merged and the restatement its bars reveal (recorded), or None."""
     if observed is None or observed.num_rows == 0:
         return None  # a batch from before the observed table existed: nothing to compare
-    finding = restatement.detect(cur, observed)
+    finding = restatement.detect(cur, observed, payload_id)
     if finding is None:
         return None
     symbol, interval = observed["symbol"][0].as_py(), observed["interval"][0].as_py()

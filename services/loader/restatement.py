@@ -2,8 +2,9 @@
 
 **Detection.** Every payload re-serves bars we hold (the fetcher's overlap and warm-up). Before a
 batch is merged, its ``observed`` bars (every valid bar of the payload, warm-up included) are
-joined with the stored bars where both are complete, and the raw values compared with the
-loader's rule (a float differs beyond 1e-12 relative, upsert.py). When some differ:
+joined with the stored bars where both are complete and the stored one was written by another
+payload (a replay of the same answer repairs our copy instead), and the raw values compared with
+the loader's rule (a float differs beyond 1e-12 relative, upsert.py). When some differ:
 
 * a **split** (or any adjustment by a factor): every differing bar has all four prices in one
   ratio r = stored / new (r != 1) and its volume in the inverse ratio. The API prints prices with
@@ -50,7 +51,10 @@ _OVERLAP_SQL: Final = (
     " s.volume AS new_volume"
     " FROM pg_temp.stage_observed s JOIN marketpipe.bars b"
     " ON b.symbol = s.symbol AND b.interval = s.interval AND b.bar_time = s.bar_time"
-    " WHERE b.is_complete AND s.is_complete ORDER BY s.bar_time"
+    # A bar this very payload wrote is no news from the vendor: a replay that differs from it
+    # repairs our copy (ops replay), it does not restate.
+    " WHERE b.is_complete AND s.is_complete AND b.payload_id IS DISTINCT FROM $1"
+    " ORDER BY s.bar_time"
 )
 _RECORD_SQL: Final = (
     "INSERT INTO marketpipe.restatements AS r (symbol, interval, kind, ratio, max_difference,"
@@ -153,12 +157,12 @@ def _is_split(old: dict[str, np.ndarray], new: dict[str, np.ndarray], ratio: flo
     return low <= high * (1 + RELATIVE_TOLERANCE) and not low <= 1.0 <= high
 
 
-def detect(cur: Any, observed: pa.Table) -> Finding | None:
-    """Compare one payload's observed bars with the stored ones (see the module docstring)."""
+def detect(cur: Any, observed: pa.Table, payload_id: str) -> Finding | None:
+    """Compare one payload's observed bars with the stored ones other payloads wrote."""
     if observed.num_rows == 0:
         return None
     stage(cur, "observed", to_stage(observed, OBSERVED_COLUMNS))
-    cur.execute(_OVERLAP_SQL)
+    cur.execute(_OVERLAP_SQL, (payload_id,))
     overlap = cur.fetch_arrow_table()
     if overlap.num_rows == 0:
         return None

@@ -26,7 +26,7 @@ from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
 from tests.integration.conftest import run_service, settings_env
 from tests.support.processes import service_process, stop_with_sigterm, wait_while_running
-from tests.support.scratch import scratch_database, scratch_redis
+from tests.support.scratch import empty_claimed_redis, scratch_database
 
 BEFORE_SPLIT = datetime(2026, 3, 11, 18, 45, tzinfo=UTC)  # Wednesday, New York mid-session
 SPLIT_DAY = date(2026, 3, 12)
@@ -82,13 +82,14 @@ def assert_same_series(restated: dict[str, list[dict]], fresh: dict[str, list[di
 
 
 @contextmanager
-def fresh_database(servers: tuple[str, str], sandbox_url: str) -> Iterator[Settings]:
-    """An empty migrated database and Redis db fetching from the same sandbox."""
-    with (
-        scratch_database(servers[0], prefix="marketpipe_fresh") as db,
-        scratch_redis(servers[1]) as rd,
-    ):
-        settings = Settings(database_url=db, redis_url=rd, twelve_data_base_url=sandbox_url)
+def fresh_database(
+    server_db: str, redis: Redis, redis_url: str, sandbox_url: str
+) -> Iterator[Settings]:
+    """An empty migrated database fetching from the same sandbox, with the test's Redis db
+    emptied (the pipeline under test is stopped by then: Redis db indexes are scarce)."""
+    empty_claimed_redis(redis)
+    with scratch_database(server_db, prefix="marketpipe_fresh") as db:
+        settings = Settings(database_url=db, redis_url=redis_url, twelve_data_base_url=sandbox_url)
         migrate(settings)
         yield settings
 
@@ -241,8 +242,6 @@ def test_a_split_and_a_correction_are_detected_and_restated_without_readers_seei
         new = {r["bar_time"]: r["close"] for r in restated_split["bars"]}
         common = [t for t in old if t in new and t < SPLIT_OPEN]
         assert common and all(abs(new[t] - old[t] / 4) <= 5e-7 for t in common)
-        with fresh_database(server_urls, sandbox.url) as fresh:
-            assert_same_series(restated_split, series(backfill_fresh(fresh, history_from.date())))
 
         # A vendor correction of one stored bar, seen by the next tick an hour later (run here
         # as `--once`, as another replica would; the running fetcher does the restatement).
@@ -272,8 +271,18 @@ def test_a_split_and_a_correction_are_detected_and_restated_without_readers_seei
         restated_fix = series(url)
         fixed_close = {r["bar_time"]: r["close"] for r in restated_fix["bars"]}[corrected_bar]
         assert abs(fixed_close - new[corrected_bar] * 1.01) <= 0.01  # a raw price, in cents
-        with fresh_database(server_urls, sandbox.url) as fresh:
-            assert_same_series(restated_fix, series(backfill_fresh(fresh, correction[4].date())))
         stop_with_sigterm(fetcher, fetcher_log)
         for worker in workers:
             stop_with_sigterm(worker, tmp_path / "worker.log")
+
+    # Each restated series equals a fresh database backfilled from the sandbox as it answered
+    # then: after the split (the correction was made later, so it is not served yet), and after
+    # the correction.
+    for at, restated_series, since in (
+        (AFTER_SPLIT, restated_split, history_from.date()),
+        (AFTER_SPLIT + timedelta(hours=1), restated_fix, correction[4].date()),
+    ):
+        sandbox.clock.set(at)
+        sandbox.clock.freeze()
+        with fresh_database(server_urls[0], redis, settings.redis_url, sandbox.url) as fresh:
+            assert_same_series(restated_series, series(backfill_fresh(fresh, since)))
