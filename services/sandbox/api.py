@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,7 @@ HTML_TYPE = "text/html"
 ADMIN_PREFIX = "/__sandbox"
 # Assumed: the cost of /splits is not documented (../shared/twelvedata-api.md).
 SPLITS_CREDITS = 1
+REQUEST_LOG_SIZE = 10_000  # the newest /time_series requests the admin route reports
 
 API_KEY_MESSAGE = (
     "**apikey** parameter is incorrect or not specified. You can get your free API key "
@@ -321,6 +323,9 @@ class SandboxApi:
         self.slow_seconds = self.settings.slow_seconds
         self.stopping = threading.Event()
         self._api_keys = frozenset(self.settings.api_keys)
+        # What was asked of /time_series, for tests to check (admin route /__sandbox/requests).
+        self._requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._requests_lock = threading.Lock()
 
     # --- entry point -------------------------------------------------------------------------
 
@@ -450,6 +455,7 @@ class SandboxApi:
             return self._finish(self._error(exc.code, exc.message, credit_headers), fault)
         if fault == "correct_bar":
             self._correct_for_fault(symbols[0], series, now)
+        self._log_request(symbols, series, now)
         # The 'unknown symbol' fault hits the last symbol of a batch, or the only one.
         broken = symbols[-1] if fault == "unknown_symbol" else None
         if len(symbols) == 1:
@@ -467,6 +473,23 @@ class SandboxApi:
         batch_headers = [*credit_headers, ("Is_batch", "true")]
         body = "{" + ",".join(parts) + "}"
         return self._finish(Response(200, body.encode(), JSON_TYPE, batch_headers), fault)
+
+    def _log_request(self, symbols: list[str], series: SeriesRequest, now: datetime) -> None:
+        entry = {
+            "at": now.isoformat(),
+            "symbols": list(symbols),
+            "interval": series.interval,
+            "outputsize": series.outputsize,
+            "start_date": series.start_date.isoformat() if series.start_date else None,
+            "end_date": series.end_date.isoformat() if series.end_date else None,
+        }
+        with self._requests_lock:
+            self._requests.append(entry)
+
+    def requests_seen(self) -> list[dict[str, Any]]:
+        """The /time_series requests answered (oldest first, at most REQUEST_LOG_SIZE)."""
+        with self._requests_lock:
+            return list(self._requests)
 
     def _batch_csv(
         self,
@@ -883,6 +906,11 @@ class SandboxApi:
             )
             return {"corrections": self._correction_rows()}
 
+        def clear_requests(payload: dict[str, Any]) -> object:
+            with self._requests_lock:
+                self._requests.clear()
+            return {"requests": []}
+
         def set_transport(payload: dict[str, Any]) -> object:
             self.set_error_transport(str(payload.get("error_transport", "")))
             return {"error_transport": self.error_transport}
@@ -905,6 +933,8 @@ class SandboxApi:
             ("POST", "/splits"): add_split,
             ("POST", "/corrections"): add_correction,
             ("DELETE", "/actions"): clear_actions,
+            ("GET", "/requests"): lambda payload: {"requests": self.requests_seen()},
+            ("DELETE", "/requests"): clear_requests,
             ("GET", "/transport"): lambda payload: {"error_transport": self.error_transport},
             ("POST", "/transport"): set_transport,
         }

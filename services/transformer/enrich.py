@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketpipe.contract import OLAP_COLUMNS
-from marketpipe.indicators import indicator_columns
+from marketpipe.contract import OBSERVED_COLUMNS, OLAP_COLUMNS
+from marketpipe.indicators import StoredHistory, indicator_columns
 from marketpipe.market import Venue, bar_end, bars_per_year, venue
 from services.transformer.flatten import FlatSeries
 from services.transformer.timeconv import NAIVE_DTYPE
@@ -56,8 +56,17 @@ def empty_frame(columns: tuple[tuple[str, str], ...]) -> pd.DataFrame:
     return contract_frame(columns, {name: [] for name, _ in columns}, 0)
 
 
-def enrich(bars: pd.DataFrame, flat: FlatSeries, *, transformed_at: pd.Timestamp) -> pd.DataFrame:
-    """Every OLAP column for ``bars`` (validate.ValidatedSeries.bars, in time order)."""
+def enrich(
+    bars: pd.DataFrame,
+    flat: FlatSeries,
+    *,
+    transformed_at: pd.Timestamp,
+    history: StoredHistory | None = None,
+) -> pd.DataFrame:
+    """Every OLAP column for ``bars`` (validate.ValidatedSeries.bars, in time order).
+
+    ``history``: the stored series they continue (None: they are the whole series).
+    """
     size = len(bars)
     local = bars["local"].to_numpy().astype(NAIVE_DTYPE)
     # Stock days are the exchange's session days (local date); crypto and forex: UTC days.
@@ -70,10 +79,24 @@ def enrich(bars: pd.DataFrame, flat: FlatSeries, *, transformed_at: pd.Timestamp
         values[column] = bars[column].to_numpy()
     place = venue_of(flat)
     annualise = bars_per_year(str(flat.attributes["interval"]), place)
-    values.update(indicator_columns(bars, trading_date, annualise))
+    values.update(indicator_columns(bars, trading_date, annualise, history=history))
     values["is_complete"] = completeness(local, flat, place)
     values["transformed_at"] = transformed_at
     return contract_frame(OLAP_COLUMNS, values, size)
+
+
+def observed(bars: pd.DataFrame, flat: FlatSeries) -> pd.DataFrame:
+    """OBSERVED_COLUMNS of validated bars (warm-up too): raw values, no indicators, for the
+    loader's restatement check (services/loader/restatement.py)."""
+    local = bars["local"].to_numpy().astype(NAIVE_DTYPE)
+    values: dict[str, Any] = {
+        "symbol": flat.attributes["symbol"],
+        "interval": flat.attributes["interval"],
+        "bar_time": bars["bar_time"].to_numpy(),
+        **{c: bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume")},
+        "is_complete": completeness(local, flat, venue_of(flat)),
+    }
+    return contract_frame(OBSERVED_COLUMNS, values, len(bars))
 
 
 def venue_of(flat: FlatSeries) -> Venue:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, partial
 
 import pandas as pd
 
 from marketpipe import broker, raw
+from marketpipe.db import adbc_connect
+from marketpipe.history import read_history
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE, RESTATE_LOAD_JOB, restatement_batch_id
 from marketpipe.settings import Settings, load_settings
 from services.transformer.transform import transform_series
@@ -22,16 +24,38 @@ def load_job_id(batch_id: str) -> str:
     return f"load-{batch_id}"
 
 
+def series_frame(symbol: str, interval: str, version: int) -> pd.DataFrame:
+    """The batch's series and the version of the stored state its bars continue."""
+    return pd.DataFrame({"symbol": [symbol], "interval": [interval], "seen_version": [version]})
+
+
 def transform_payload(payload_id: str) -> dict[str, int]:
+    """RQ entry point (``marketpipe.queues.TRANSFORM_JOB``)."""
+    return transform(_settings(), payload_id)
+
+
+def transform(settings: Settings, payload_id: str) -> dict[str, int]:
     """Transform one landed payload; the batch id is the payload id, so replays overwrite."""
-    settings = _settings()
-    payload = raw.read_payload(settings.role_url("transformer"), payload_id)
-    result = transform_series(payload, now=datetime.now(UTC))
+    url = settings.role_url("transformer")
+    payload = raw.read_payload(url, payload_id)
+    # Read-only: the transformer's role may only SELECT (the payload, the stored series).
+    with adbc_connect(url) as conn, conn.cursor() as cur:
+        result = transform_series(
+            payload,
+            now=datetime.now(UTC),
+            history=partial(read_history, cur, payload.symbol, payload.interval),
+        )
+        conn.rollback()
     redis = broker.redis_from(settings)
     broker.put_batch(
         redis,
         payload_id,
-        {"bars": result.bars, "quarantine": result.quarantine, "observed": result.observed},
+        {
+            "bars": result.bars,
+            "quarantine": result.quarantine,
+            "series": series_frame(payload.symbol, payload.interval, result.series_version),
+            "observed": result.observed,
+        },
         settings.blob_ttl_seconds,
     )
     broker.queue(LOAD_QUEUE, redis, settings).enqueue(
@@ -51,8 +75,9 @@ def transform_restatement(restatement_id: int, payload_ids: list[str]) -> dict[s
     """All re-fetched windows of a restated series into one batch, and its swap enqueued.
 
     One batch, so the loader replaces the series in one transaction (readers never see a
-    half-restated series). Windows emit disjoint bars (each drops its warm-up); a bar served by
-    two windows keeps the newer window's values (``payload_ids`` come newest window first).
+    half-restated series). Each window is computed from its own warm-up, never seeded from the
+    stored series: that is the history being replaced. Windows emit disjoint bars (each drops
+    its warm-up); a bar served by two keeps the newer window's (``payload_ids``: newest first).
     """
     settings = _settings()
     url = settings.role_url("transformer")
