@@ -22,7 +22,7 @@ from marketpipe.db import transaction
 from marketpipe.market import MAX_OUTPUTSIZE, asset_class_of
 from services.fetcher.client import BadRequest, SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
-from services.fetcher.handoff import hand_on, payload_of, record_error
+from services.fetcher.handoff import land, payload_of, record_error
 from services.fetcher.limiter import duration_text
 from services.fetcher.reference import instruments
 from services.fetcher.request import fetch_series
@@ -284,6 +284,11 @@ def _span_end(ctx: FetchContext, key: str, until: date | None) -> date:
     return end
 
 
+# Where a window's answer goes: ``land`` (payload landed, transform enqueued), or a restatement's
+# collector (services/fetcher/restate.py). True if it was handed on.
+HandOn = Callable[[FetchContext, SeriesAnswer, dict[str, Any], dict[str, Any]], bool]
+
+
 def _take(
     ctx: FetchContext,
     progress: Progress,
@@ -291,14 +296,14 @@ def _take(
     answer: SeriesAnswer,
     request: dict[str, Any],
     instrument: dict[str, Any],
+    hand_on: HandOn = land,
 ) -> None:
     """Record one window's answer for its symbol."""
     s = answer.symbol
     report.credits += 1  # its first request; retries come on top
     if answer.error is None:
-        payload = payload_of(ctx, answer, request, instrument)
-        report.enqueued += hand_on(ctx, payload)
-        report.payload_ids.append(payload.payload_id)
+        report.enqueued += hand_on(ctx, answer, request, instrument)
+        report.payload_ids.append(payload_of(ctx, answer, request, instrument).payload_id)
         progress.window_done(s, bars=True)
     elif _is_empty_window(answer):
         if s in progress.has_bars:
@@ -321,11 +326,17 @@ def run_backfill(
     symbols: Sequence[str] | None = None,
     until: date | None = None,
     progress: Callable[[int], ProgressBar] | None = None,
+    key: str | None = None,
+    hand_on: HandOn = land,
 ) -> BackfillReport:
-    """Fetch and enqueue every window not done yet; ``progress`` builds a bar for a total."""
+    """Fetch and enqueue every window not done yet; ``progress`` builds a bar for a total.
+
+    ``key`` names the Redis hash of the progress (default: per interval and ``since``);
+    ``hand_on`` is what happens to each window's answer (default: landed and enqueued).
+    """
     interval = ctx.settings.interval
     wanted = list(symbols or ctx.settings.symbols)
-    key = progress_key(interval, since)
+    key = key or progress_key(interval, since)
     until = _span_end(ctx, key, until)
     attrs = instruments(ctx, wanted)
     classes: dict[str, str | None] = {s: asset_class_of(s, instrument=attrs.get(s)) for s in wanted}
@@ -341,7 +352,7 @@ def run_backfill(
         warm_start = start - timedelta(days=warmup_days(interval, asset_class))
         query = SeriesQuery(interval, MAX_OUTPUTSIZE, warm_start.isoformat(), end.isoformat())
         with _window_run(ctx, report, since, window):
-            _fetch_window(ctx, state, report, query, members, start, classes, attrs)
+            _fetch_window(ctx, state, report, query, members, start, classes, attrs, hand_on)
         report.waited_seconds = ctx.limiter.waited - waited_at_start
         note = f"{start}..{end} {len(members)} symbols"
         if bar:
@@ -418,6 +429,7 @@ def _fetch_window(
     start: date,
     classes: dict[str, str | None],
     attrs: dict[str, dict[str, Any]],
+    hand_on: HandOn,
 ) -> None:
     interval = ctx.settings.interval
     for answer, _ in fetch_series(ctx, members, query):
@@ -431,4 +443,4 @@ def _fetch_window(
             "since": start.isoformat(),
             "warmup_bars": warmup_bars(interval, classes[answer.symbol]),
         }
-        _take(ctx, state, report, answer, request, attrs.get(answer.symbol, {}))
+        _take(ctx, state, report, answer, request, attrs.get(answer.symbol, {}), hand_on)
