@@ -42,7 +42,8 @@ _OHLCV: Final = ("open", "high", "low", "close", "volume")
 
 # A day's bars share one local calendar date, and no UTC offset exceeds 14 h: every bar of the
 # days [first, last] lies in [first - 1 day, last + 2 days) UTC. The range keeps the read on the
-# primary key, one range scan per symbol; the trading_date test keeps it exact.
+# primary key, one range scan per symbol (tests/integration/loader/test_query_plans.py); the
+# trading_date test keeps it exact.
 _STORED_BARS_SQL: Final = (
     "SELECT b.symbol, b.trading_date, b.bar_time, b.asset_class, b.open, b.high, b.low, b.close,"
     " b.volume, b.is_complete, b.payload_id, b.transformed_at"
@@ -205,18 +206,15 @@ def rebuild_daily(cur: Any, bars: pa.Table) -> int:
     if touched.num_rows == 0:
         return 0
     stage(cur, "touched_days", touched)
-    # Statistics for the planner: unanalysed, the stage is guessed at hundreds of rows, and a
-    # hash join over the whole bars table looks cheaper than a range scan per symbol.
-    cur.execute("ANALYZE pg_temp.stage_touched_days")
     cur.execute(_STORED_BARS_SQL)
     stored_bars = cur.fetch_arrow_table()
     cur.execute(_STORED_DAYS_SQL)
     stored_days = cur.fetch_arrow_table()
     cur.execute("DROP TABLE pg_temp.stage_touched_days")
     aggregated = aggregate_days(stored_bars.take(pc.sort_indices(stored_bars, _BAR_ORDER)))
-    rows = rebuilt_days(stored_days, aggregated)
-    if rows.num_rows == 0:
+    if aggregated.num_rows == 0:
         return 0
+    rows = rebuilt_days(stored_days, aggregated)
     written = upsert(cur, "daily_bars", rows, DAILY_COLUMNS, DAILY_KEY, lineage=DAILY_LINEAGE)
     cur.execute("DROP TABLE pg_temp.stage_daily_bars")
     return written
