@@ -110,6 +110,9 @@ OLAP_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("is_complete", "boolean"),
     ("payload_id", "text"),
     ("transformed_at", "timestamptz"),
+    # RSI's Wilder averages: the state its continuation starts from (db/init/0008).
+    ("rsi_avg_gain", "double precision"),
+    ("rsi_avg_loss", "double precision"),
 )
 OLAP_KEY: Final = ("symbol", "interval", "bar_time")
 

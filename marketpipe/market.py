@@ -315,6 +315,28 @@ class IndicatorSet:
     volatility: int = 20
     range_weeks: int = 52
 
+    def lookback_bars(self) -> int:
+        """Stored bars before a new bar that its windows reach: N - 1 for a window of N, and
+        the N previous closes of N log returns (the 52-week range is counted in time)."""
+        return max(*(n - 1 for n in self.sma), self.bollinger - 1, self.volatility, 1)
+
+    def settle_horizon_bars(self, tolerance: float = 1e-15) -> int:
+        """Bars after a changed bar beyond which none of its derived values moves by more than
+        ``tolerance`` (relative to the change): the windows, then every recurrence's fade (the
+        MACD signal's after the slow EMA's). Bounds the recompute of a stored series."""
+        fast, slow, signal = self.macd
+
+        def fade(alpha: float) -> int:
+            return settle_bars(alpha, tolerance)
+
+        return max(
+            self.lookback_bars() + 1,
+            *(fade(2.0 / (n + 1)) for n in (*self.ema, fast)),
+            fade(2.0 / (slow + 1)) + fade(2.0 / (signal + 1)),
+            1 + fade(1.0 / self.rsi),
+            1 + fade(1.0 / self.atr),
+        )
+
     def warmup_bars(self) -> int:
         """Bars before the first wanted bar that make every indicator of it exact.
 

@@ -10,6 +10,9 @@ LOAD_QUEUE: Final = "marketpipe-load"
 # Jobs are enqueued by dotted name so a producer never imports a consumer's code.
 TRANSFORM_JOB: Final = "services.transformer.jobs.transform_payload"
 LOAD_JOB: Final = "services.loader.jobs.load_batch"
+# On the load queue: recompute a stored series' derived columns from a changed bar on
+# (args: symbol, interval, changed_from ISO[, changed_through ISO]).
+RECOMPUTE_JOB: Final = "services.loader.jobs.recompute_series"
 
 # Seconds between retries of a failed job (RQ's scheduler re-enqueues it).
 RETRY_INTERVALS: Final = (5, 15, 60, 120, 300)

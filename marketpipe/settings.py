@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     interval: Interval = "1h"
     fetch_schedule: str = "5 * * * *"
     fetch_outputsize: int = Field(default=300, ge=1, le=5000)
+    # Stored bars asked again with the new ones: the still-open bar completes, restatements show.
+    fetch_overlap_bars: int = Field(default=24, ge=1, le=4999)
     # The key's plan; the API's Api-Credits-Used + Api-Credits-Left headers override the minute.
     api_credits_per_minute: int = Field(default=8, ge=1, le=100_000)
     api_credits_per_day: int = Field(default=800, ge=1, le=100_000_000)

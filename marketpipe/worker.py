@@ -36,8 +36,9 @@ from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
 from marketpipe import broker
+from marketpipe.db import adbc_database
 from marketpipe.health import beat
-from marketpipe.settings import load_settings
+from marketpipe.settings import ServiceRole, Settings, load_settings
 
 log = logging.getLogger("marketpipe.worker")
 
@@ -223,12 +224,21 @@ def wait_for_redis(redis: Redis, *, max_delay: float = 30.0) -> None:
             delay = min(max_delay, delay * 2)
 
 
-def run_worker(queue_name: str, description: str) -> None:
+def prepare_database(settings: Settings, role: ServiceRole) -> None:
+    """The role's ADBC database object, made before the fork so no job pays for it."""
+    try:
+        adbc_database(settings.role_url(role))
+    except Exception as exc:  # the server may still be starting: each job then makes its own
+        log.warning("ADBC database for %s not prepared (%s); jobs will each make one", role, exc)
+
+
+def run_worker(queue_name: str, description: str, *, database_role: ServiceRole) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args()
     settings = load_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    prepare_database(settings, database_role)
     redis = broker.redis_from(settings)
     quick_failures = 0
     while True:

@@ -1,7 +1,8 @@
 """One fetch cycle: ask the API what is new for every symbol, land it, enqueue its transform.
 
-A cycle asks each series for the bars since its watermark plus the indicators' warm-up, in
-batches sized to the credits left this minute, and enqueues a payload only when the answer holds
+A cycle asks each series for the bars since its watermark plus FETCH_OVERLAP_BARS stored ones
+(the indicators continue the stored series, so no warm-up is fetched), in batches of equal
+depth sized to the credits left this minute, and enqueues a payload only when the answer holds
 bars newer than the watermark or a still-open bar that changed. Permanent API errors (unknown or
 plan-gated symbol, bad key) travel the pipeline as the API's own error object, so the loader
 writes them to ``marketpipe.pipeline_runs`` with the API's message; transient ones were already
@@ -15,18 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from marketpipe.market import asset_class_of
 from services.fetcher.client import SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
 from services.fetcher.handoff import BAD_SYMBOL_PREFIX, land, record_error
 from services.fetcher.reference import instruments
 from services.fetcher.request import fetch_series
-from services.fetcher.series import (
-    has_new_data,
-    outputsize_for,
-    view_series,
-    warmup_bars,
-)
+from services.fetcher.series import has_new_data, outputsize_for, view_series
 from services.fetcher.state import SeriesState, load_states, save_state
 
 log = logging.getLogger("marketpipe.fetcher")
@@ -83,12 +78,15 @@ def run_cycle(ctx: FetchContext, symbols: Sequence[str] | None = None) -> CycleR
     interval = settings.interval
     wanted = _not_refused_today(ctx, list(symbols or settings.symbols), report)
     attrs = instruments(ctx, wanted)
-    classes = {s: asset_class_of(s, instrument=attrs.get(s)) for s in wanted}
     states = load_states(settings, ctx.redis, wanted, interval)
     now = ctx.clock.now()
     sizes = {
         s: outputsize_for(
-            states[s].fetch_from, now, interval, classes[s], settings.fetch_outputsize
+            states[s].fetch_from,
+            now,
+            interval,
+            settings.fetch_outputsize,
+            settings.fetch_overlap_bars,
         )
         for s in wanted
     }
@@ -100,9 +98,9 @@ def run_cycle(ctx: FetchContext, symbols: Sequence[str] | None = None) -> CycleR
             "symbol": answer.symbol,
             "interval": interval,
             "outputsize": asked.outputsize,
-            # Bars at or before `since` are there as warm-up for the new ones.
-            "since": state.fetch_from.isoformat() if state.fetch_from else None,
-            "warmup_bars": warmup_bars(interval, classes[answer.symbol]),
+            # What the request continued from; every bar of the answer is stored.
+            "watermark": state.fetch_from.isoformat() if state.fetch_from else None,
+            "overlap_bars": settings.fetch_overlap_bars if state.fetch_from else 0,
         }
         _take(ctx, report, answer, request, state, attrs.get(answer.symbol, {}))
     log.info(

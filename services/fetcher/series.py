@@ -57,19 +57,22 @@ def outputsize_for(
     watermark: datetime | None,
     now: datetime,
     interval: str,
-    asset_class: str | None,
     initial: int,
+    overlap: int,
 ) -> int:
-    """Bars to ask for: the gap since the watermark plus the warm-up, capped at 5000.
+    """Bars to ask for: the gap since the watermark plus ``overlap`` stored bars, at most 5000.
 
-    Without a watermark nothing is stored yet: ``initial`` bars (FETCH_OUTPUTSIZE). The gap is
-    counted as if the market never closed, an over-estimate that costs nothing (a request costs
-    one credit per symbol whatever its size).
+    Without a watermark nothing is stored yet: ``initial`` bars (FETCH_OUTPUTSIZE). With one,
+    the indicators continue the stored series (marketpipe/history.py), so no warm-up is asked:
+    only the bars after the watermark, counted as if the market never closed (an over-estimate
+    for a stock over a night or a weekend), and ``overlap`` (FETCH_OVERLAP_BARS) bars before
+    them, so the still-open bar is seen complete and a restated recent bar is seen at all. A
+    gap longer than a page gets the newest 5000 bars; the backfill fills what lies before.
     """
     if watermark is None:
         return min(initial, MAX_OUTPUTSIZE)
     gap = max(0, math.ceil((now - watermark) / interval_length(interval)))
-    return max(1, min(MAX_OUTPUTSIZE, gap + warmup_bars(interval, asset_class)))
+    return max(1, min(MAX_OUTPUTSIZE, gap + overlap))
 
 
 @dataclass(frozen=True)

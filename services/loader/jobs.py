@@ -1,8 +1,10 @@
 """RQ job of the loader: one transformed batch, one PostgreSQL transaction.
 
 A batch is one payload's bars and quarantined rows (Arrow IPC in Redis, keyed by the payload
-id). Its load job writes both, rebuilds the daily bars they touch from the stored bars, and
-writes the run-log entry and the series' watermark in a single transaction, or nothing.
+id), with the version of the stored series its indicators continue. Its load job writes both,
+recomputes the stretch of the series whose state went stale (services/loader/recompute.py),
+rebuilds the daily bars they touch from the stored bars, and writes the run-log entry, the
+series' version and its watermark in a single transaction, or nothing.
 Idempotence needs no coordination between workers: the job id is deterministic
 (``load-<payload id>``) and every write is an upsert that leaves equal rows untouched, so a
 retry, a replay or the same job run twice changes no row.
@@ -15,7 +17,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Final
 
-import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,9 +27,11 @@ from marketpipe.contract import (
     QUARANTINE_COLUMNS,
     QUARANTINE_KEY,
 )
+from marketpipe.db import adbc_connect
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
 from services.loader.daily import rebuild_daily
+from services.loader.recompute import LOCK_SQL, bump_version, recompute, series_version
 from services.loader.upsert import prepare_session, upsert
 
 log = logging.getLogger("marketpipe.loader")
@@ -78,6 +81,40 @@ def advance_watermarks(cur: Any, bars: pa.Table) -> None:
         cur.executemany(_ADVANCE_WATERMARKS, latest)
 
 
+_STORED_IN_STRETCH: Final = (
+    "SELECT count(*) FILTER (WHERE bar_time <= $4::timestamptz),"
+    " count(*) FILTER (WHERE bar_time > $4::timestamptz) > 0"
+    " FROM (SELECT bar_time FROM marketpipe.bars WHERE symbol = $1 AND interval = $2"
+    " AND bar_time >= $3::timestamptz ORDER BY bar_time LIMIT $5 + 1) AS stretch"
+)
+
+
+def _seen_version(tables: dict[str, pa.Table]) -> int | None:
+    """The series version the transformer read (None: a batch from before it recorded one)."""
+    series = tables.get("series")
+    return int(series["seen_version"][0].as_py()) if series is not None else None
+
+
+def keep_series_exact(cur: Any, bars: pa.Table, seen: int | None, changed: int) -> int:
+    """After the bars' upsert, under its lock: recompute what went stale; bars rewritten.
+
+    Stale: another load changed the series after the transformer read it (the version moved),
+    or this batch changed bars that stored bars continue (newer ones after it, or stored ones
+    within its span that it does not hold).
+    """
+    symbol, interval = bars["symbol"][0].as_py(), bars["interval"][0].as_py()
+    first, last = pc.min(bars["bar_time"]).as_py(), pc.max(bars["bar_time"]).as_py()
+    moved = seen is None or series_version(cur, symbol, interval) != seen
+    if not moved and changed:
+        cur.execute(_STORED_IN_STRETCH, (symbol, interval, first, last, bars.num_rows))
+        within, after = cur.fetchone()
+        moved = bool(after) or int(within) != bars.num_rows
+    recomputed = recompute(cur, symbol, interval, first, last) if moved else 0
+    if changed or recomputed:
+        bump_version(cur, symbol, interval)
+    return recomputed
+
+
 def write_batch(
     cur: Any, payload_id: str, tables: dict[str, pa.Table], started_at: datetime
 ) -> int:
@@ -88,6 +125,8 @@ def write_batch(
         raise PayloadNotLandedError(f"batch {payload_id}: its raw payload was never landed")
     bars, quarantine = tables["bars"], tables["quarantine"]
     changed = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
+    if bars.num_rows:
+        changed += keep_series_exact(cur, bars, _seen_version(tables), changed)
     # From the bars now stored, never from the transformer's frames (services/loader/daily.py).
     rebuild_daily(cur, bars)
     upsert(
@@ -120,8 +159,7 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     """Load one batch in one transaction; the job's JSON result."""
     tables = broker.get_batch_tables(broker.redis_from(settings), batch_id)
     started_at = datetime.now(UTC)
-    uri = settings.role_url("loader").render_as_string(hide_password=False)
-    with adbc.connect(uri) as conn, conn.cursor() as cur:
+    with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
         changed = write_batch(cur, batch_id, tables, started_at)
         conn.commit()
     bars = tables["bars"].num_rows
@@ -132,3 +170,37 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
 def load_batch(batch_id: str) -> dict[str, Any]:
     """RQ entry point (``marketpipe.queues.LOAD_JOB``)."""
     return load(_settings(), batch_id)
+
+
+def recompute_series(
+    symbol: str, interval: str, changed_from: str, changed_through: str | None = None
+) -> dict[str, Any]:
+    """RQ entry point: the stored bars of a series changed from ``changed_from`` (ISO, UTC) on
+    (through ``changed_through``, else to its end); recompute the derived columns they move.
+
+    For whoever changes stored bars outside a load (e.g. a restatement check): one transaction
+    under the series' lock, the version raised when a bar changed.
+    """
+    start = datetime.fromisoformat(changed_from)
+    through = datetime.fromisoformat(changed_through) if changed_through else None
+    return recompute_stored(_settings(), symbol, interval, start, through)
+
+
+def recompute_stored(
+    settings: Settings,
+    symbol: str,
+    interval: str,
+    changed_from: datetime,
+    changed_through: datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`recompute_series` with explicit settings."""
+    with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
+        prepare_session(cur)
+        cur.execute(LOCK_SQL, (symbol,))
+        cur.fetchall()
+        changed = recompute(cur, symbol, interval, changed_from, changed_through)
+        if changed:
+            bump_version(cur, symbol, interval)
+        conn.commit()
+    log.info("recomputed %s %s from %s: %d bars changed", symbol, interval, changed_from, changed)
+    return {"bars_changed": changed}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,7 @@ JSON_TYPE = "application/json; charset=utf-8"
 CSV_TYPE = "text/csv"  # exactly: the python client compares the header with this string
 HTML_TYPE = "text/html"
 ADMIN_PREFIX = "/__sandbox"
+REQUEST_LOG_SIZE = 10_000  # the newest /time_series requests the admin route reports
 
 API_KEY_MESSAGE = (
     "**apikey** parameter is incorrect or not specified. You can get your free API key "
@@ -297,6 +299,9 @@ class SandboxApi:
         self.slow_seconds = self.settings.slow_seconds
         self.stopping = threading.Event()
         self._api_keys = frozenset(self.settings.api_keys)
+        # What was asked of /time_series, for tests to check (admin route /__sandbox/requests).
+        self._requests: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_SIZE)
+        self._requests_lock = threading.Lock()
 
     # --- entry point -------------------------------------------------------------------------
 
@@ -424,6 +429,7 @@ class SandboxApi:
             series = parse_series_request(params)
         except ApiError as exc:
             return self._finish(self._error(exc.code, exc.message, credit_headers), fault)
+        self._log_request(symbols, series, now)
         # The 'unknown symbol' fault hits the last symbol of a batch, or the only one.
         broken = symbols[-1] if fault == "unknown_symbol" else None
         if len(symbols) == 1:
@@ -441,6 +447,23 @@ class SandboxApi:
         batch_headers = [*credit_headers, ("Is_batch", "true")]
         body = "{" + ",".join(parts) + "}"
         return self._finish(Response(200, body.encode(), JSON_TYPE, batch_headers), fault)
+
+    def _log_request(self, symbols: list[str], series: SeriesRequest, now: datetime) -> None:
+        entry = {
+            "at": now.isoformat(),
+            "symbols": list(symbols),
+            "interval": series.interval,
+            "outputsize": series.outputsize,
+            "start_date": series.start_date.isoformat() if series.start_date else None,
+            "end_date": series.end_date.isoformat() if series.end_date else None,
+        }
+        with self._requests_lock:
+            self._requests.append(entry)
+
+    def requests_seen(self) -> list[dict[str, Any]]:
+        """The /time_series requests answered (oldest first, at most REQUEST_LOG_SIZE)."""
+        with self._requests_lock:
+            return list(self._requests)
 
     def _batch_csv(
         self,
@@ -767,6 +790,11 @@ class SandboxApi:
             self.credits.reset()
             return {"status": "ok"}
 
+        def clear_requests(payload: dict[str, Any]) -> object:
+            with self._requests_lock:
+                self._requests.clear()
+            return {"requests": []}
+
         def set_transport(payload: dict[str, Any]) -> object:
             self.set_error_transport(str(payload.get("error_transport", "")))
             return {"error_transport": self.error_transport}
@@ -782,6 +810,8 @@ class SandboxApi:
             ("POST", "/faults"): add_faults,
             ("DELETE", "/faults"): clear_faults,
             ("POST", "/credits/reset"): reset_credits,
+            ("GET", "/requests"): lambda payload: {"requests": self.requests_seen()},
+            ("DELETE", "/requests"): clear_requests,
             ("GET", "/transport"): lambda payload: {"error_transport": self.error_transport},
             ("POST", "/transport"): set_transport,
         }

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from marketpipe.contract import OLAP_COLUMNS
-from marketpipe.indicators import indicator_columns
+from marketpipe.indicators import StoredHistory, indicator_columns
 from marketpipe.market import Venue, bar_end, bars_per_year, venue
 from services.transformer.flatten import FlatSeries
 from services.transformer.timeconv import NAIVE_DTYPE
@@ -56,8 +56,17 @@ def empty_frame(columns: tuple[tuple[str, str], ...]) -> pd.DataFrame:
     return contract_frame(columns, {name: [] for name, _ in columns}, 0)
 
 
-def enrich(bars: pd.DataFrame, flat: FlatSeries, *, transformed_at: pd.Timestamp) -> pd.DataFrame:
-    """Every OLAP column for ``bars`` (validate.ValidatedSeries.bars, in time order)."""
+def enrich(
+    bars: pd.DataFrame,
+    flat: FlatSeries,
+    *,
+    transformed_at: pd.Timestamp,
+    history: StoredHistory | None = None,
+) -> pd.DataFrame:
+    """Every OLAP column for ``bars`` (validate.ValidatedSeries.bars, in time order).
+
+    ``history``: the stored series they continue (None: they are the whole series).
+    """
     size = len(bars)
     local = bars["local"].to_numpy().astype(NAIVE_DTYPE)
     # Stock days are the exchange's session days (local date); crypto and forex: UTC days.
@@ -70,7 +79,7 @@ def enrich(bars: pd.DataFrame, flat: FlatSeries, *, transformed_at: pd.Timestamp
         values[column] = bars[column].to_numpy()
     place = venue_of(flat)
     annualise = bars_per_year(str(flat.attributes["interval"]), place)
-    values.update(indicator_columns(bars, trading_date, annualise))
+    values.update(indicator_columns(bars, trading_date, annualise, history=history))
     values["is_complete"] = completeness(local, flat, place)
     values["transformed_at"] = transformed_at
     return contract_frame(OLAP_COLUMNS, values, size)

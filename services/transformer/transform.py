@@ -1,9 +1,11 @@
 """Entry point of the transformer's pure core: one raw payload in, its OLAP rows out.
 
 ``transform_series`` runs one series (one symbol, one interval: every transform job carries
-exactly one payload) through flatten -> validate (quarantining what fails) -> enrich, then drops
-the warm-up bars. No I/O. Daily bars are built by the loader from the stored bars
-(services/loader/daily.py), so no daily row ever comes from a bar that is not stored.
+exactly one payload) through flatten -> validate (quarantining what fails) -> drop the warm-up
+bars -> enrich, continuing the stored series that ``history`` returns (the one place it reads
+the database, injected by the job; marketpipe/history.py). No I/O of its own. Daily bars are
+built by the loader from the stored bars (services/loader/daily.py), so no daily row ever
+comes from a bar that is not stored.
 
 Output dtypes:
 - ``bar_time``, ``transformed_at``, ``quarantined_at``: datetime64[us, UTC];
@@ -15,6 +17,7 @@ Output dtypes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from marketpipe.contract import OLAP_COLUMNS, QUARANTINE_COLUMNS, RawPayload
+from marketpipe.indicators import StoredHistory
 from services.transformer.enrich import contract_frame, empty_frame, enrich
 from services.transformer.flatten import PayloadRejection, flatten
 from services.transformer.validate import QuarantineRecord, rejection_record, validate
@@ -32,6 +36,11 @@ from services.transformer.warmup import drop_warmup
 class TransformResult:
     bars: pd.DataFrame  # exactly OLAP_COLUMNS, in order
     quarantine: pd.DataFrame  # exactly QUARANTINE_COLUMNS, in order ("raw" holds JSON text)
+    series_version: int = 0  # marketpipe.series_versions as the history was read (0: none)
+
+
+# The stored history before a first new bar (UTC), with the series' version.
+HistoryReader = Callable[[datetime], tuple[StoredHistory, int]]
 
 
 def utc_timestamp(now: datetime) -> pd.Timestamp:
@@ -41,8 +50,12 @@ def utc_timestamp(now: datetime) -> pd.Timestamp:
     return stamp.tz_convert("UTC").as_unit("us")
 
 
-def transform_series(payload: RawPayload, *, now: datetime) -> TransformResult:
+def transform_series(
+    payload: RawPayload, *, now: datetime, history: HistoryReader | None = None
+) -> TransformResult:
     """Transform one payload; ``now`` (timezone-aware) stamps ``transformed_at`` only.
+
+    ``history`` gives the stored series the bars continue (None: the payload is the series).
 
     Which bars are "in the future" is judged by the API's own clock as the payload recorded it
     (``payload.fetched_at``, which the fetcher takes from the answer's Date header), never by
@@ -56,11 +69,16 @@ def transform_series(payload: RawPayload, *, now: datetime) -> TransformResult:
             quarantine=quarantine_frame([rejection_record(payload, flat)], transformed_at),
         )
     checked = validate(flat)
-    bars = enrich(checked.bars, flat, transformed_at=transformed_at)
-    bars = drop_warmup(bars, payload)
+    kept = drop_warmup(checked.bars, payload)
+    stored, version = None, 0
+    if history is not None and len(kept):
+        first = pd.Timestamp(kept["bar_time"].iloc[0]).tz_localize("UTC").to_pydatetime()
+        stored, version = history(first)
+    bars = enrich(kept, flat, transformed_at=transformed_at, history=stored)
     return TransformResult(
         bars=bars.reset_index(drop=True),
         quarantine=quarantine_frame(checked.quarantine, transformed_at),
+        series_version=version,
     )
 
 

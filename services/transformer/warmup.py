@@ -1,9 +1,9 @@
-"""Warm-up bars: fetched only so the indicators of the newer bars are exact, never emitted.
+"""Warm-up bars: history a request reached back to only to fill windows, never emitted.
 
-The fetcher asks for history before the bars it wants (``request["since"]``) so every window
-is filled; those older bars carry partial windows here and would overwrite the exact values
-stored by an earlier load. Bars before ``since`` are therefore dropped after enrichment; daily
-bars are built from stored bars only (services/loader/daily.py), so dropped ones make none.
+Indicators continue the stored series (marketpipe/history.py), so nothing needs a payload's
+own warm-up any more; payloads that asked for one (``request["since"]``, landed before the
+fetcher asked only for the gap) are replayed the same way: bars before ``since`` are dropped
+before enrichment, so they are never stored, never seed anything and make no daily row.
 """
 
 from __future__ import annotations
@@ -23,8 +23,14 @@ def since(payload: RawPayload) -> pd.Timestamp | None:
 
 
 def drop_warmup(bars: pd.DataFrame, payload: RawPayload) -> pd.DataFrame:
-    """The bars at or after ``since`` (bars are in time order, so the warm-up is a prefix)."""
+    """The bars at or after ``since`` (time order, so the warm-up is a prefix).
+
+    ``bars["bar_time"]``: UTC, naive (validate's) or timezone-aware.
+    """
     start = since(payload)
     if start is None:
         return bars
-    return bars.iloc[bars["bar_time"].searchsorted(start) :]
+    times = pd.DatetimeIndex(bars["bar_time"])
+    if times.tz is None:
+        start = start.tz_localize(None)
+    return bars.iloc[times.searchsorted(start) :]

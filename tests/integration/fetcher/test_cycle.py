@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -12,7 +13,7 @@ from marketpipe import broker
 from marketpipe.queues import TRANSFORM_QUEUE
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import run_cycle
-from services.fetcher.series import INDICATOR_WARMUP
+from services.fetcher.series import parse_utc
 from services.sandbox.app import SandboxServer
 from tests.integration.conftest import run_service, settings_env
 from tests.integration.fetcher.conftest import (
@@ -92,9 +93,12 @@ def test_nothing_new_enqueues_nothing_and_a_new_hour_does(
     assert sorted(later.enqueued) == sorted(symbols)
     assert transform.count == 4
     newest = [p for p in queued_payloads(redis, ctx.settings) if p.symbol == "BTC/USD"][-1]
-    # The request asked for the gap since the watermark plus the warm-up window.
-    assert newest.request["outputsize"] >= INDICATOR_WARMUP + 1
-    assert newest.request["since"] is not None
+    # The request asked for the gap since the watermark plus the overlap, no warm-up.
+    gap = math.ceil(
+        (newest.fetched_at - parse_utc(newest.request["watermark"])) / timedelta(hours=1)
+    )
+    assert newest.request["outputsize"] == gap + ctx.settings.fetch_overlap_bars
+    assert len(newest.body["values"]) == newest.request["outputsize"]
 
 
 def test_a_still_open_bar_that_changed_is_new_data(

@@ -10,7 +10,7 @@ from redis import Redis
 
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import run_cycle
-from services.fetcher.series import INDICATOR_WARMUP, view_series
+from services.fetcher.series import view_series
 from services.sandbox.app import SandboxServer
 from tests.integration.conftest import run_service, settings_env
 from tests.integration.fetcher.conftest import (
@@ -37,9 +37,9 @@ def test_after_losing_redis_the_watermark_comes_back_from_postgres(
     report = run_cycle(ctx)
     assert report.enqueued == ["BTC/USD"]
     [payload] = queued_payloads(redis, ctx.settings)
-    assert payload.request["since"] == watermark.isoformat()
-    # The gap since the stored watermark plus the warm-up, not FETCH_OUTPUTSIZE.
+    assert payload.request["watermark"] == watermark.isoformat()
+    # The gap since the stored watermark plus the overlap, not FETCH_OUTPUTSIZE.
     gap = math.ceil((payload.fetched_at - watermark) / timedelta(hours=1))
-    assert payload.request["outputsize"] == gap + INDICATOR_WARMUP
+    assert payload.request["outputsize"] == gap + ctx.settings.fetch_overlap_bars
     view = view_series(payload.body, "1h", payload.fetched_at)
     assert view.newest_complete is not None and view.newest_complete > watermark

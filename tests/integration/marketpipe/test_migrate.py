@@ -282,7 +282,12 @@ def test_the_fetcher_and_transformer_roles_hold_exactly_what_they_need(
         "raw_payloads": {"INSERT"},
         "watermarks": {"SELECT"},
     }
-    assert table_privileges(clean_db, "marketpipe_transformer") == {"raw_payloads": {"SELECT"}}
+    # The transformer reads the payload and the stored series its bars continue (0008).
+    assert table_privileges(clean_db, "marketpipe_transformer") == {
+        "raw_payloads": {"SELECT"},
+        "bars": {"SELECT"},
+        "series_versions": {"SELECT"},
+    }
     # Landed rows are immutable: the loader's role may read them, nothing more.
     assert table_privileges(clean_db, "marketpipe_loader")["raw_payloads"] == {"SELECT"}
 
@@ -295,7 +300,9 @@ def test_the_fetcher_and_transformer_roles_hold_exactly_what_they_need(
         ("fetcher", "DELETE FROM marketpipe.raw_payloads"),
         ("fetcher", "SELECT count(*) FROM marketpipe.bars"),
         ("transformer", "UPDATE marketpipe.raw_payloads SET body = '{}'"),
-        ("transformer", "SELECT count(*) FROM marketpipe.bars"),
+        ("transformer", "UPDATE marketpipe.bars SET close = close"),
+        ("transformer", "UPDATE marketpipe.series_versions SET version = 0"),
+        ("transformer", "SELECT count(*) FROM marketpipe.daily_bars"),
         ("loader", "UPDATE marketpipe.raw_payloads SET body = '{}'"),
         ("loader", "DELETE FROM marketpipe.raw_payloads"),
         ("loader", "TRUNCATE marketpipe.raw_payloads"),

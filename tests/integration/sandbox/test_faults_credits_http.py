@@ -211,3 +211,18 @@ def test_per_key_budgets_and_daily_limit(start_sandbox: Start, http: requests.Se
     assert series(http, sandbox).status_code == 200  # other keys are unaffected
     usage = http.get(f"{sandbox.url}/api_usage", params={"apikey": "small"}, timeout=10)
     assert usage.status_code == 429  # /api_usage costs a credit too
+
+
+def test_the_request_log_names_what_was_asked(
+    sandbox: SandboxServer, http: requests.Session
+) -> None:
+    admin(http, sandbox, "DELETE", "requests")
+    series(http, sandbox, symbol="AAPL,BTC/USD", interval="1h", outputsize=26)
+    series(http, sandbox, symbol="ETH/USD", interval="1h", outputsize=30, start_date="2026-03-01")
+    logged = admin(http, sandbox, "GET", "requests")["requests"]
+    assert [(r["symbols"], r["outputsize"], r["start_date"]) for r in logged] == [
+        (["AAPL", "BTC/USD"], 26, None),
+        (["ETH/USD"], 30, "2026-03-01T00:00:00"),
+    ]
+    assert admin(http, sandbox, "DELETE", "requests") == {"requests": []}
+    assert admin(http, sandbox, "GET", "requests") == {"requests": []}

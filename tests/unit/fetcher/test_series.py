@@ -33,11 +33,12 @@ def test_warmup_covers_the_longest_indicator_and_52_weeks_when_it_fits() -> None
     assert warmup_bars("1day", "crypto") == 365
 
 
-def test_outputsize_is_the_gap_plus_warmup_capped() -> None:
-    assert outputsize_for(None, NOW, "1h", "crypto", 300) == 300
+def test_outputsize_is_the_gap_plus_the_overlap_capped() -> None:
+    assert outputsize_for(None, NOW, "1h", 300, 24) == 300
     three_bars_ago = NOW - timedelta(hours=2, minutes=45)
-    assert outputsize_for(three_bars_ago, NOW, "1h", "crypto", 300) == 3 + INDICATOR_WARMUP
-    assert outputsize_for(NOW - timedelta(days=900), NOW, "1h", "crypto", 300) == MAX_OUTPUTSIZE
+    assert outputsize_for(three_bars_ago, NOW, "1h", 300, 24) == 3 + 24
+    assert outputsize_for(three_bars_ago, NOW, "1day", 300, 5) == 1 + 5
+    assert outputsize_for(NOW - timedelta(days=900), NOW, "1h", 300, 24) == MAX_OUTPUTSIZE
 
 
 def _body(times: list[str], zone: str | None = None, close: str = "1") -> dict[str, object]:

@@ -13,6 +13,7 @@ from marketpipe.market import (
     asset_class_of,
     bar_end,
     bars_per_year,
+    settle_bars,
     venue,
 )
 from services.fetcher.series import view_series, warmup_bars
@@ -119,3 +120,12 @@ def test_the_warmup_follows_the_indicator_set() -> None:
     assert warmup_bars("1h", "crypto", longer) == 400
     slower = replace(INDICATORS, macd=(12, 52, 9))
     assert slower.warmup_bars() > base
+
+
+def test_look_back_and_settle_horizon_follow_the_periods() -> None:
+    assert INDICATORS.lookback_bars() == 199  # SMA 200 needs 199 earlier closes
+    longer = replace(INDICATORS, sma=(20, 50, 400))
+    assert longer.lookback_bars() == 399
+    # Every recurrence fades below 1e-15 within the horizon; a longer window moves it.
+    assert INDICATORS.settle_horizon_bars() == settle_bars(2 / 27, 1e-15) + settle_bars(0.2, 1e-15)
+    assert replace(INDICATORS, sma=(20, 50, 800)).settle_horizon_bars() == 800

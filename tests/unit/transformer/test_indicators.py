@@ -173,3 +173,36 @@ def test_window_columns_do_not_depend_on_older_history(path: PricePath, cut: int
         assert np.array_equal(
             full[name][cut + window - 1 :], part[name][window - 1 :], equal_nan=True
         ), name
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=price_paths(max_bars=500), cut=st.integers(0, 499), reach=st.integers(0, 60))
+def test_continuing_stored_state_equals_one_pass(path: PricePath, cut: int, reach: int) -> None:
+    """New bars after stored ones, given the stored bars their windows reach back to and the
+    recurrences' stored state, get exactly the columns of one pass over the whole series."""
+    times = [datetime(2025, 1, 1) + timedelta(days=i) for i in range(len(path["close"]))]
+    frame = bars_frame(path, times)
+    days = frame["bar_time"].to_numpy().astype("datetime64[D]").astype("datetime64[us]")
+    cut = min(cut, len(frame))
+    whole = ind.indicator_columns(frame, days, 365.0)
+    # The windows need 199 stored bars and 52 weeks (364 daily bars); ``reach`` more are given.
+    first = max(0, cut - 364 - reach)
+    history = ind.StoredHistory(
+        bars=frame.iloc[first:cut].reset_index(drop=True),
+        trading_date=days[first:cut],
+        from_start=first == 0,
+        series_start=frame["bar_time"].to_numpy()[0],
+        state={c: whole[c][cut - 1] for c in ind.STATE_COLUMNS} if cut else ind.EMPTY_STATE,
+    )
+    new = frame.iloc[cut:].reset_index(drop=True)
+    continued = ind.indicator_columns(new, days[cut:], 365.0, history=history)
+    for name, values in continued.items():
+        np.testing.assert_array_equal(values, whole[name][cut:], err_msg=name)
+
+
+def test_a_known_value_continues_the_average_instead_of_seeding_it() -> None:
+    values = np.arange(1.0, 41.0)
+    full = ind.ema(values, 12)
+    resumed = ind.ema(values, 12, known=(20, full[20]))
+    assert np.isnan(resumed[:20]).all()
+    np.testing.assert_array_equal(resumed[20:], full[20:])
