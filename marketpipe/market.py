@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from functools import cache
 from typing import Any, Final, Literal
 
@@ -359,3 +359,26 @@ class IndicatorSet:
 
 
 INDICATORS: Final = IndicatorSet()
+
+
+def market_open(place: Venue, at: datetime) -> tuple[bool, pd.Timestamp | None]:
+    """Whether the venue trades at ``at`` (UTC) and when that next changes (None: never).
+
+    Crypto trades around the clock; forex on weekdays (UTC days, as ``is_session``); a stock
+    exchange in its calendar's sessions (holidays and early closes included).
+    """
+    stamp = pd.Timestamp(at)
+    moment = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    if place.calendar is None:
+        if place.asset_class == "crypto":
+            return True, None
+        is_open = is_session(place, moment.date())
+        change = moment.normalize() + pd.Timedelta(days=1)
+        while is_session(place, change.date()) == is_open:
+            change += pd.Timedelta(days=1)
+        return is_open, change
+    calendar = exchange_calendar(place.calendar)
+    minute = moment.floor("min")
+    if calendar.is_open_on_minute(minute):
+        return True, calendar.next_close(minute).tz_convert("UTC")
+    return False, calendar.next_open(minute).tz_convert("UTC")

@@ -1,16 +1,19 @@
 """Charts: a frame in, a Plotly figure out (no Streamlit, no SQL).
 
-No template or background colour is set here: Streamlit's Plotly theme draws them in the
-viewer's light or dark theme. Trace colours are mid-tones that read on both backgrounds.
+Every colour and shared layout rule comes from theme.py. Figures carry no title: the page
+names each chart above it (see app._chart), so a title can never sit under a legend or the
+toolbar, or be clipped on a phone. Panels of the instrument chart are named by their y axis.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from services.dashboard import theme
 
 # Overlay label -> the indicator columns it draws on the price panel.
 OVERLAYS: dict[str, tuple[str, ...]] = {
@@ -19,10 +22,14 @@ OVERLAYS: dict[str, tuple[str, ...]] = {
     "SMA 200": ("sma_200",),
     "EMA 12": ("ema_12",),
     "EMA 26": ("ema_26",),
-    "Bollinger bands": ("bb_upper", "bb_middle", "bb_lower"),
+    "Bollinger bands": ("bb_upper", "bb_lower", "bb_middle"),
 }
-OPEN_BAR_COLOUR = "#9e9e9e"
-MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+# Space between the instrument chart's panels, as a share of the figure: room for the lower
+# panel's top tick label and the upper panel's bottom one, never touching.
+PANEL_GAP = 0.04
+RSI_LEVELS = {70: "70 overbought", 30: "30 oversold"}
+PRICE_HEIGHT = 430
+LOWER_PANEL_HEIGHT = 130
 
 
 def closed_market_gaps(bar_times: pd.Series) -> dict[str, object] | None:
@@ -44,24 +51,74 @@ def closed_market_gaps(bar_times: pd.Series) -> dict[str, object] | None:
     return {"values": list(missing), "dvalue": step / pd.Timedelta(milliseconds=1)}
 
 
+def has_volume(bars: pd.DataFrame) -> bool:
+    """Whether the series reports volume at all (crypto and forex quotes have none)."""
+    volume = pd.to_numeric(bars.get("volume", pd.Series(dtype=float)), errors="coerce")
+    return bool((volume.fillna(0) > 0).any())
+
+
+def _panels(bars: pd.DataFrame) -> list[str]:
+    return ["price", *(["volume"] if has_volume(bars) else []), "rsi", "macd"]
+
+
+def _overlay_traces(bars: pd.DataFrame, overlays: Collection[str]) -> list[go.Scatter]:
+    traces = []
+    for label in OVERLAYS:  # the fixed order, so the legend never reshuffles
+        if label not in overlays:
+            continue
+        for column in OVERLAYS[label]:
+            if column not in bars or not bars[column].notna().any():
+                continue
+            traces.append(
+                go.Scatter(
+                    x=bars["bar_time"],
+                    y=bars[column],
+                    name="BB middle" if column == "bb_middle" else label,
+                    mode="lines",
+                    line={
+                        "width": 1.2,
+                        "color": theme.INDICATOR_COLOURS[column],
+                        "dash": "dot" if column == "bb_middle" else None,
+                    },
+                    legendgroup=label,
+                    # the band's two edges are one legend entry; the lower one fills to the upper
+                    showlegend=column != "bb_lower",
+                    fill="tonexty" if column == "bb_lower" else None,
+                    fillcolor=theme.BAND_FILL if column == "bb_lower" else None,
+                )
+            )
+    return traces
+
+
 def instrument_figure(
-    bars: pd.DataFrame, symbol: str, overlays: Collection[str], zone: str = "UTC"
+    bars: pd.DataFrame,
+    symbol: str,
+    overlays: Collection[str],
+    zone: str = "UTC",
+    *,
+    decimals: int = 2,
+    currency: str = "",
+    log_scale: bool = False,
+    daily: bool = False,
 ) -> go.Figure:
-    """Candlesticks + overlays, volume, RSI and MACD panels on one shared time axis.
+    """Candlesticks + overlays, volume (when the asset reports it), RSI and MACD panels on one
+    shared time axis.
 
     ``bars["bar_time"]`` is drawn as its wall time; ``zone`` names it on the axis and in hovers.
-
     The still-open bar (``is_complete`` false) is its own grey candle named "still open", so it
     is never mistaken for a final price.
     """
+    panels = _panels(bars)
+    lower = len(panels) - 1
+    height = PRICE_HEIGHT + LOWER_PANEL_HEIGHT * lower
     figure = make_subplots(
-        rows=4,
+        rows=len(panels),
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.02,
-        row_heights=[0.55, 0.13, 0.16, 0.16],
-        subplot_titles=(f"{symbol} price", "Volume", "RSI 14", "MACD 12/26/9"),
+        vertical_spacing=PANEL_GAP,
+        row_heights=[PRICE_HEIGHT, *([LOWER_PANEL_HEIGHT] * lower)],
     )
+    row = {name: index + 1 for index, name in enumerate(panels)}
     complete = bars["is_complete"].astype(bool)
     for part, name, is_open in (
         (bars[complete], symbol, False),
@@ -69,70 +126,135 @@ def instrument_figure(
     ):
         if part.empty:
             continue
-        candle = go.Candlestick(
-            x=part["bar_time"],
-            open=part["open"],
-            high=part["high"],
-            low=part["low"],
-            close=part["close"],
-            name=name,
-        )
+        up = {"line": {"color": theme.UP}, "fillcolor": theme.UP}
+        down = {"line": {"color": theme.DOWN}, "fillcolor": theme.DOWN}
         if is_open:
-            grey = {"line": {"color": OPEN_BAR_COLOUR}, "fillcolor": OPEN_BAR_COLOUR}
-            candle.update(increasing=grey, decreasing=grey)
-        figure.add_trace(candle, row=1, col=1)
-    for label in overlays:
-        for column in OVERLAYS[label]:
-            if column in bars and bars[column].notna().any():
-                dash = "dot" if column in ("bb_upper", "bb_lower") else None
-                figure.add_trace(
-                    go.Scatter(
-                        x=bars["bar_time"],
-                        y=bars[column],
-                        name=label if column != "bb_middle" else "BB middle",
-                        mode="lines",
-                        line={"width": 1.2, "dash": dash},
-                        legendgroup=label,
-                    ),
-                    row=1,
-                    col=1,
-                )
+            up = down = {"line": {"color": theme.STILL_OPEN}, "fillcolor": theme.STILL_OPEN}
+        figure.add_trace(
+            go.Candlestick(
+                x=part["bar_time"],
+                open=part["open"],
+                high=part["high"],
+                low=part["low"],
+                close=part["close"],
+                name=name,
+                increasing=up,
+                decreasing=down,
+            ),
+            row=1,
+            col=1,
+        )
+    for trace in _overlay_traces(bars, overlays):
+        figure.add_trace(trace, row=1, col=1)
+    if "volume" in row:
+        colours = theme.direction_colours((bars["close"] >= bars["open"]).tolist())
+        colours = [
+            c if done else theme.STILL_OPEN for c, done in zip(colours, complete, strict=True)
+        ]
+        figure.add_trace(
+            go.Bar(
+                x=bars["bar_time"],
+                y=bars["volume"],
+                name="volume",
+                marker={"color": colours},
+                opacity=0.7,
+                showlegend=False,
+            ),
+            row=row["volume"],
+            col=1,
+        )
+        figure.update_yaxes(
+            title_text="Volume", hoverformat=",.0f", nticks=3, row=row["volume"], col=1
+        )
     figure.add_trace(
-        go.Bar(x=bars["bar_time"], y=bars["volume"], name="volume", opacity=0.6, showlegend=False),
-        row=2,
+        go.Scatter(
+            x=bars["bar_time"],
+            y=bars["rsi_14"],
+            name="RSI 14",
+            mode="lines",
+            line={"color": theme.INDICATOR_COLOURS["rsi_14"], "width": 1.2},
+            showlegend=False,
+        ),
+        row=row["rsi"],
         col=1,
     )
+    for level, label in RSI_LEVELS.items():
+        figure.add_hline(
+            y=level,
+            line={"dash": "dash", "width": 1, "color": theme.NEUTRAL},
+            annotation={"text": label, "font": {"size": 10, "color": theme.NEUTRAL}},
+            annotation_position="top left" if level == 70 else "bottom left",
+            row=row["rsi"],
+            col=1,
+        )
+    hist = bars["macd_hist"]
     figure.add_trace(
-        go.Scatter(x=bars["bar_time"], y=bars["rsi_14"], name="RSI 14", mode="lines"), row=3, col=1
-    )
-    for level in (30, 70):
-        figure.add_hline(y=level, line={"dash": "dash", "width": 1}, opacity=0.5, row=3, col=1)
-    figure.add_trace(
-        go.Bar(x=bars["bar_time"], y=bars["macd_hist"], name="MACD hist", opacity=0.5),
-        row=4,
+        go.Bar(
+            x=bars["bar_time"],
+            y=hist,
+            name="MACD hist",
+            marker={"color": theme.direction_colours((hist.fillna(0) >= 0).tolist())},
+            opacity=0.6,
+            showlegend=False,
+        ),
+        row=row["macd"],
         col=1,
     )
     for column, name in (("macd", "MACD"), ("macd_signal", "signal")):
         figure.add_trace(
-            go.Scatter(x=bars["bar_time"], y=bars[column], name=name, mode="lines"), row=4, col=1
+            go.Scatter(
+                x=bars["bar_time"],
+                y=bars[column],
+                name=name,
+                mode="lines",
+                line={"color": theme.INDICATOR_COLOURS[column], "width": 1.2},
+                showlegend=False,
+            ),
+            row=row["macd"],
+            col=1,
         )
-    figure.update_yaxes(range=[0, 100], row=3, col=1)
-    figure.update_xaxes(title_text=f"time ({zone})", row=4, col=1)
-    figure.update_xaxes(hoverformat=f"%Y-%m-%d %H:%M ({zone})")
-    gaps = closed_market_gaps(bars["bar_time"])
+    figure.update_yaxes(
+        title_text=f"Price ({currency})" if currency else "Price",
+        type="log" if log_scale else "linear",
+        hoverformat=theme.price_format(decimals),
+        tickformat=",",
+        row=1,
+        col=1,
+    )
+    # Only the guide levels as ticks: the panel's 0 and 100 never meet its neighbours' labels.
+    figure.update_yaxes(
+        title_text="RSI 14",
+        range=[0, 100],
+        tickvals=list(sorted(RSI_LEVELS)),
+        ticktext=[str(level) for level in sorted(RSI_LEVELS)],
+        hoverformat=".1f",
+        row=row["rsi"],
+        col=1,
+    )
+    figure.update_yaxes(
+        title_text="MACD",
+        nticks=3,
+        hoverformat=f".{decimals + 2}f",
+        row=row["macd"],
+        col=1,
+    )
+    figure.update_xaxes(theme.time_axis(zone, daily=daily))
+    figure.update_xaxes(title_text="trading day" if daily else f"time ({zone})", row=len(panels))
+    gaps = None if daily else closed_market_gaps(bars["bar_time"])
     if gaps is not None:
         figure.update_xaxes(rangebreaks=[gaps])
     figure.update_layout(
-        height=820,
-        margin=MARGIN,
+        height=height,
+        margin={**theme.MARGIN, "t": theme.LEGEND_MARGIN_TOP},
         xaxis_rangeslider_visible=False,
-        legend={"orientation": "h", "y": -0.04},
+        legend=theme.LEGEND_ON_TOP,
         hovermode="x unified",
+        bargap=0.1,
     )
     return figure
 
 
-def performers_figure(ranked: pd.DataFrame, title: str) -> go.Figure:
+def performers_figure(ranked: pd.DataFrame) -> go.Figure:
     """Horizontal bars of ``change_window`` per symbol, in the frame's order."""
     figure = go.Figure(
         go.Bar(
@@ -141,51 +263,78 @@ def performers_figure(ranked: pd.DataFrame, title: str) -> go.Figure:
             orientation="h",
             text=[f"{v:+.2f}%" for v in ranked["change_window"]],
             textposition="auto",
-            marker={"color": ["#2e9e5b" if v >= 0 else "#d9534f" for v in ranked["change_window"]]},
+            marker={"color": theme.direction_colours((ranked["change_window"] >= 0).tolist())},
+            hovertemplate="%{y}: %{x:+.2f}%<extra></extra>",
         )
     )
     figure.update_layout(
-        title=title,
-        height=80 + 32 * max(len(ranked), 1),
-        margin=MARGIN,
-        xaxis_title="change, %",
-        yaxis={"autorange": "reversed"},
+        height=70 + 32 * max(len(ranked), 1),
+        margin=theme.MARGIN,
+        xaxis={"title": {"text": "change, %"}, "automargin": True},
+        yaxis={"autorange": "reversed", "automargin": True},
     )
     return figure
 
 
-def comparison_figure(rebased: pd.DataFrame, zone: str = "UTC") -> go.Figure:
+def comparison_figure(
+    rebased: pd.DataFrame,
+    colours: Mapping[str, str],
+    zone: str = "UTC",
+    *,
+    y_title: str = "index (start = 100)",
+    log_scale: bool = False,
+    daily: bool = False,
+) -> go.Figure:
+    """One line per symbol (``rebased`` column), coloured by ``colours``; 100 marked."""
     figure = go.Figure()
     for symbol, series in rebased.groupby("symbol", sort=True):
         figure.add_trace(
-            go.Scatter(x=series["bar_time"], y=series["rebased"], name=str(symbol), mode="lines")
+            go.Scatter(
+                x=series["bar_time"],
+                y=series["rebased"],
+                name=str(symbol),
+                mode="lines",
+                line={"color": colours.get(str(symbol), theme.NEUTRAL), "width": 1.6},
+                hovertemplate=f"{symbol}: %{{y:.2f}}<extra></extra>",
+            )
         )
-    figure.add_hline(y=100, line={"dash": "dot", "width": 1}, opacity=0.5)
+    figure.add_hline(y=100, line={"dash": "dot", "width": 1, "color": theme.BENCHMARK})
     figure.update_layout(
-        title="Performance, rebased to 100 at the start of the window",
         height=420,
-        yaxis_title="index (start = 100)",
-        xaxis={"title": {"text": f"time ({zone})"}, "hoverformat": f"%Y-%m-%d %H:%M ({zone})"},
-        margin=MARGIN,
-        legend={"orientation": "h"},
+        yaxis={"title": {"text": y_title}, "type": "log" if log_scale else "linear"},
+        xaxis={
+            **theme.time_axis(zone, daily=daily),
+            "title": {"text": "trading day" if daily else f"time ({zone})"},
+        },
+        margin={**theme.MARGIN, "t": theme.LEGEND_MARGIN_TOP},
+        legend=theme.LEGEND_ON_TOP,
+        hovermode="x unified",
     )
     return figure
 
 
-def returns_histogram(returns: pd.DataFrame) -> go.Figure:
+def returns_distribution(returns: pd.DataFrame, colours: Mapping[str, str]) -> go.Figure:
+    """One box per symbol (median, quartiles, outliers): readable for any number of series,
+    where overlaid histograms of eight hide each other."""
     figure = go.Figure()
     for symbol, series in returns.groupby("symbol", sort=True):
         figure.add_trace(
-            go.Histogram(x=series["return_pct"], name=str(symbol), opacity=0.55, nbinsx=60)
+            go.Box(
+                x=series["return_pct"],
+                name=str(symbol),
+                marker={"color": colours.get(str(symbol), theme.NEUTRAL), "size": 3},
+                line={"width": 1.2},
+                boxmean=True,
+                orientation="h",
+                hoverinfo="x",
+            )
         )
     figure.update_layout(
-        title="Distribution of returns on the common grid",
-        barmode="overlay",
-        height=380,
-        xaxis_title="return per grid step, %",
-        yaxis_title="steps",
-        margin=MARGIN,
-        legend={"orientation": "h"},
+        height=90 + 36 * max(returns["symbol"].nunique(), 1),
+        xaxis={"title": {"text": "return per grid step, %"}, "zeroline": True, "automargin": True},
+        yaxis={"autorange": "reversed", "automargin": True},
+        margin=theme.MARGIN,
+        showlegend=False,
     )
     return figure
 
@@ -201,14 +350,17 @@ def correlation_heatmap(correlation: pd.DataFrame) -> go.Figure:
             zmax=1,
             colorscale="RdBu",
             text=correlation.round(2).to_numpy(),
-            texttemplate="%{text}",
-            colorbar={"title": {"text": "corr"}},
+            texttemplate="%{text:.2f}",
+            textfont={"size": 11},
+            hovertemplate="%{y} / %{x}: %{z:.2f}<extra></extra>",
+            colorbar={"title": {"text": "corr"}, "thickness": 10},
         )
     )
     figure.update_layout(
-        title="Correlation of returns on the common grid",
-        height=120 + 40 * max(len(labels), 4),
-        margin=MARGIN,
-        yaxis={"autorange": "reversed"},
+        height=140 + 34 * max(len(labels), 4),
+        margin=theme.MARGIN,
+        # Vertical labels above four: their boxes never overlap, however narrow the cells.
+        xaxis={"tickangle": -90 if len(labels) > 4 else 0, "automargin": True},
+        yaxis={"autorange": "reversed", "automargin": True},
     )
     return figure

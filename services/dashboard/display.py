@@ -86,3 +86,33 @@ def rounded(frame: pd.DataFrame, prices: Iterable[str]) -> pd.DataFrame:
                 for v, p in zip(out[column], places.fillna(2), strict=True)
             ]
     return out
+
+
+def currency_of(currency: Any, symbol: str) -> str:
+    """The quote currency: the stored one, else a pair's quote (``BTC/USD`` -> ``USD``)."""
+    if isinstance(currency, str) and currency:
+        return currency
+    return symbol.split("/")[1] if "/" in symbol else ""
+
+
+def styled(
+    frame: pd.DataFrame,
+    prices: Iterable[str] = (),
+    percents: Iterable[str] = (),
+    counts: Iterable[str] = (),
+) -> Any:
+    """``frame`` with display formats (the values stay numbers, so columns sort as numbers):
+    ``prices`` at each row's ``price_decimals`` with thousands separators, ``percents`` signed
+    with 2 decimals, ``counts`` as whole numbers with separators. Blank for missing values."""
+    styler = frame.style
+    prices = [c for c in prices if c in frame]
+    places = (
+        frame["price_decimals"].fillna(2).astype(int)
+        if "price_decimals" in frame
+        else pd.Series(2, index=frame.index)
+    )
+    for decimals in sorted(set(places)):
+        rows = frame.index[places == decimals]
+        styler = styler.format(f"{{:,.{decimals}f}}", subset=pd.IndexSlice[rows, prices], na_rep="")
+    styler = styler.format("{:+.2f}", subset=[c for c in percents if c in frame], na_rep="")
+    return styler.format("{:,.0f}", subset=[c for c in counts if c in frame], na_rep="")

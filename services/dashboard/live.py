@@ -21,11 +21,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from marketpipe.live import LATEST_KEY, STATUS_KEY, STATUS_STALE_SECONDS, LatestTick, badge
+from services.dashboard import theme
 
 # The strip's refresh: with the streamer's ~10 ms tick -> Redis, a 1 s period keeps the median
 # tick -> screen latency near half a second (bench/bench_stream.py measures it).
 STRIP_SECONDS = 1.0
-LIVE_COLOUR = "#ff9800"
 BADGE_ICONS = {"live": "🟢 live", "delayed": "🟠 delayed", "off": "⚪ off"}
 
 # The day change's reference, defined once in latest_quotes (db/init/0007): the previous
@@ -195,7 +195,7 @@ def with_live_candle(figure: go.Figure, live_bar: pd.DataFrame) -> go.Figure:
     """Draw the live-extended open candle over the stored one, named "live (not stored)"."""
     if live_bar.empty:
         return figure
-    colour = {"line": {"color": LIVE_COLOUR}, "fillcolor": LIVE_COLOUR}
+    colour = {"line": {"color": theme.LIVE}, "fillcolor": theme.LIVE}
     figure.add_trace(
         go.Candlestick(
             x=live_bar["bar_time"],

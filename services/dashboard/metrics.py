@@ -18,7 +18,11 @@ from cronsim import CronSim
 
 from marketpipe.market import bars_per_year, venue
 
-Freshness = Literal["fresh", "late", "stale", "no data"]
+Freshness = Literal[
+    "fresh", "late", "stale", "no data", "first fetch in progress", "awaiting first fetch"
+]
+# The statuses that are an alarm: a fetch that was due is missing.
+BEHIND: tuple[Freshness, ...] = ("late", "stale", "no data")
 
 # The API's clock (fetched_at) and ours may disagree a little; a fetch this early still counts.
 CLOCK_SKEW = timedelta(minutes=2)
@@ -31,13 +35,58 @@ def pct_change(now: pd.Series, before: pd.Series) -> pd.Series:
 
 
 def best_and_worst(changes: pd.DataFrame, count: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ``count`` best and worst symbols by change over the window (unknown changes left out)."""
+    """Up to ``count`` best and worst symbols by change over the window, never one in both
+    lists: with fewer than ``2 * count`` symbols the ranking is split in halves (the middle one
+    of an odd count goes to the best). Unknown changes are left out."""
     ranked = changes.dropna(subset=["change_window"]).sort_values(
         ["change_window", "symbol"], ascending=[False, True]
     )
-    best = ranked.head(count)
-    worst = ranked.iloc[::-1].head(count)
+    best_count = min(count, (len(ranked) + 1) // 2)
+    worst_count = min(count, len(ranked) - best_count)
+    best = ranked.head(best_count)
+    worst = ranked.iloc[len(ranked) - worst_count :].iloc[::-1]
     return best, worst
+
+
+def short_histories(
+    first_bars: pd.DataFrame, since: datetime, symbols: Iterable[str]
+) -> pd.DataFrame:
+    """The ``symbols`` whose stored history (``first_bar``) begins after ``since``, with its
+    length in days: their window return has no reference close (NULL by definition)."""
+    frame = first_bars[first_bars["symbol"].isin(list(symbols))]
+    first = pd.to_datetime(frame["first_bar"], utc=True)
+    short = frame.assign(first_bar=first)[first > pd.Timestamp(since)]
+    newest = pd.to_datetime(short["last_bar"], utc=True)
+    days = (newest - short["first_bar"]).dt.total_seconds() / 86_400
+    return short.assign(history_days=days)[["symbol", "first_bar", "history_days"]].reset_index(
+        drop=True
+    )
+
+
+def relative_performance(
+    grid: Grid, start_closes: pd.Series, benchmark: str, peer_average: str
+) -> pd.DataFrame:
+    """Each symbol's rebased index against a benchmark's, 100 = moving with it (stockpeers).
+
+    ``start_closes``: each symbol's reference close (period_returns.start_close), so the index
+    is marketpipe.rebased sampled on the grid. ``benchmark`` is a symbol, or ``peer_average``
+    for the mean index of the other symbols. Long form (symbol, bar_time, rebased).
+    """
+    references = start_closes.reindex(grid.closes.columns)
+    index = 100.0 * grid.closes / references
+    if benchmark == peer_average:
+        reference = pd.DataFrame(
+            {s: index.drop(columns=[s]).mean(axis=1) for s in index.columns}, index=index.index
+        )
+        relative = 100.0 * index / reference
+    else:
+        relative = 100.0 * index.div(index[benchmark], axis=0).drop(columns=[benchmark])
+    long = (
+        relative.rename_axis("bar_time")
+        .reset_index()
+        .melt(id_vars="bar_time", var_name="symbol", value_name="rebased")
+    )
+    return long.dropna(subset=["rebased"])[["symbol", "bar_time", "rebased"]]
 
 
 @dataclass(frozen=True)
@@ -49,14 +98,18 @@ class Grid:
     per_year: float  # grid steps per year (annualises volatility)
 
 
-def common_grid(closes: pd.DataFrame, interval: str, *, daily: bool) -> Grid:
+WEEKS_PER_YEAR = 365.25 / 7
+
+
+def common_grid(closes: pd.DataFrame, interval: str, *, daily: bool, weekly: bool = False) -> Grid:
     """Every symbol's last close at or before each grid point (docs/indicators.md, "Compare").
 
     The grid is the bar times of the stocks in the set (their sessions), or of every symbol when
     the set holds no stock. Stocks open their bars at :30 and crypto at :00, so without a common
     grid no timestamp would be shared. ``daily``: ``closes`` holds each symbol's last bar per
     trading day (``trading_date``) and the grid is the stocks' trading days (every day without
-    a stock): trading-day returns, a coin's weekend in its Friday-to-Monday step.
+    a stock): trading-day returns, a coin's weekend in its Friday-to-Monday step. ``weekly``:
+    ``trading_date`` is the week (its Monday) of each symbol's last close of the week.
     """
     key = "trading_date" if daily else "bar_time"
     classes = closes.groupby("symbol")["asset_class"].first()
@@ -74,8 +127,10 @@ def common_grid(closes: pd.DataFrame, interval: str, *, daily: bool) -> Grid:
     kind = "stock" if has_stock else str(classes.iloc[0]) if len(classes) else "crypto"
     zones = leaders["exchange_timezone"].dropna() if has_stock else pd.Series(dtype=object)
     place = venue(kind, str(zones.iloc[0]) if len(zones) else None)
-    per_year = bars_per_year("1day" if daily else interval, place)
+    per_year = WEEKS_PER_YEAR if weekly else bars_per_year("1day" if daily else interval, place)
     unit = "trading-day closes" if daily else f"{interval} bar closes"
+    if weekly:
+        unit = "weekly closes (each symbol's last close of the week)"
     if has_stock and (classes != "stock").any():
         description = (
             f"Returns on the stocks' {unit} ({place.calendar} calendar); the other symbols are"
@@ -157,10 +212,28 @@ def due_fetches(schedule: str, now: datetime, grace: timedelta, count: int = 2) 
     return due
 
 
-def classify_freshness(last_fetch: datetime | None, due: Sequence[datetime]) -> Freshness:
-    """fresh: the newest due fetch is in; late: one missed; stale: more missed; or no data."""
+@dataclass(frozen=True)
+class FetcherState:
+    """What the fetcher's schedule state in Redis says (marketpipe.ticks)."""
+
+    last_tick: datetime | None  # the newest tick a fetcher finished
+    running_tick: datetime | None  # a claimed tick newer than that: a fetch in progress
+
+    @property
+    def first_fetch_pending(self) -> bool:
+        return self.last_tick is None
+
+
+def classify_freshness(
+    last_fetch: datetime | None, due: Sequence[datetime], fetcher: FetcherState
+) -> Freshness:
+    """fresh: the newest due fetch is in; late: one missed; stale: more missed; no data: a tick
+    finished without it. Before any tick finished a symbol without data is not late: its first
+    fetch is in progress (a tick is claimed) or still to come."""
     if last_fetch is None or pd.isna(last_fetch):
-        return "no data"
+        if fetcher.running_tick is not None:
+            return "first fetch in progress"
+        return "awaiting first fetch" if fetcher.first_fetch_pending else "no data"
     missed = sum(1 for tick in due if last_fetch < tick - CLOCK_SKEW)
     if missed == 0:
         return "fresh"
@@ -173,6 +246,7 @@ def freshness_table(
     now: datetime,
     schedule: str,
     grace: timedelta,
+    fetcher: FetcherState,
 ) -> pd.DataFrame:
     """Every configured or stored symbol with its freshness against the fetch schedule."""
     due = due_fetches(schedule, now, grace)
@@ -180,7 +254,8 @@ def freshness_table(
     missing = pd.DataFrame({"symbol": [s for s in configured if s not in known]})
     table = pd.concat([freshness, missing], ignore_index=True) if len(missing) else freshness
     status = [
-        classify_freshness(None if pd.isna(fetch) else fetch, due) for fetch in table["last_fetch"]
+        classify_freshness(None if pd.isna(fetch) else fetch, due, fetcher)
+        for fetch in table["last_fetch"]
     ]
     age = now - pd.to_datetime(table["last_fetch"], utc=True)
     return table.assign(status=status, fetch_age_minutes=age.dt.total_seconds() / 60).sort_values(

@@ -18,10 +18,26 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import TextClause
 
+# The first stored bar by one forward probe of the primary key per symbol: how much history
+# there is, so a window reaching before it can say so.
 CATALOG_SQL = text(
-    "SELECT symbol, asset_class, instrument_name, currency, bar_time AS last_bar, close,"
-    " is_complete"
-    " FROM marketpipe.latest_quotes WHERE interval = :interval ORDER BY symbol"
+    "SELECT q.symbol, q.asset_class, q.instrument_name, q.currency, q.exchange,"
+    " q.exchange_timezone, q.bar_time AS last_bar, q.close, q.is_complete,"
+    " f.bar_time AS first_bar"
+    " FROM marketpipe.latest_quotes q"
+    " CROSS JOIN LATERAL (SELECT b.bar_time FROM marketpipe.bars b"
+    " WHERE b.symbol = q.symbol AND b.interval = q.interval ORDER BY b.bar_time LIMIT 1) f"
+    " WHERE q.interval = :interval ORDER BY q.symbol"
+)
+
+KEY_FIGURES_SQL = text(
+    "SELECT * FROM marketpipe.key_figures WHERE symbol = :symbol AND interval = :interval"
+)
+
+# Whether the first fetch has landed anything yet (raw first: payloads before bars).
+LANDED_SQL = text(
+    "SELECT count(*) AS payloads, max(fetched_at) AS newest FROM (SELECT fetched_at"
+    " FROM marketpipe.raw_payloads WHERE interval = :interval LIMIT 10000) p"
 )
 
 
@@ -61,15 +77,25 @@ PERIOD_RETURNS_SQL = text(
 # Rebased to the period return's reference; long windows keep one point per UTC day (its last
 # bar) besides the reference and the final bar, so the last point is always 100 + the return.
 REBASED_SQL = text(
-    "WITH r AS (SELECT x.symbol, x.bar_time, x.close, x.rebased,"
-    " row_number() OVER (PARTITION BY x.symbol ORDER BY x.bar_time) AS n,"
-    " lead(x.bar_time) OVER (PARTITION BY x.symbol ORDER BY x.bar_time) AS next_time"
-    " FROM marketpipe.rebased(:since, :until, :interval) x WHERE x.symbol IN :symbols)"
-    " SELECT symbol, bar_time, close, rebased FROM r"
-    " WHERE NOT :daily OR n = 1 OR next_time IS NULL"
-    " OR date_trunc('day', next_time, 'UTC') <> date_trunc('day', bar_time, 'UTC')"
-    " ORDER BY symbol, bar_time"
-).bindparams(bindparam("symbols", expanding=True))
+    "SELECT symbol, bar_time, close, rebased"
+    " FROM marketpipe.rebased(:since, :until, :interval, CAST(:symbols AS text[]))"
+)
+# Long windows: one point per trading day (db/init/0012); multi-year ones: the reference, then
+# the last trading day of each week.
+REBASED_WEEKS_SQL = text(
+    "SELECT symbol, trading_date AS bar_time, close, rebased FROM ("
+    "SELECT r.*, row_number() OVER (PARTITION BY r.symbol ORDER BY r.trading_date) AS n,"
+    " lead(r.trading_date) OVER (PARTITION BY r.symbol ORDER BY r.trading_date) AS next_day"
+    " FROM marketpipe.rebased_daily(:since, :until, :interval, CAST(:symbols AS text[])) r) x"
+    " WHERE n = 1 OR next_day IS NULL"
+    " OR next_day - extract(isodow FROM next_day)::int"
+    " <> trading_date - extract(isodow FROM trading_date)::int"
+    " ORDER BY symbol, trading_date"
+)
+REBASED_DAYS_SQL = text(
+    "SELECT symbol, trading_date AS bar_time, close, rebased"
+    " FROM marketpipe.rebased_daily(:since, :until, :interval, CAST(:symbols AS text[]))"
+)
 
 # Sparklines need a shape, not every bar: the last close per bucket keeps the rows few.
 SPARKLINE_SQL = text(
@@ -99,13 +125,36 @@ DAILY_SQL = text(
     " ORDER BY trading_date"
 )
 
-# Long windows compare trading days: each symbol's last bar of each of its trading days.
+# Long windows compare trading days: each symbol's daily close (daily_bars, the last stored bar
+# of each trading day, rebuilt by the loader), one range scan of its primary key per symbol
+# instead of every hourly bar of the window; the zone from each symbol's newest bar.
 COMPARE_DAYS_SQL = text(
-    "SELECT DISTINCT ON (symbol, trading_date) symbol, asset_class, exchange_timezone,"
-    " trading_date, bar_time, close FROM marketpipe.bars"
-    " WHERE symbol IN :symbols AND interval = :interval"
-    " AND bar_time >= :since AND bar_time <= :until ORDER BY symbol, trading_date, bar_time DESC"
-).bindparams(bindparam("symbols", expanding=True))
+    "SELECT s.symbol, d.asset_class, z.exchange_timezone, d.trading_date, d.close"
+    " FROM unnest(CAST(:symbols AS text[])) AS s(symbol)"
+    " CROSS JOIN LATERAL (SELECT b.exchange_timezone FROM marketpipe.bars b"
+    " WHERE b.symbol = s.symbol AND b.interval = :interval ORDER BY b.bar_time DESC LIMIT 1) z"
+    # OFFSET 0 fences the subquery: one primary-key range scan per symbol, never a table scan
+    " CROSS JOIN LATERAL (SELECT d.asset_class, d.trading_date, d.close"
+    " FROM marketpipe.daily_bars d WHERE d.symbol = s.symbol"
+    " AND d.trading_date >= :since AND d.trading_date <= :until OFFSET 0) d"
+    " ORDER BY s.symbol, d.trading_date"
+)
+
+# Multi-year windows: each symbol's last daily close of every week, keyed by the week's Monday
+# so that stocks and coins share the points.
+COMPARE_WEEKS_SQL = text(
+    "SELECT DISTINCT ON (s.n, d.week) s.symbol, d.asset_class, z.exchange_timezone, d.week,"
+    " d.trading_date, d.close"
+    " FROM unnest(CAST(:symbols AS text[])) WITH ORDINALITY AS s(symbol, n)"
+    " CROSS JOIN LATERAL (SELECT b.exchange_timezone FROM marketpipe.bars b"
+    " WHERE b.symbol = s.symbol AND b.interval = :interval ORDER BY b.bar_time DESC LIMIT 1) z"
+    # the week's Monday by date arithmetic (date_trunc would go through a time zone per row)
+    " CROSS JOIN LATERAL (SELECT d.asset_class, d.trading_date, d.close,"
+    " d.trading_date - extract(isodow FROM d.trading_date)::int + 1 AS week"
+    " FROM marketpipe.daily_bars d WHERE d.symbol = s.symbol"
+    " AND d.trading_date >= :since AND d.trading_date <= :until OFFSET 0) d"
+    " ORDER BY s.n, d.week, d.trading_date DESC"
+)
 
 COMPARE_BARS_SQL = text(
     "SELECT symbol, asset_class, exchange_timezone, bar_time, close FROM marketpipe.bars"
@@ -153,6 +202,16 @@ def catalog(engine: Engine, interval: str) -> pd.DataFrame:
     return _read(engine, CATALOG_SQL, interval=interval)
 
 
+def key_figures(engine: Engine, symbol: str, interval: str) -> pd.DataFrame:
+    """marketpipe.key_figures of one series (one row, or none)."""
+    return _read(engine, KEY_FIGURES_SQL, symbol=symbol, interval=interval)
+
+
+def landed(engine: Engine, interval: str) -> pd.DataFrame:
+    """How many payloads the fetcher landed (counted up to 10,000) and the newest one's time."""
+    return _read(engine, LANDED_SQL, interval=interval)
+
+
 def overview(engine: Engine, interval: str, since: datetime, until: datetime) -> pd.DataFrame:
     """Every symbol's quote, its day change and its period returns over 7 days and the window."""
     return _read(
@@ -194,17 +253,25 @@ def rebased(
     until: datetime,
     *,
     daily: bool,
+    weekly: bool = False,
 ) -> pd.DataFrame:
-    """marketpipe.rebased for ``symbols`` (one point per day for long windows)."""
-    return _read(
+    """marketpipe.rebased for ``symbols``; ``daily``: marketpipe.rebased_daily, one point per
+    trading day (``bar_time`` is then the trading day, a date); ``weekly``: its last trading
+    day of each week."""
+    statement = REBASED_SQL
+    if daily:
+        statement = REBASED_WEEKS_SQL if weekly else REBASED_DAYS_SQL
+    frame = _read(
         engine,
-        REBASED_SQL,
+        statement,
         symbols=list(symbols),
         interval=interval,
         since=since,
         until=until,
-        daily=daily,
     )
+    if daily:
+        frame["bar_time"] = pd.to_datetime(frame["bar_time"])
+    return frame
 
 
 def sparklines(
@@ -236,9 +303,11 @@ def compare_closes(
     until: datetime,
     *,
     daily: bool,
+    weekly: bool = False,
 ) -> pd.DataFrame:
     """Stored closes of several symbols over [since, until] (the last of each trading day if
-    ``daily``), for returns on a common grid."""
+    ``daily``; of each week, keyed by its Monday in ``trading_date``, if also ``weekly``), for
+    returns on a common grid."""
     if not symbols:
         return pd.DataFrame(
             {
@@ -249,13 +318,27 @@ def compare_closes(
                 "close": pd.Series(dtype=float),
             }
         )
-    statement = COMPARE_DAYS_SQL if daily else COMPARE_BARS_SQL
-    frame = _read(
-        engine, statement, symbols=list(symbols), interval=interval, since=since, until=until
-    )
     if daily:
+        frame = _read(
+            engine,
+            COMPARE_WEEKS_SQL if weekly else COMPARE_DAYS_SQL,
+            symbols=list(symbols),
+            interval=interval,
+            since=since.date(),
+            until=until.date(),
+        )
+        if weekly:
+            frame = frame.drop(columns=["trading_date"]).rename(columns={"week": "trading_date"})
         frame["trading_date"] = pd.to_datetime(frame["trading_date"])
-    return frame
+        return frame
+    return _read(
+        engine,
+        COMPARE_BARS_SQL,
+        symbols=list(symbols),
+        interval=interval,
+        since=since,
+        until=until,
+    )
 
 
 def freshness(engine: Engine, interval: str) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Queue depths and failed jobs, read from Redis (never written: RQ's cleanups are skipped)."""
+"""Queue depths, failed jobs and the fetcher's tick state, read from Redis (never written)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from rq.registry import (
 from rq.serializers import JSONSerializer
 
 from marketpipe.queues import LOAD_QUEUE, TRANSFORM_QUEUE
+from marketpipe.ticks import LAST_TICK_KEY, TICK_CLAIM_PREFIX, parse_tick
+from services.dashboard.metrics import FetcherState
 
 QUEUES = (TRANSFORM_QUEUE, LOAD_QUEUE)
 REGISTRIES: tuple[tuple[str, type[BaseRegistry]], ...] = (
@@ -79,3 +81,15 @@ def failed_jobs(redis: Redis, limit: int = 20) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=["queue", "job_id", "function", "failed_at", "error"])
+
+
+def fetcher_state(redis: Redis) -> FetcherState:
+    """The newest finished tick and a claimed newer one (a fetch in progress), if any."""
+    last = parse_tick(redis.get(LAST_TICK_KEY))
+    prefix = f"{TICK_CLAIM_PREFIX}:"
+    claimed = [
+        parse_tick(key.decode().removeprefix(prefix))
+        for key in redis.scan_iter(match=f"{prefix}*", count=100)
+    ]
+    newer = [t for t in claimed if t is not None and (last is None or t > last)]
+    return FetcherState(last_tick=last, running_tick=max(newer) if newer else None)

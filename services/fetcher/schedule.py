@@ -17,14 +17,13 @@ from typing import Final
 
 from cronsim import CronSim
 
+from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import CycleReport, run_cycle
 from services.fetcher.series import parse_utc
 
 log = logging.getLogger("marketpipe.fetcher.schedule")
 
-LAST_TICK_KEY: Final = "marketpipe:fetch:last-tick"
-TICK_CLAIM_PREFIX: Final = "marketpipe:fetch:tick"
 # A tick's claim outlives any cycle (a cycle of 120 symbols on 8 credits a minute takes 15 min);
 # a crashed owner's tick is released when the next tick comes anyway.
 TICK_LEASE_SECONDS: Final = 3600
@@ -55,10 +54,6 @@ def due_tick(expression: str, last_done: datetime | None, now: datetime) -> date
     return latest if last_done is None or latest > last_done else None
 
 
-def _tick_text(tick: datetime) -> str:
-    return tick.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None]:
     """Run the due tick if this replica wins it: (tick, report); (tick, None) if another won."""
     expression = ctx.settings.fetch_schedule
@@ -66,19 +61,19 @@ def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None
     tick = due_tick(expression, last_done, ctx.clock.now())
     if tick is None:
         return None, None
-    claim = f"{TICK_CLAIM_PREFIX}:{_tick_text(tick)}"
+    claim = claim_key(tick)
     if not ctx.redis.set(claim, secrets.token_hex(8), nx=True, ex=TICK_LEASE_SECONDS):
-        log.info("tick %s is run by another fetcher", _tick_text(tick))
+        log.info("tick %s is run by another fetcher", tick_text(tick))
         return tick, None
     if last_done is not None and tick - last_done > timedelta(hours=1, minutes=1):
-        log.info("catching up once for the ticks missed since %s", _tick_text(last_done))
-    log.info("tick %s", _tick_text(tick))
+        log.info("catching up once for the ticks missed since %s", tick_text(last_done))
+    log.info("tick %s", tick_text(tick))
     try:
         report = run_cycle(ctx)
     except BaseException:
         ctx.redis.delete(claim)  # let this or another replica try the tick again
         raise
-    ctx.redis.eval(_ADVANCE, 1, LAST_TICK_KEY, _tick_text(tick))
+    ctx.redis.eval(_ADVANCE, 1, LAST_TICK_KEY, tick_text(tick))
     return tick, report
 
 
@@ -95,6 +90,6 @@ def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False
         ran += report is not None
         now = ctx.clock.now()
         upcoming = next_tick(ctx.settings.fetch_schedule, now)
-        log.info("next tick at %s", _tick_text(upcoming))
+        log.info("next tick at %s", tick_text(upcoming))
         ctx.clock.sleep((upcoming - now).total_seconds())
     return ran

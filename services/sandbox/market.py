@@ -12,6 +12,12 @@ How a price path is built, cheaply enough to evaluate any window without history
   close plus an overnight gap, none for crypto) to the session close, sampled at whole minutes by
   Levy midpoint refinement: the value at a minute is found by ~11 bisection steps whose noise is
   a hash of (symbol, session, node), so any minute is evaluated directly.
+* **Dependence**: every Gaussian draw of the daily walk, the overnight gap and the intraday
+  bridge is a weighted sum of the instrument's own draw and its factors' draws (same salt and
+  keys, the factor's seed): a market factor per asset class (stocks, crypto, the US dollar for
+  forex), plus a sector for stocks. The weights' squares sum to one, so each instrument's
+  volatility is unchanged while pairs co-move: two tech stocks about 0.55, a tech stock and a
+  bank 0.35, BTC/ETH 0.75, EUR/USD and USD/JPY -0.5 (``factor_loadings``).
 * A bar's open and close are the path at its edges (the incomplete newest bar closes at "now",
   interpolated between minutes), so closes agree across intervals at the same instant. High and
   low are drawn from the exact distribution of a Brownian bridge's extremes between those two
@@ -254,6 +260,47 @@ def _hash(seed: int, salt: int, *keys: np.ndarray | int) -> np.ndarray:
     return state
 
 
+# --- dependence: a market factor per asset class, and sectors -----------------------------------
+
+# Share of an instrument's variance from its asset class's common factor, and from its sector.
+MARKET_SHARE: dict[str, float] = {"stock": 0.35, "crypto": 0.75, "forex": 0.5}
+SECTOR_SHARE = 0.2
+SECTORS: dict[str, str] = {
+    **{s: "technology" for s in ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA")},
+    "JPM": "financials",
+}
+SYNTHETIC_SECTORS = 5
+# A pair quoted the other way round moves against the dollar factor.
+AGAINST_THE_FACTOR = frozenset({"USD/JPY"})
+
+
+@lru_cache(maxsize=8192)
+def factor_loadings(symbol: str) -> tuple[tuple[int, float], ...]:
+    """(seed, weight) of each source of a symbol's randomness, its own first; weights' squares
+    sum to one."""
+    instrument = get_instrument(symbol)
+    if instrument is None:
+        raise KeyError(symbol)
+    kind = instrument.asset_class
+    sign = -1.0 if symbol in AGAINST_THE_FACTOR else 1.0
+    factors = [(symbol_seed(f"factor:{kind}"), sign * math.sqrt(MARKET_SHARE[kind]))]
+    if kind == "stock":
+        sector = SECTORS.get(symbol) or f"synthetic-{symbol_seed(symbol) % SYNTHETIC_SECTORS}"
+        factors.append((symbol_seed(f"factor:sector:{sector}"), math.sqrt(SECTOR_SHARE)))
+    own = math.sqrt(1.0 - sum(weight**2 for _, weight in factors))
+    return ((instrument.seed, own), *factors)
+
+
+def _mixed_normal(instrument: Instrument, salt: int, *keys: np.ndarray | int) -> np.ndarray:
+    """Standard normal draws shared with the instrument's factors (see factor_loadings)."""
+    total: np.ndarray | None = None
+    for seed, weight in factor_loadings(instrument.symbol):
+        draw = weight * _normal(_hash(seed, salt, *keys))
+        total = draw if total is None else total + draw
+    assert total is not None
+    return total
+
+
 def _uniform(hashed: np.ndarray) -> np.ndarray:
     """Uniform in the open interval (0, 1)."""
     return ((hashed >> _S11).astype(np.float64) + 0.5) * 2.0**-53
@@ -296,8 +343,11 @@ def daily_log_close(instrument: Instrument, days: np.ndarray) -> np.ndarray:
     blocks = relative // BLOCK_DAYS
     unique_blocks, position = np.unique(blocks, return_inverse=True)
     block_days = unique_blocks[:, None] * BLOCK_DAYS + np.arange(BLOCK_DAYS)[None, :]
-    steps = instrument.daily_volatility * _normal(_hash(instrument.seed, SALT_DAY, block_days))
-    levels = _block_levels(instrument.seed, instrument.daily_volatility)
+    steps = instrument.daily_volatility * _mixed_normal(instrument, SALT_DAY, block_days)
+    # The walk is linear in its draws, so mixing the block levels mixes the AR(1) shocks.
+    levels = np.zeros(MODEL_BLOCKS + 1)
+    for seed, weight in factor_loadings(instrument.symbol):
+        levels = levels + weight * _block_levels(seed, instrument.daily_volatility)
     start, end = levels[unique_blocks], levels[unique_blocks + 1]
     # Condition the day steps on the block's total so the walk lands on the block's end level.
     steps += ((end - start) / BLOCK_DAYS - steps.mean(axis=1))[:, None]
@@ -337,7 +387,7 @@ def session_anchors(
     gap_sd = instrument.daily_volatility * _GAP_SHARE[instrument.asset_class]
     log_open = log_previous
     if gap_sd:
-        log_open = log_previous + gap_sd * _normal(_hash(instrument.seed, SALT_GAP, day))
+        log_open = log_previous + gap_sd * _mixed_normal(instrument, SALT_GAP, day)
     return log_open, log_close
 
 
@@ -362,7 +412,7 @@ def _bridge_at_minutes(
         span = high - low
         left = middle - low
         noise_sd = sigma * np.sqrt(left * (high - middle) / np.maximum(span, 1))
-        noise = _normal(_hash(instrument.seed, SALT_BRIDGE, day, middle))
+        noise = _mixed_normal(instrument, SALT_BRIDGE, day, middle)
         value_middle = value_low + (value_high - value_low) * (left / np.maximum(span, 1))
         value_middle = value_middle + noise_sd * noise
         found = active & (middle == minute)

@@ -1,9 +1,13 @@
-"""The running dashboard in headless Chromium: every page draws, none shows an exception box.
+"""The running dashboard in headless Chromium, at 1440, 800 and 390 px (a phone).
 
 Starts ``streamlit run`` on a free port against the loaded test database, drives Debian's
 Chromium over the DevTools protocol (the ``websockets`` client Streamlit already depends on),
-waits by polling the DOM against a deadline, and saves a screenshot of every page (and the
-overview in the dark theme) under artifacts/screenshots/.
+waits by polling the DOM against a deadline, and saves a screenshot of every page at every
+width (and the overview in the dark theme) under artifacts/screenshots/. Each page must draw
+without an exception box, without a metric cut short (text wider than its box, or "…"),
+without two Plotly labels (titles, legend, annotations, tick labels of one axis) overlapping or
+leaving the figure, and without the page growing wider than the window. The time from
+navigation to drawn charts is recorded per page and width in artifacts/screenshots/timings.json.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -32,7 +37,14 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 DEADLINE_SECONDS = 90.0
-WIDTH = 1400
+WIDTHS = (1440, 800, 390)
+PHONE_WIDTH = 480  # at or below: emulate a phone (touch, mobile viewport)
+HEIGHT = 1000
+TIMINGS: dict[str, float] = {}
+# A prepared large database instead of the loaded test one: `bench/bench_dashboard.py --browser`
+# fills 10 M bars and runs this test against it, to record the pages' time to drawn charts there.
+LARGE_DATABASE = os.environ.get("BROWSER_DATABASE_URL")
+TIMINGS_FILE = "timings-large.json" if LARGE_DATABASE else "timings.json"
 # view -> the Plotly charts and the tables it must draw before it counts as drawn.
 PAGES = {"overview": (2, 1), "instrument": (1, 0), "compare": (3, 1), "health": (0, 3)}
 T = TypeVar("T")
@@ -92,9 +104,18 @@ class DevTools:
 
 
 @pytest.fixture(scope="module")
-def dashboard_url(loaded_settings: Settings) -> Iterator[str]:
+def dashboard_settings(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+    """The pipeline-loaded test database, or the prepared large one of BROWSER_DATABASE_URL."""
+    if LARGE_DATABASE:
+        return base_settings.model_copy(update={"database_url": LARGE_DATABASE})
+    loaded: Settings = request.getfixturevalue("loaded_settings")
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def dashboard_url(dashboard_settings: Settings) -> Iterator[str]:
     port = free_port()
-    env = settings_env(loaded_settings, DASHBOARD_REFRESH_SECONDS=60)
+    env = settings_env(dashboard_settings, DASHBOARD_REFRESH_SECONDS=60)
     env.pop("TWELVE_DATA_API_KEY", None)
     command = [sys.executable, "-m", "streamlit", "run", "services/dashboard/app.py"]
     options = [
@@ -144,7 +165,7 @@ def browser() -> Iterator[DevTools]:
             "--hide-scrollbars",
             f"--user-data-dir={profile}",
             "--remote-debugging-port=0",
-            f"--window-size={WIDTH},1000",
+            f"--window-size={WIDTHS[0]},{HEIGHT}",
             "about:blank",
         ]
         chromium = subprocess.Popen(
@@ -194,8 +215,82 @@ PAGE_STATE_JS = """
 """
 
 
+# Everything on the page that could be cut or collide: metrics whose text is wider than their
+# box (CSS ellipsis leaves the text whole, so widths tell), Plotly labels that overlap each other
+# or leave their figure, a heatmap squeezed thin, and a page wider than the window.
+LAYOUT_FAULTS_JS = """
+(() => {
+  const faults = [];
+  const box = e => e.getBoundingClientRect();
+  const overlap = (a, b) => a.width > 0 && b.width > 0 && a.left < b.right - 1
+    && b.left < a.right - 1 && a.top < b.bottom - 1 && b.top < a.bottom - 1;
+  // every text of a metric card (label, value, delta and its description), not its sparkline
+  document.querySelectorAll('[data-testid="stMetric"]').forEach(m => {
+    const texts = [m, ...m.querySelectorAll('*')].filter(e => !e.closest('svg, canvas')
+      && !e.querySelector('svg, canvas'));
+    const cut = texts.filter(e => e.scrollWidth > e.clientWidth + 1);
+    if (cut.length || m.innerText.includes('…'))
+      faults.push('metric cut short: ' + (cut[0] || m).innerText.replace(/\n/g, ' | '));
+  });
+  // a row of buttons or pills that scrolls sideways hides some of them
+  document.querySelectorAll('[data-testid="stButtonGroup"]').forEach(g => {
+    if (g.scrollWidth > g.clientWidth + 1) faults.push('controls cut off: ' + g.innerText);
+  });
+  document.querySelectorAll('.js-plotly-plot').forEach((plot, index) => {
+    const frame = box(plot);
+    const labels = [...plot.querySelectorAll(
+      '.infolayer .gtitle, .infolayer [class*="title"] text, .legend .bg, .annotation'
+    )].filter(e => box(e).width > 0).map(e => [e, box(e)]);
+    for (let i = 0; i < labels.length; i++) {
+      const [e, r] = labels[i];
+      if (r.left < frame.left - 1 || r.right > frame.right + 1 || r.top < frame.top - 1
+          || r.bottom > frame.bottom + 1)
+        faults.push(`plot ${index}: "${e.textContent}" leaves the figure`);
+      for (let j = i + 1; j < labels.length; j++) {
+        if (labels[i][0].contains(labels[j][0]) || labels[j][0].contains(labels[i][0])) continue;
+        if (overlap(r, labels[j][1]))
+          faults.push(`plot ${index}: "${e.textContent}" overlaps "${labels[j][0].textContent}"`);
+      }
+    }
+    plot.querySelectorAll('.xaxislayer-above, .yaxislayer-above').forEach(axis => {
+      const ticks = [...axis.querySelectorAll('.xtick text, .ytick text')].map(box)
+        .filter(r => r.width > 0);
+      for (let i = 1; i < ticks.length; i++)
+        for (let j = 0; j < i; j++)
+          if (overlap(ticks[i], ticks[j])) {
+            faults.push(`plot ${index}: tick labels overlap`);
+            return;
+          }
+    });
+    const heatmap = plot.querySelector('.hm image');
+    if (heatmap && box(heatmap).width < Math.min(200, 0.5 * frame.width))
+      faults.push(`plot ${index}: heatmap squeezed to ${box(heatmap).width}px`);
+  });
+  if (document.querySelector('.modebar'))
+    faults.push('a Plotly toolbar is drawn (it covers titles and legends)');
+  if (document.querySelector('[data-testid="stAppDeployButton"]')
+      || /\bDeploy\b/.test(document.querySelector('header')?.innerText || ''))
+    faults.push('the Deploy button is shown');
+  const wide = document.documentElement.scrollWidth - window.innerWidth;
+  if (wide > 1) faults.push(`page ${wide}px wider than the window`);
+  return faults;
+})()
+"""
+
+
+def set_width(browser: DevTools, width: int, height: int = HEIGHT) -> None:
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        width=width,
+        height=height,
+        deviceScaleFactor=1,
+        mobile=width <= PHONE_WIDTH,
+    )
+
+
 def open_page(browser: DevTools, url: str, expected: tuple[int, int]) -> dict[str, Any]:
     charts, tables = expected
+    started = time.monotonic()
     browser.call("Page.navigate", url=url)
 
     last: dict[str, Any] = {}
@@ -211,20 +306,16 @@ def open_page(browser: DevTools, url: str, expected: tuple[int, int]) -> dict[st
             return None
         return state
 
-    return wait_for(
+    state = wait_for(
         ready, lambda: f"{url} to draw {charts} chart(s), {tables} table(s); last seen {last}"
     )
+    state["seconds_to_drawn"] = time.monotonic() - started
+    return state
 
 
-def screenshot(browser: DevTools, name: str, height: int) -> Path:
-    clip = {"x": 0, "y": 0, "width": WIDTH, "height": max(height, 600), "scale": 1}
-    browser.call(
-        "Emulation.setDeviceMetricsOverride",
-        width=WIDTH,
-        height=clip["height"],
-        deviceScaleFactor=1,
-        mobile=False,
-    )
+def screenshot(browser: DevTools, name: str, width: int, height: int) -> Path:
+    clip = {"x": 0, "y": 0, "width": width, "height": max(height, 600), "scale": 1}
+    set_width(browser, width, clip["height"])
     # wait for the relayout at the new size: two animation frames after the resize
     browser.call(
         "Runtime.evaluate",
@@ -238,26 +329,61 @@ def screenshot(browser: DevTools, name: str, height: int) -> Path:
     return path
 
 
+@pytest.mark.parametrize("width", WIDTHS)
 @pytest.mark.parametrize("view", PAGES)
-def test_page_draws_without_exceptions(browser: DevTools, dashboard_url: str, view: str) -> None:
+def test_page_draws_whole_at_every_width(
+    browser: DevTools, dashboard_url: str, view: str, width: int
+) -> None:
     browser.call(
         "Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": "light"}]
     )
-    state = open_page(browser, f"{dashboard_url}?view={view}&window=7d", PAGES[view])
-    path = screenshot(browser, view, state["height"])
+    set_width(browser, width)
+    state = open_page(browser, f"{dashboard_url}?view={view}&window=5d", PAGES[view])
+    record_timing(f"{view}-{width}", state["seconds_to_drawn"])
+    faults = browser.evaluate(LAYOUT_FAULTS_JS)
+    path = screenshot(browser, f"{view}-{width}", width, state["height"])
+    assert not faults, (path, faults)
     png = path.read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000, (path, len(png))
     # the URL keeps the view (shareable): Streamlit rewrote it with every choice
     assert f"view={view}" in browser.evaluate("window.location.search")
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_one_day_chart_keeps_its_time_labels_apart(
+    browser: DevTools, dashboard_url: str, width: int
+) -> None:
+    """The 1-day window (hourly candles of one session) at every width: few, horizontal,
+    unclipped time labels (rotated, bunched and clipped ones were seen)."""
+    set_width(browser, width)
+    url = f"{dashboard_url}?view=instrument&symbol=AAPL&window=1d"
+    state = open_page(browser, url, PAGES["instrument"])
+    faults = browser.evaluate(LAYOUT_FAULTS_JS)
+    path = screenshot(browser, f"instrument-1d-{width}", width, state["height"])
+    assert not faults, (path, faults)
+    labels = browser.evaluate(
+        "[...document.querySelectorAll('.js-plotly-plot .xtick text')]"
+        ".map(t => t.getAttribute('transform') || '').filter(t => t.includes('rotate'))"
+    )
+    assert labels == [], labels  # no rotated time label
+
+
+def record_timing(name: str, seconds: float) -> None:
+    """Time from navigation to drawn charts, printed and kept beside the screenshots."""
+    TIMINGS[name] = round(seconds, 3)
+    print(f"time to drawn {name}: {seconds:.2f} s")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (SCREENSHOTS / TIMINGS_FILE).write_text(json.dumps(TIMINGS, indent=1, sort_keys=True))
+
+
 def test_dark_theme_overview(browser: DevTools, dashboard_url: str) -> None:
     features = [{"name": "prefers-color-scheme", "value": "dark"}]
     browser.call("Emulation.setEmulatedMedia", features=features)
-    state = open_page(browser, f"{dashboard_url}?view=overview&window=7d", PAGES["overview"])
+    set_width(browser, WIDTHS[0])
+    state = open_page(browser, f"{dashboard_url}?view=overview&window=5d", PAGES["overview"])
     background = browser.evaluate(
         "getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor"
     )
     channels = [int(c) for c in background[background.index("(") + 1 : -1].split(",")[:3]]
     assert max(channels) < 80, background  # a dark background, not the light theme's white
-    screenshot(browser, "overview-dark", state["height"])
+    screenshot(browser, "overview-dark", WIDTHS[0], state["height"])

@@ -13,10 +13,13 @@ import numpy as np
 import psycopg2
 import pytest
 from redis import Redis
+from sqlalchemy import text
 
 from marketpipe import broker
+from marketpipe.db import reader_engine
 from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
+from services.dashboard import metrics, queries
 from services.loader import jobs
 from services.transformer.transform import transform_series
 from tests.integration.dashboard.conftest import empty_stores
@@ -126,7 +129,7 @@ def test_daily_charts_draw_the_stored_indicators(
     year_settings: Settings, open_app: OpenApp
 ) -> None:
     app = open_app(year_settings, view="instrument", symbol="BTC/USD", window="1y")
-    assert app.selectbox(key="interval").value == "1day"
+    assert app.segmented_control(key="interval").value == "1day"
     spec = json.loads(app.get("plotly_chart")[0].proto.spec)
     (sma,) = [t for t in spec["data"] if t.get("name") == "SMA 50"]
     conn = psycopg2.connect(year_settings.database_url)
@@ -143,3 +146,34 @@ def test_daily_charts_draw_the_stored_indicators(
     # The whole drawn series is the stored one, NULLs included: nothing is recomputed.
     np.testing.assert_array_equal(trace_values(sma["y"]), stored)
     assert not math.isnan(stored[-1])
+
+
+def test_multi_year_comparisons_step_by_weeks_and_end_at_the_return(
+    year_settings: Settings,
+) -> None:
+    engine = reader_engine(year_settings)
+    try:
+        with engine.connect() as conn:
+            newest = conn.execute(
+                text("SELECT max(bar_time) FROM marketpipe.latest_quotes WHERE interval = '1h'")
+            ).scalar_one()
+        since = newest - timedelta(days=300)
+        expected = sql_returns(year_settings, timedelta(days=300))
+        rebased = queries.rebased(
+            engine, list(SYMBOLS), "1h", since, newest, daily=True, weekly=True
+        )
+        closes = queries.compare_closes(
+            engine, list(SYMBOLS), "1h", since, newest, daily=True, weekly=True
+        )
+    finally:
+        engine.dispose()
+    for symbol, series in rebased.groupby("symbol"):
+        weeks = series["bar_time"].iloc[1:].dt.to_period("W")
+        assert weeks.is_unique and len(weeks) > 40  # one point per week after the reference
+        assert series["rebased"].iloc[0] == pytest.approx(100.0)
+        assert series["rebased"].iloc[-1] - 100 == pytest.approx(expected[symbol], abs=1e-9)
+    assert (closes["trading_date"].dt.dayofweek == 0).all()  # keyed by the week's Monday
+    assert not closes.duplicated(["symbol", "trading_date"]).any()
+    grid = metrics.common_grid(closes, "1h", daily=True, weekly=True)
+    assert grid.per_year == pytest.approx(52.18, abs=0.01)
+    assert grid.closes.notna().all().all()  # a stock and a coin share every week

@@ -1,16 +1,25 @@
-"""Every page of the dashboard, driven by AppTest against the real database and Redis."""
+"""Every page of the dashboard, driven by AppTest against the real database and Redis.
+
+The tests on an empty database come first: the module's loaded database (``loaded_settings``)
+is filled at its first use and kept to the end of the module.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from redis import Redis
 from streamlit.testing.v1 import AppTest
 
 from marketpipe.settings import Settings
+from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
 from services.dashboard.live import BADGE_ICONS
+from services.sandbox.app import SandboxServer
+from tests.integration.conftest import OUTPUTSIZE, run_pipeline
 from tests.integration.dashboard.conftest import (
     FAILED_JOB_ERROR,
     QUARANTINE_REASON,
@@ -39,41 +48,121 @@ def page_metrics(app: AppTest) -> list[Any]:
     return [m for m in app.metric if not m.label.endswith(tuple(BADGE_ICONS.values()))]
 
 
-def figure_titles(app: AppTest) -> list[str]:
-    titles = []
-    for chart in app.get("plotly_chart"):
-        layout = json.loads(chart.proto.spec)["layout"]
-        titles.append(layout.get("title", {}).get("text", ""))
-    return titles
+def chart_titles(app: AppTest) -> list[str]:
+    """The bold line the page writes above each chart (figures carry no title)."""
+    return [m.value.strip("*") for m in app.markdown if m.value.startswith("**")]
+
+
+def trace_names(app: AppTest, index: int = 0) -> set[str]:
+    spec = json.loads(app.get("plotly_chart")[index].proto.spec)
+    return {trace.get("name") for trace in spec["data"]}
+
+
+def param(app: AppTest, name: str) -> str:
+    value = app.query_params[name]
+    return value[0] if isinstance(value, list) else value
+
+
+def statuses(app: AppTest) -> set[str]:
+    return set(app.dataframe[0].value["status"])
+
+
+# -- before the first bar --
 
 
 @pytest.mark.parametrize("view", PAGES)
-def test_empty_database_says_how_to_start(
+def test_empty_database_before_any_fetch_says_how_to_start(
     empty_settings: Settings, open_app: OpenApp, view: str
 ) -> None:
     app = open_app(empty_settings, view=view)
     assert any("DEMO DATA" in w for w in warnings(app))
     assert not app.get("plotly_chart")
     if view == "health":
-        # every configured symbol is listed, none has data yet
-        assert any("Stale data" in w and "no data" in w for w in warnings(app))
+        # every configured symbol is listed; none is late before the first fetch is done
+        assert not any("Stale data" in w for w in warnings(app))
+        assert any("wait for the fetcher's first fetch" in i for i in infos(app))
         freshness = app.dataframe[0].value
         assert sorted(freshness["symbol"]) == sorted(empty_settings.symbols)
+        assert statuses(app) == {"awaiting first fetch"}
     else:
-        assert any("No data yet" in i and "services.fetcher --once" in i for i in infos(app))
+        assert any("no fetcher has started" in i and "make run" in i for i in infos(app))
+
+
+def test_first_fetch_in_progress_is_said_and_not_an_alarm(
+    empty_settings: Settings, open_app: OpenApp
+) -> None:
+    redis = Redis.from_url(empty_settings.redis_url)
+    tick = datetime.now(UTC).replace(minute=5, second=0, microsecond=0)
+    redis.set(claim_key(tick), "token", ex=600)  # what a fetcher holds while it runs a tick
+    try:
+        overview = open_app(empty_settings, view="overview")
+        assert any(
+            f"First fetch in progress (tick {tick:%H:%M} UTC)" in i for i in infos(overview)
+        ), infos(overview)
+        assert not any("no fetcher has started" in i for i in infos(overview))
+        health = open_app(empty_settings, view="health")
+        assert not any("Stale data" in w for w in warnings(health))
+        assert statuses(health) == {"first fetch in progress"}
+        # once the tick is done and a symbol still has no data, that symbol is an alarm
+        redis.set(LAST_TICK_KEY, tick_text(tick))
+        done = open_app(empty_settings, view="health")
+        assert any("Stale data" in w and "no data" in w for w in warnings(done))
+    finally:
+        redis.delete(claim_key(tick), LAST_TICK_KEY)
+        redis.close()
+
+
+def test_data_stored_after_an_empty_page_view_shows_at_once(
+    empty_settings: Settings, sandbox: SandboxServer, open_app: OpenApp
+) -> None:
+    """An empty result is not cached: the next run (a reload or the timer) sees new rows."""
+    settings = empty_settings.model_copy(
+        update={"twelve_data_base_url": sandbox.url, "fetch_outputsize": OUTPUTSIZE}
+    )
+    app = open_app(settings, view="overview", window="5d")
+    assert not page_metrics(app)
+    run_pipeline(settings)
+    app.run()
+    assert not app.exception
+    assert {m.label.split(" · ")[0] for m in page_metrics(app)} == set(settings.symbols)
+
+
+# -- the loaded database --
 
 
 def test_overview_cards_table_and_performers(loaded_settings: Settings, open_app: OpenApp) -> None:
-    app = open_app(loaded_settings, view="overview", window="7d")
+    app = open_app(loaded_settings, view="overview", window="5d")
     symbols = set(loaded_settings.symbols)
     cards = {m.label.split(" · ")[0] for m in page_metrics(app)}
     assert cards == symbols
+    # every card names its currency; no card value is cut
+    assert all(m.label.endswith(" · USD") for m in page_metrics(app))
     table = app.dataframe[0].value
     assert set(table["symbol"]) == symbols
     assert table["day_pct_change"].notna().all()
     assert len(app.get("plotly_chart")) == 2
+    assert chart_titles(app) == ["Best over 5D", "Worst over 5D"]
+    best, worst = _bars(app, 0), _bars(app, 1)
+    assert best and worst and not set(best) & set(worst)  # no symbol in both lists
     assert downloads(app) == ["sparklines_7d", "overview", "best", "worst"]
     assert "Last updated" in app.caption[-1].value
+
+
+def _bars(app: AppTest, index: int) -> list[str]:
+    spec = json.loads(app.get("plotly_chart")[index].proto.spec)
+    return list(spec["data"][0]["y"])
+
+
+def test_a_window_longer_than_the_history_says_how_much_there_is(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    app = open_app(loaded_settings, view="overview", window="1m")
+    (notice,) = [i for i in infos(app) if "Backfill" in i]
+    # the frozen sandbox served 120 hourly bars: five days of crypto
+    assert "BTC/USD (5.0 days, since 2026-03-06)" in notice, notice
+    assert "python -m services.fetcher backfill --since" in notice
+    # a 1-day window lies inside every stored history: no notice
+    assert not any("Backfill" in i for i in infos(open_app(loaded_settings, window="1d")))
 
 
 def test_overview_asset_class_filter(loaded_settings: Settings, open_app: OpenApp) -> None:
@@ -88,36 +177,58 @@ def test_overview_asset_class_filter(loaded_settings: Settings, open_app: OpenAp
 def test_instrument_view_with_overlays_and_open_bar(
     loaded_settings: Settings, open_app: OpenApp
 ) -> None:
-    app = open_app(loaded_settings, view="instrument", symbol="BTC/USD", window="7d")
-    assert page_metrics(app)[0].label.startswith("BTC/USD last close (1h")
-    (chart,) = app.get("plotly_chart")
-    spec = json.loads(chart.proto.spec)
-    names = {trace.get("name") for trace in spec["data"]}
-    assert {"BTC/USD", "SMA 20", "SMA 50", "RSI 14", "MACD", "volume"} <= names
+    app = open_app(loaded_settings, view="instrument", symbol="BTC/USD", window="5d")
+    assert page_metrics(app)[0].label.startswith("BTC/USD last close, USD (1h")
+    names = trace_names(app)
+    assert {"BTC/USD", "SMA 20", "SMA 50", "RSI 14", "MACD"} <= names
+    assert "volume" not in names  # crypto quotes carry no volume: no empty panel
     # The frozen sandbox clock is mid-hour: the newest BTC/USD bar is still open.
     assert "still open" in names
     app.pills(key="overlays").set_value(["Bollinger bands", "EMA 12"]).run()
     assert not app.exception
-    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
-    names = {trace.get("name") for trace in spec["data"]}
+    names = trace_names(app)
     assert {"Bollinger bands", "BB middle", "EMA 12"} <= names
     assert "SMA 20" not in names
+    # the overlays are part of the shareable URL
+    assert param(app, "overlays") == "EMA 12,Bollinger bands"
+
+
+def test_instrument_key_figures_log_scale_and_volume_of_a_stock(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    app = open_app(loaded_settings, view="instrument", symbol="AAPL", window="5d", log="1")
+    captions = [c.value for c in app.caption]
+    for name in ("Day range", "52-week range", "ATR 14", "Volatility 20 (ann.)", "Session VWAP"):
+        assert name in captions, captions
+    assert "Prev. close" in captions  # a stock: vs the previous session's close
+    spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert spec["layout"]["yaxis"]["type"] == "log"
+    assert "volume" in trace_names(app)
+    assert app.toggle(key="log_scale").value is True
+
+
+def test_an_unknown_symbol_in_a_link_is_reported(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    app = open_app(loaded_settings, view="instrument", symbol="NOPE1")
+    (warning,) = [w for w in warnings(app) if "NOPE1" in w]
+    first = sorted(loaded_settings.symbols)[0]
+    assert "does not hold" in warning and f"Showing {first} instead" in warning
 
 
 def test_instrument_daily_interval(loaded_settings: Settings, open_app: OpenApp) -> None:
     app = open_app(loaded_settings, view="instrument", symbol="AAPL", interval="1day")
-    assert not infos(app), infos(app)
+    assert not [i for i in infos(app) if "Backfill" not in i], infos(app)
     assert "(1day" in page_metrics(app)[0].label
-    assert app.selectbox(key="interval").value == "1day"
+    assert app.segmented_control(key="interval").value == "1day"
 
 
 def test_compare_rebased_summary_and_correlation(
     loaded_settings: Settings, open_app: OpenApp
 ) -> None:
-    app = open_app(loaded_settings, view="compare", symbols="AAPL,BTC/USD,ETH/USD", window="7d")
+    app = open_app(loaded_settings, view="compare", symbols="AAPL,BTC/USD,ETH/USD", window="5d")
     assert app.multiselect(key="symbols").value == ["AAPL", "BTC/USD", "ETH/USD"]
-    titles = figure_titles(app)
-    assert titles == [
+    assert chart_titles(app) == [
         "Performance, rebased to 100 at the start of the window",
         "Distribution of returns on the common grid",
         "Correlation of returns on the common grid",
@@ -128,17 +239,37 @@ def test_compare_rebased_summary_and_correlation(
     assert summary["volatility_pct"].gt(0).all()
 
 
-def test_url_keeps_choices_and_ignores_bad_symbols(
+@pytest.mark.parametrize(("relative", "drawn"), [("peers", 3), ("BTC/USD", 2)])
+def test_compare_relative_to_a_benchmark_or_the_peers(
+    loaded_settings: Settings, open_app: OpenApp, relative: str, drawn: int
+) -> None:
+    app = open_app(
+        loaded_settings,
+        view="compare",
+        symbols="AAPL,BTC/USD,ETH/USD",
+        window="1d",  # inside every stored history: each symbol has its reference close
+        relative=relative,
+    )
+    benchmark = "the peer average" if relative == "peers" else relative
+    assert chart_titles(app)[0] == f"Performance relative to {benchmark}"
+    names = trace_names(app)
+    assert len(names & {"AAPL", "BTC/USD", "ETH/USD"}) == drawn
+    assert param(app, "relative") == relative
+
+
+def test_url_keeps_choices_and_reports_bad_symbols(
     loaded_settings: Settings, open_app: OpenApp
 ) -> None:
     app = open_app(
         loaded_settings, view="compare", symbols="MSFT,'; DROP TABLE x;--,NOPE", window="90d"
     )
     assert app.multiselect(key="symbols").value == ["MSFT"]
-    assert app.query_params["symbols"] == ["MSFT"] or app.query_params["symbols"] == "MSFT"
-    app.sidebar.selectbox(key="window").select("1d").run()
-    assert app.query_params["window"] in ("1d", ["1d"])
-    assert app.query_params["view"] in ("compare", ["compare"])
+    assert param(app, "symbols") == "MSFT"
+    assert param(app, "window") == "3m"  # an old link's window, as its horizon button
+    assert any("NOPE" in w and "does not hold" in w for w in warnings(app))
+    app.segmented_control(key="window").set_value("1d").run()
+    assert param(app, "window") == "1d"
+    assert param(app, "view") == "compare"
 
 
 def test_health_page_freshness_runs_queues_and_quarantine(
@@ -158,6 +289,23 @@ def test_health_page_freshness_runs_queues_and_quarantine(
     assert failed["error"].iloc[0] == FAILED_JOB_ERROR
     reasons = frames[4]
     assert QUARANTINE_REASON in set(reasons["reason"])
+
+
+def header_labels(table: Any) -> list[str]:
+    """What a shown table's header says per visible column (its label, else the name)."""
+    config = json.loads(table.proto.columns or "{}")
+    shown = list(table.proto.column_order) or [str(c) for c in table.value.columns]
+    return [config.get(name, {}).get("label") or name for name in shown]
+
+
+@pytest.mark.parametrize("view", PAGES)
+def test_table_headers_are_words_not_column_names(
+    loaded_settings: Settings, open_app: OpenApp, view: str
+) -> None:
+    app = open_app(loaded_settings, view=view, window="1d")
+    labels = [label for table in app.dataframe for label in header_labels(table)]
+    assert labels or view == "instrument"
+    assert not [label for label in labels if "_" in label], labels
 
 
 def test_health_page_survives_unreachable_redis(

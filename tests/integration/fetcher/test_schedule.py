@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 
+from marketpipe.ticks import LAST_TICK_KEY
 from services.fetcher.context import FetchContext
-from services.fetcher.schedule import LAST_TICK_KEY, run_due_tick, run_schedule
+from services.fetcher.schedule import run_due_tick, run_schedule
 from services.sandbox.app import SandboxServer
 from tests.integration.fetcher.conftest import (
     queued_payloads,

@@ -7,7 +7,7 @@ from pathlib import Path
 from redis import Redis
 
 from marketpipe.settings import Settings
-from services.fetcher.schedule import LAST_TICK_KEY, TICK_CLAIM_PREFIX
+from marketpipe.ticks import LAST_TICK_KEY, TICK_CLAIM_PREFIX
 from tests.integration.conftest import settings_env
 from tests.support.processes import service_process, stop_with_sigterm, wait_while_running
 

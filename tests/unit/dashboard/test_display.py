@@ -49,3 +49,27 @@ def test_prices_are_rounded_per_row_to_their_decimals() -> None:
     assert frame["change"].iloc[0] == 456.5799999999872  # the source keeps full precision
     assert display.price(65432.123456, 2) == "65,432.12"
     assert display.signed_percent(1.23456) == "+1.23%"
+
+
+def test_tables_show_prices_at_each_rows_precision_with_thousands_separators() -> None:
+    frame = pd.DataFrame(
+        {
+            "symbol": ["BTC/USD", "EUR/USD", "AAPL"],
+            "last_price": [85226.2312, 1.162341, 290.7],
+            "day_pct_change": [1.6012, -0.25, None],
+            "avg_volume_20d": [None, None, 46830854.4],
+            "price_decimals": [2, 5, 2],
+        }
+    )
+    text = display.styled(
+        frame, prices=("last_price",), percents=("day_pct_change",), counts=("avg_volume_20d",)
+    ).to_string()
+    for shown in ("85,226.23", "1.16234", "290.70", "+1.60", "-0.25", "46,830,854"):
+        assert shown in text, text
+    assert frame["last_price"].iloc[0] == 85226.2312  # the values stay numbers, unrounded
+
+
+def test_currency_is_the_stored_one_or_the_pairs_quote() -> None:
+    assert display.currency_of("USD", "AAPL") == "USD"
+    assert display.currency_of(None, "BTC/USD") == "USD"
+    assert display.currency_of("", "USD/JPY") == "JPY"

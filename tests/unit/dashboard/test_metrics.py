@@ -130,7 +130,56 @@ def test_best_and_worst() -> None:
     changes = pd.DataFrame({"symbol": ["A", "B", "C", "D"], "change_window": [10.0, 0, -50, None]})
     best, worst = metrics.best_and_worst(changes, 2)
     assert best["symbol"].tolist() == ["A", "B"]
-    assert worst["symbol"].tolist() == ["C", "B"]
+    assert worst["symbol"].tolist() == ["C"]
+
+
+@pytest.mark.parametrize("count", [1, 3, 5, 8, 9, 14])
+def test_best_and_worst_never_list_a_symbol_twice(count: int) -> None:
+    symbols = [f"S{i:02d}" for i in range(count)]
+    changes = pd.DataFrame(
+        {"symbol": symbols, "change_window": [(i * 7) % 11 for i in range(count)]}
+    )
+    best, worst = metrics.best_and_worst(changes, 5)
+    assert not set(best["symbol"]) & set(worst["symbol"])
+    assert len(best) == min(5, (count + 1) // 2) and len(worst) == min(5, count // 2)
+    # each list is in its own order: best falling, worst rising
+    assert best["change_window"].is_monotonic_decreasing
+    assert worst["change_window"].is_monotonic_increasing
+    if len(worst):
+        assert best["change_window"].min() >= worst["change_window"].max()
+
+
+def test_short_histories_name_symbols_whose_history_starts_inside_the_window() -> None:
+    catalog = pd.DataFrame(
+        {
+            "symbol": ["AAPL", "BTC/USD"],
+            "first_bar": [T0 - timedelta(days=400), T0 + timedelta(days=17.5)],
+            "last_bar": [T0 + timedelta(days=30)] * 2,
+        }
+    )
+    short = metrics.short_histories(catalog, T0, ["AAPL", "BTC/USD"])
+    assert short["symbol"].tolist() == ["BTC/USD"]
+    assert short["history_days"].iloc[0] == pytest.approx(12.5)
+    assert metrics.short_histories(catalog, T0, ["AAPL"]).empty
+
+
+def test_relative_performance_against_a_symbol_and_the_peer_average() -> None:
+    closes = pd.DataFrame(
+        {"A": [10.0, 11.0, 12.0], "B": [20.0, 20.0, 30.0], "C": [5.0, 6.0, 4.0]},
+        index=pd.DatetimeIndex([T0 + timedelta(hours=h) for h in range(3)]),
+    )
+    grid = metrics.Grid(closes, "test", 8760.0)
+    starts = pd.Series({"A": 10.0, "B": 20.0, "C": 5.0})
+    versus_b = metrics.relative_performance(grid, starts, "B", "peers")
+    assert set(versus_b["symbol"]) == {"A", "C"}  # the benchmark itself is not drawn
+    last_a = versus_b[versus_b["symbol"] == "A"]["rebased"].iloc[-1]
+    assert last_a == pytest.approx(100 * (12 / 10) / (30 / 20))
+    peers = metrics.relative_performance(grid, starts, "peers", "peers")
+    last = peers.groupby("symbol")["rebased"].last()
+    index = {"A": 120.0, "B": 150.0, "C": 80.0}
+    for symbol, value in index.items():
+        others = [v for s, v in index.items() if s != symbol]
+        assert last[symbol] == pytest.approx(100 * value / (sum(others) / len(others)))
 
 
 HOURLY = "5 * * * *"
@@ -160,14 +209,38 @@ def test_due_fetches_are_the_last_ticks_before_now_minus_grace() -> None:
 )
 def test_classify_freshness(last_fetch: datetime | None, expected: str) -> None:
     due = metrics.due_fetches(HOURLY, NOW, GRACE)
-    assert metrics.classify_freshness(last_fetch, due) == expected
+    assert metrics.classify_freshness(last_fetch, due, AFTER_A_TICK) == expected
+
+
+AFTER_A_TICK = metrics.FetcherState(
+    last_tick=datetime(2026, 3, 11, 18, 5, tzinfo=UTC), running_tick=None
+)
+
+
+@pytest.mark.parametrize(
+    ("fetcher", "expected"),
+    [
+        (metrics.FetcherState(None, None), "awaiting first fetch"),
+        (
+            metrics.FetcherState(None, datetime(2026, 3, 11, 18, 5, tzinfo=UTC)),
+            "first fetch in progress",
+        ),
+        (AFTER_A_TICK, "no data"),
+    ],
+)
+def test_no_alarm_for_a_symbol_before_its_first_fetch_is_done(
+    fetcher: metrics.FetcherState, expected: str
+) -> None:
+    due = metrics.due_fetches(HOURLY, NOW, GRACE)
+    assert metrics.classify_freshness(None, due, fetcher) == expected
+    assert (expected in metrics.BEHIND) == (fetcher is AFTER_A_TICK)
 
 
 def test_freshness_table_lists_configured_symbols_without_data() -> None:
     stored = pd.DataFrame(
         {"symbol": ["AAPL"], "last_fetch": [pd.Timestamp("2026-03-11 18:05", tz="UTC")]}
     )
-    table = metrics.freshness_table(stored, ["AAPL", "MSFT"], NOW, HOURLY, GRACE)
+    table = metrics.freshness_table(stored, ["AAPL", "MSFT"], NOW, HOURLY, GRACE, AFTER_A_TICK)
     assert table[["symbol", "status"]].values.tolist() == [["AAPL", "fresh"], ["MSFT", "no data"]]
     assert table["fetch_age_minutes"].iloc[0] == pytest.approx(25.0)
 

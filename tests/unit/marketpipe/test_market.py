@@ -13,6 +13,7 @@ from marketpipe.market import (
     asset_class_of,
     bar_end,
     bars_per_year,
+    market_open,
     settle_bars,
     venue,
 )
@@ -129,3 +130,30 @@ def test_look_back_and_settle_horizon_follow_the_periods() -> None:
     # Every recurrence fades below 1e-15 within the horizon; a longer window moves it.
     assert INDICATORS.settle_horizon_bars() == settle_bars(2 / 27, 1e-15) + settle_bars(0.2, 1e-15)
     assert replace(INDICATORS, sma=(20, 50, 800)).settle_horizon_bars() == 800
+
+
+@pytest.mark.parametrize(
+    ("at", "is_open", "change"),
+    [
+        # a Wednesday mid-session: open until the 16:00 ET close
+        (datetime(2026, 3, 11, 18, 45, tzinfo=UTC), True, "2026-03-11 20:00"),
+        # a Saturday: closed until Monday's 09:30 ET open
+        (datetime(2026, 3, 14, 12, 0, tzinfo=UTC), False, "2026-03-16 13:30"),
+        # Thanksgiving: closed; the next day is the 13:00 ET early close
+        (datetime(2026, 11, 26, 16, 0, tzinfo=UTC), False, "2026-11-27 14:30"),
+        (datetime(2026, 11, 27, 15, 0, tzinfo=UTC), True, "2026-11-27 18:00"),
+    ],
+)
+def test_market_open_follows_the_exchange_calendar(
+    at: datetime, is_open: bool, change: str
+) -> None:
+    assert market_open(NYSE, at) == (is_open, pd.Timestamp(change, tz="UTC"))
+
+
+def test_crypto_never_closes_and_forex_rests_at_the_weekend() -> None:
+    saturday = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
+    assert market_open(venue("crypto", None), saturday) == (True, None)
+    assert market_open(venue("forex", None), saturday) == (
+        False,
+        pd.Timestamp("2026-03-16", tz="UTC"),
+    )

@@ -45,7 +45,10 @@ def test_tables_hold_exactly_the_contract_columns(table: str, contract: tuple) -
 
 def test_migrations_are_numbered_and_record_their_own_version() -> None:
     files = migration_files()
-    assert [v for v, _ in files] == list(range(1, len(files) + 1))
+    versions = [v for v, _ in files]
+    # Increasing from 1; a gap is a number reserved for a branch not merged yet (parallel
+    # branches are assigned their numbers, so they never collide).
+    assert versions[0] == 1 and versions == sorted(set(versions))
     for version, path in files:
         assert f"VALUES ({version}, '{path.stem.split('_', 1)[1]}')" in path.read_text()
 

@@ -4,9 +4,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from services.sandbox.market import get_instrument, model_bars
+from services.sandbox.market import factor_loadings, get_instrument, model_bars
 from services.sandbox.render import bar_labels
 
 NY_AFTERNOON = datetime(2026, 3, 10, 19, 45, tzinfo=UTC)  # Tuesday 15:45 EDT
@@ -210,3 +211,30 @@ def test_five_thousand_bars_are_cheap() -> None:
     elapsed = time.perf_counter() - started
     assert len(bars) == 5000
     assert elapsed < 0.5
+
+
+def daily_log_returns(symbols: list[str]) -> pd.DataFrame:
+    now = datetime(2026, 3, 11, 18, 45, tzinfo=UTC)
+    closes = {}
+    for symbol in symbols:
+        bars = model_bars(symbol, "1day", now, outputsize=500)
+        closes[symbol] = pd.Series(bars.close, index=bars.label_day)
+    return np.log(pd.DataFrame(closes)).diff()
+
+
+def test_the_demo_market_has_a_common_factor_sectors_and_co_moving_crypto() -> None:
+    corr = daily_log_returns(
+        ["AAPL", "MSFT", "NVDA", "JPM", "BTC/USD", "ETH/USD", "EUR/USD", "USD/JPY"]
+    ).corr()
+    assert corr.loc["AAPL", "MSFT"] > 0.4  # market and sector
+    assert 0.15 < corr.loc["AAPL", "JPM"] < corr.loc["AAPL", "MSFT"]  # market only
+    assert corr.loc["BTC/USD", "ETH/USD"] > 0.6  # crypto moves together
+    assert abs(corr.loc["AAPL", "BTC/USD"]) < 0.25  # no factor shared across classes
+    assert corr.loc["EUR/USD", "USD/JPY"] < -0.2  # the dollar quoted the other way round
+
+
+def test_factor_weights_keep_each_instruments_variance() -> None:
+    for symbol in ("AAPL", "JPM", "BTC/USD", "USD/JPY", "SYN0042"):
+        weights = [weight for _, weight in factor_loadings(symbol)]
+        assert sum(w**2 for w in weights) == pytest.approx(1.0)
+        assert weights[0] > 0  # its own share comes first
