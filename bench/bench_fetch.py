@@ -1,4 +1,5 @@
-"""Fetcher on a free plan: a day of hourly ticks, then a two-year backfill, credits per minute.
+"""Fetcher on a free plan: a day of hourly ticks, a two-year backfill, then the restatement of
+every series (as after a split of each), credits per minute.
 
 Run: .venv/bin/python -m bench.bench_fetch [--speed 60] [--symbols 20]
 
@@ -8,7 +9,8 @@ production code (limiter, request loop, cycle, schedule, backfill) with the sand
 waits of a minute or less pass in accelerated real time; the idle hours between ticks are skipped
 by advancing the clock. Transformer and loader do not run: this measures extraction.
 
-Goals: 0 credits refused; every full API minute of the backfill uses >= 7 of the 8 credits.
+Goals: 0 credits refused; every full API minute of the backfill uses >= 7 of the 8 credits. The
+restatement's credits are printed beside the backfill's of the same span (its baseline).
 Uses its own Redis db (an empty index it claims, flushed at the end) and its own database
 (``marketpipe_bench_<random>``, dropped at the end); never a user's.
 """
@@ -24,12 +26,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
+import psycopg2
 from redis import Redis
 
 from marketpipe.migrate import migrate
 from marketpipe.settings import Settings
 from services.fetcher.__main__ import build_context
 from services.fetcher.backfill import run_backfill
+from services.fetcher.restate import open_restatements, run_restatement
 from services.fetcher.schedule import run_schedule
 from services.sandbox.app import SandboxServer
 from services.sandbox.credits import CreditDecision, CreditLedger
@@ -117,6 +121,12 @@ def main() -> int:
             api_credits_per_minute=PLAN[0],
             api_credits_per_day=PLAN[1],
             log_level="WARNING",
+            # No loader runs here, so no restatement is flagged between ticks: poll hourly, so
+            # the idle hours are still skipped (the clock fast-forwards sleeps over 90 s).
+            restatement_poll_seconds=3600,
+            # References stay fresh through the run: the restatement's figure is its windows'
+            # credits, not a daily reference refresh that happens to fall due meanwhile.
+            reference_refresh_hours=72,
         )
         clock = InProcessClock(sandbox.clock, fast_forward_seconds=90)
         ctx = build_context(settings, clock=clock, redis=Redis.from_url(redis_url))
@@ -138,6 +148,21 @@ def main() -> int:
         backfill_real = time.monotonic() - real
         end_minute = int(clock.now().timestamp()) // 60
         backfill_charges = ledger.charges[len(day_charges) :]
+
+        # Every series restated, as the loader records them after a split of each.
+        conn = psycopg2.connect(db_url)
+        with conn, conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO marketpipe.restatements (symbol, interval, kind, history_from)"
+                " VALUES (%s, '1h', 'split', %s)",
+                [(s, datetime.combine(since, datetime.min.time(), UTC)) for s in symbols],
+            )
+        conn.close()
+        restate_from = len(ledger.charges)
+        real = time.monotonic()
+        restated = sum(run_restatement(ctx, r) for r in open_restatements(ctx))
+        restate_real = time.monotonic() - real
+        restate_charges = ledger.charges[restate_from:]
 
     refused = sum(cost for _, cost, allowed in ledger.charges if not allowed)
     first_day = min(m for m, _, _ in day_charges)
@@ -170,6 +195,17 @@ def main() -> int:
         f"  pace: {credits_bf / max(1, len(bf_minutes)):.2f} credits/minute on average, worst full"
         f" minute {worst}/{limit}; {len(bf_minutes)} minutes vs the budget's floor of {floor}"
     )
+    first_rs = min((m for m, _, _ in restate_charges), default=end_minute)
+    last_rs = max((m for m, _, _ in restate_charges), default=end_minute)
+    rs_minutes = per_minute(restate_charges, first_rs, last_rs)
+    credits_rs = sum(rs_minutes)
+    print(
+        f"restatement of {restated}/{len(symbols)} series ({args.years} years of 1h bars each):"
+        f" {credits_rs} credits ({credits_rs / max(1, restated):.2f} per series) in"
+        f" {len(rs_minutes)} minutes ({restate_real:.1f} s real); the backfill of the same span:"
+        f" {credits_bf} credits ({credits_rs / max(1, credits_bf):.2f}x)"
+    )
+    print(f"  credits per minute: {rs_minutes}")
     print(f"credits refused: {refused} (goal 0)")
     ok = refused == 0 and worst >= limit - 1 and max(day_minutes) <= limit
     print("goals met" if ok else "GOALS MISSED", file=sys.stdout if ok else sys.stderr)

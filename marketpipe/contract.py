@@ -116,6 +116,21 @@ OLAP_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
 )
 OLAP_KEY: Final = ("symbol", "interval", "bar_time")
 
+# What a payload says about each bar it holds, warm-up included (the batch's "observed" table):
+# the loader compares it with the stored bars to detect restatements
+# (services/loader/restatement.py).
+OBSERVED_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
+    ("symbol", "text"),
+    ("interval", "text"),
+    ("bar_time", "timestamptz"),
+    ("open", "double precision"),
+    ("high", "double precision"),
+    ("low", "double precision"),
+    ("close", "double precision"),
+    ("volume", "double precision"),
+    ("is_complete", "boolean"),
+)
+
 # The indicator columns daily_bars carries (computed over the stored daily series, db/init/0007).
 DAILY_INDICATORS: Final = (
     "sma_20",

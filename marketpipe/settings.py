@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     fetch_max_attempts: int = Field(default=4, ge=1, le=20)
     fetch_backoff_seconds: float = Field(default=1.0, ge=0, le=300)
     reference_refresh_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    # Between ticks, how often (API seconds) the fetcher looks for a restatement to re-fetch.
+    restatement_poll_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     blob_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     job_timeout_seconds: int = Field(default=300, ge=1)

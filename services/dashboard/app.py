@@ -209,6 +209,7 @@ class Dashboard:
         self.recent_runs = _cached(queries.recent_runs, ttl)
         self.quarantine = _cached(queries.quarantine, ttl)
         self.quarantine_reasons = _cached(queries.quarantine_reasons, ttl)
+        self.restatements = _cached(queries.restatements, ttl)
 
     # -- controls (outside the fragment: a change reruns the page and rewrites the URL) --
 
@@ -712,6 +713,7 @@ class Dashboard:
         self.health_runs(engine)
         self.health_queues()
         self.health_quarantine(engine, now)
+        self.restatements_section(engine)
         live_prices.render_health(self.settings.redis_url)
 
     def health_freshness(
@@ -878,6 +880,24 @@ class Dashboard:
             )
         else:
             st.info(f"No data yet, and no fetcher has started a fetch. {START_COMMAND}")
+
+    def restatements_section(self, engine: Engine) -> None:
+        """History the vendor changed: open restatements warn, the newest ones are listed."""
+        st.subheader("Restatements")
+        found = self.restatements(engine)
+        if found.empty:
+            st.caption("No restatement recorded: every re-served bar matched the stored one.")
+            return
+        waiting = found[found["status"] == "detected"]
+        if len(waiting):
+            st.warning(
+                f"{len(waiting)} series wait for a restatement (their new bars are held back"
+                " until the history is re-fetched): "
+                + ", ".join(f"{r.symbol} {r.interval} ({r.kind})" for r in waiting.itertuples()),
+                icon=":material/history:",
+            )
+        st.dataframe(found, hide_index=True)
+        _csv_button(found, "restatements")
 
     # -- the refreshing body --
 

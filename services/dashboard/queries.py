@@ -191,6 +191,12 @@ QUARANTINE_REASONS_SQL = text(
     " GROUP BY reason ORDER BY rows DESC"
 )
 
+RESTATEMENTS_SQL = text(
+    "SELECT status, symbol, interval, kind, detected_at, ratio, max_difference, first_bar,"
+    " last_bar, bars_affected, restated_at, bars_restated, bars_removed, message"
+    " FROM marketpipe.restatements ORDER BY detected_at DESC LIMIT :limit"
+)
+
 
 def _read(engine: Engine, statement: TextClause, **params: Any) -> pd.DataFrame:
     with engine.connect() as conn:
@@ -356,3 +362,8 @@ def quarantine(engine: Engine, since: datetime, limit: int = 200) -> pd.DataFram
 
 def quarantine_reasons(engine: Engine, since: datetime) -> pd.DataFrame:
     return _read(engine, QUARANTINE_REASONS_SQL, since=since)
+
+
+def restatements(engine: Engine, limit: int = 50) -> pd.DataFrame:
+    """The newest restatements (splits, corrections, requests) with their status."""
+    return _read(engine, RESTATEMENTS_SQL, limit=limit)

@@ -1,7 +1,7 @@
 """Fetcher service: ticks of FETCH_SCHEDULE for ever; `--once`: one cycle now; `backfill`.
 
 python -m services.fetcher                      # the schedule (one replica per tick)
-python -m services.fetcher --once               # one cycle now, then exit
+python -m services.fetcher --once               # one cycle and the open restatements, then exit
 python -m services.fetcher backfill --since 2024-01-01 [--symbols AAPL,BTC/USD]
 """
 
@@ -27,6 +27,7 @@ from services.fetcher.clock import ApiDateClock, Clock
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import run_cycle
 from services.fetcher.limiter import CreditLimiter
+from services.fetcher.restate import run_open_restatements
 from services.fetcher.schedule import run_schedule
 
 log = logging.getLogger("marketpipe.fetcher")
@@ -141,6 +142,13 @@ def main(argv: list[str] | None = None) -> None:
     ctx = build_context(settings)
 
     if args.command == "backfill":
+        unconfigured = [s for s in args.symbols or () if s not in settings.symbols]
+        if unconfigured:
+            # No tick would keep such a series fresh: say so instead of loading it silently.
+            parser.error(
+                f"not in SYMBOLS: {', '.join(unconfigured)}; no schedule would refresh"
+                " its series. Add it to SYMBOLS first."
+            )
         try:
             run_backfill(
                 ctx, args.since, symbols=args.symbols, until=args.until, progress=ProgressBar
@@ -151,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.once:
         run_cycle(ctx)
+        # Restatements recorded before this run (this cycle's are found when its loads run).
+        run_open_restatements(ctx, check_database=True)
         return
     run_schedule(ctx)
 

@@ -194,6 +194,11 @@ def _span_end(ctx: FetchContext, key: str, until: date | None) -> date:
     return end
 
 
+# Where a window's answer goes: ``land`` (payload landed, transform enqueued), or a restatement's
+# collector (services/fetcher/restate.py). True if it was handed on.
+HandOn = Callable[[FetchContext, SeriesAnswer, dict[str, Any], dict[str, Any]], bool]
+
+
 def _take(
     ctx: FetchContext,
     progress: Progress,
@@ -201,12 +206,13 @@ def _take(
     answer: SeriesAnswer,
     request: dict[str, Any],
     instrument: dict[str, Any],
+    hand_on: HandOn = land,
 ) -> None:
     """Record one window's answer for its symbol."""
     s = answer.symbol
     report.credits += 1  # its first request; retries come on top
     if answer.error is None:
-        report.enqueued += land(ctx, answer, request, instrument)
+        report.enqueued += hand_on(ctx, answer, request, instrument)
         progress.window_done(s, bars=True)
     elif _is_empty_window(answer):
         if s in progress.has_bars:
@@ -229,11 +235,17 @@ def run_backfill(
     symbols: Sequence[str] | None = None,
     until: date | None = None,
     progress: Callable[[int], ProgressBar] | None = None,
+    key: str | None = None,
+    hand_on: HandOn = land,
 ) -> BackfillReport:
-    """Fetch and enqueue every window not done yet; ``progress`` builds a bar for a total."""
+    """Fetch and enqueue every window not done yet; ``progress`` builds a bar for a total.
+
+    ``key`` names the Redis hash of the progress (default: per interval and ``since``);
+    ``hand_on`` is what happens to each window's answer (default: landed and enqueued).
+    """
     interval = ctx.settings.interval
     wanted = list(symbols or ctx.settings.symbols)
-    key = progress_key(interval, since)
+    key = key or progress_key(interval, since)
     until = _span_end(ctx, key, until)
     attrs = instruments(ctx, wanted)
     classes: dict[str, str | None] = {s: asset_class_of(s, instrument=attrs.get(s)) for s in wanted}
@@ -258,7 +270,7 @@ def run_backfill(
                 "since": start.isoformat(),
                 "warmup_bars": warmup_bars(interval, classes[answer.symbol]),
             }
-            _take(ctx, state, report, answer, request, attrs.get(answer.symbol, {}))
+            _take(ctx, state, report, answer, request, attrs.get(answer.symbol, {}), hand_on)
         if bar:
             bar.update(state.windows_done(), f"{start}..{end} {len(members)} symbols")
     if bar:

@@ -20,6 +20,7 @@ from cronsim import CronSim
 from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import CycleReport, run_cycle
+from services.fetcher.restate import run_open_restatements
 from services.fetcher.series import parse_utc
 
 log = logging.getLogger("marketpipe.fetcher.schedule")
@@ -78,7 +79,12 @@ def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None
 
 
 def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False) -> int:
-    """Tick for ever (or until ``until()``); returns how many ticks this replica ran."""
+    """Tick for ever (or until ``until()``); returns how many ticks this replica ran.
+
+    Between ticks it wakes every RESTATEMENT_POLL_SECONDS (a setting) for restatements the
+    loader flagged (one Redis GET), so a series found restated is re-fetched before the next
+    tick (services/fetcher/restate.py).
+    """
     ran = 0
     while not until():
         try:
@@ -88,8 +94,15 @@ def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False
             ctx.clock.sleep(RETRY_AFTER_FAILURE_SECONDS)
             continue
         ran += report is not None
+        try:
+            # Every tick reads the table (a flag lost with Redis); between ticks, the flag only.
+            run_open_restatements(ctx, check_database=report is not None)
+        except Exception:
+            log.exception("restatements failed; trying again at the next wake-up")
         now = ctx.clock.now()
         upcoming = next_tick(ctx.settings.fetch_schedule, now)
-        log.info("next tick at %s", tick_text(upcoming))
-        ctx.clock.sleep((upcoming - now).total_seconds())
+        if report is not None:
+            log.info("next tick at %s", tick_text(upcoming))
+        poll = ctx.settings.restatement_poll_seconds
+        ctx.clock.sleep(min((upcoming - now).total_seconds(), poll))
     return ran

@@ -28,8 +28,10 @@ from marketpipe.contract import (
     QUARANTINE_KEY,
 )
 from marketpipe.db import adbc_connect
+from marketpipe.queues import RESTATEMENT_PENDING_KEY, restatement_batch_id
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
+from services.loader import restatement
 from services.loader.daily import rebuild_daily
 from services.loader.recompute import LOCK_SQL, bump_version, recompute, series_version
 from services.loader.upsert import prepare_session, upsert
@@ -115,15 +117,43 @@ def keep_series_exact(cur: Any, bars: pa.Table, seen: int | None, changed: int) 
     return recomputed
 
 
+def _held_back(cur: Any, payload_id: str, observed: pa.Table | None) -> tuple[str, int] | None:
+    """Why the batch must not be merged and the restatement its bars reveal (recorded), or None."""
+    if observed is None or observed.num_rows == 0:
+        return None  # a batch from before the observed table existed: nothing to compare
+    finding = restatement.detect(cur, observed, payload_id)
+    if finding is None:
+        return None
+    symbol, interval = observed["symbol"][0].as_py(), observed["interval"][0].as_py()
+    restatement_id, opened = restatement.record(cur, symbol, interval, finding, payload_id)
+    log.warning(
+        "restatement %s %s %s: %s; batch %s held back until the series is restated (%s)",
+        "detected for" if opened else "still open for",
+        symbol,
+        interval,
+        finding.describe(),
+        payload_id,
+        f"marketpipe.restatements #{restatement_id}",
+    )
+    return f"restatement #{restatement_id}: {finding.describe()}; bars held back", restatement_id
+
+
 def write_batch(
     cur: Any, payload_id: str, tables: dict[str, pa.Table], started_at: datetime
-) -> int:
-    """Bars, the daily bars rebuilt from them, quarantine, watermark and run log; bars changed."""
+) -> tuple[int, int | None]:
+    """Bars, the daily bars rebuilt from them, quarantine, watermark and run log.
+
+    Returns the bars changed and the restatement the batch revealed, if any: such a batch
+    merges no bar (services/loader/restatement.py).
+    """
     prepare_session(cur)
     cur.execute("SELECT 1 FROM marketpipe.raw_payloads WHERE payload_id = $1", (payload_id,))
     if cur.fetchone() is None:
         raise PayloadNotLandedError(f"batch {payload_id}: its raw payload was never landed")
     bars, quarantine = tables["bars"], tables["quarantine"]
+    held = _held_back(cur, payload_id, tables.get("observed"))
+    if held is not None:
+        bars = bars.slice(0, 0)
     changed = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
     if bars.num_rows:
         changed += keep_series_exact(cur, bars, _seen_version(tables), changed)
@@ -140,19 +170,23 @@ def write_batch(
     )
     advance_watermarks(cur, bars)
     reasons = sorted(pc.unique(quarantine["reason"]).to_pylist()) if quarantine.num_rows else []
+    status = run_status(bars.num_rows, quarantine.num_rows)
+    if held is not None:
+        # 'partial': nothing of it was merged; the message names the restatement.
+        status, reasons = "partial", [held[0], *reasons]
     cur.execute(
         _LOG_RUN,
         (
             payload_id,
-            run_status(bars.num_rows, quarantine.num_rows),
-            bars.num_rows + quarantine.num_rows,
+            status,
+            tables["bars"].num_rows + quarantine.num_rows,
             changed,
             quarantine.num_rows,
             "; ".join(reasons)[:2000],
             started_at,
         ),
     )
-    return changed
+    return changed, None if held is None else held[1]
 
 
 def load(settings: Settings, batch_id: str) -> dict[str, Any]:
@@ -160,11 +194,15 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     tables = broker.get_batch_tables(broker.redis_from(settings), batch_id)
     started_at = datetime.now(UTC)
     with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
-        changed = write_batch(cur, batch_id, tables, started_at)
+        changed, revealed = write_batch(cur, batch_id, tables, started_at)
         conn.commit()
     bars = tables["bars"].num_rows
     log.info("batch %s: %d bars, %d changed", batch_id, bars, changed)
-    return {"bars": bars, "bars_changed": changed}
+    if revealed is None:
+        return {"bars": bars, "bars_changed": changed}
+    # After the commit, so the fetcher that sees the flag finds the row.
+    broker.redis_from(settings).set(RESTATEMENT_PENDING_KEY, revealed)
+    return {"bars": bars, "bars_changed": changed, "restatement": revealed}
 
 
 def load_batch(batch_id: str) -> dict[str, Any]:
@@ -204,3 +242,50 @@ def recompute_stored(
         conn.commit()
     log.info("recomputed %s %s from %s: %d bars changed", symbol, interval, changed_from, changed)
     return {"bars_changed": changed}
+
+
+def load_restated(settings: Settings, restatement_id: int) -> dict[str, Any]:
+    """Swap a restatement's re-fetched series in, in one transaction; the job's JSON result."""
+    batch = broker.get_batch_tables(
+        broker.redis_from(settings), restatement_batch_id(restatement_id)
+    )
+    with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
+        prepare_session(cur)
+        result = restatement.swap_series(cur, restatement_id, batch["bars"], rebuild_daily)
+        if result is not None:
+            # Transforms that read the old series are stale now (services/loader/recompute.py).
+            bump_version(cur, result.symbol, result.interval)
+            if batch["quarantine"].num_rows:
+                upsert(
+                    cur,
+                    "quarantine",
+                    batch["quarantine"],
+                    QUARANTINE_COLUMNS,
+                    QUARANTINE_KEY,
+                    lineage=("quarantined_at",),
+                    touch=None,
+                )
+        conn.commit()
+    if result is None:
+        log.info("restatement %d is not open: nothing to swap", restatement_id)
+        return {"restated": False}
+    log.warning(
+        "restatement %d: %s %s restated, %d bars (%d written), %d no longer served",
+        restatement_id,
+        result.symbol,
+        result.interval,
+        result.bars,
+        result.bars_changed,
+        result.bars_removed,
+    )
+    return {
+        "restated": True,
+        "bars": result.bars,
+        "bars_changed": result.bars_changed,
+        "bars_removed": result.bars_removed,
+    }
+
+
+def load_restatement(restatement_id: int) -> dict[str, Any]:
+    """RQ entry point (``marketpipe.queues.RESTATE_LOAD_JOB``)."""
+    return load_restated(_settings(), restatement_id)

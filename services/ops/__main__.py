@@ -2,16 +2,27 @@
 
 python -m services.ops requeue-failed [--queue marketpipe-transform] [--queue ...]
 python -m services.ops replay --since 2026-03-01 --until 2026-03-02 [--symbols AAPL,BTC/USD]
+python -m services.ops restate --symbol AAPL [--interval 1h] [--wait 600]
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from datetime import UTC, datetime
 
+from redis import Redis
+
 from marketpipe import broker
-from marketpipe.settings import load_settings, validate_symbol
-from services.ops.commands import QUEUES, replay, requeue_failed
+from marketpipe.settings import Settings, load_settings, validate_symbol
+from services.ops.commands import (
+    QUEUES,
+    NothingToRestate,
+    replay,
+    request_restatement,
+    requeue_failed,
+    restatement_status,
+)
 
 
 def _instant(raw: str) -> datetime:
@@ -48,10 +59,21 @@ def main(argv: list[str] | None = None) -> int:
     play.add_argument("--until", type=_instant, required=True, help="ISO date or date-time, UTC")
     play.add_argument("--symbols", type=_symbols, help="comma list (default: every symbol)")
     play.add_argument("--dry-run", action="store_true", help="only list what would be replayed")
+    restate = commands.add_parser(
+        "restate",
+        help="re-fetch a series' whole stored history and swap it in (the fetcher does it)",
+    )
+    restate.add_argument("--symbol", type=validate_symbol, required=True)
+    restate.add_argument("--interval", help="default: INTERVAL")
+    restate.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for it to be restated"
+    )
     args = parser.parse_args(argv)
 
     settings = load_settings()
     redis = broker.redis_from(settings)
+    if args.command == "restate":
+        return _restate(parser, settings, redis, args)
     if args.command == "requeue-failed":
         moved = requeue_failed(redis, settings, args.queue or QUEUES)
         for name, count in moved.items():
@@ -64,6 +86,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{verb} {len(report.enqueued)} payload(s) fetched in [{args.since}, {args.until})")
     for symbol, count in sorted(report.symbols.items()):
         print(f"  {symbol}: {count}")
+    return 0
+
+
+def _restate(
+    parser: argparse.ArgumentParser, settings: Settings, redis: Redis, args: argparse.Namespace
+) -> int:
+    interval = args.interval or settings.interval
+    try:
+        request = request_restatement(redis, settings, args.symbol, interval)
+    except NothingToRestate as exc:
+        parser.error(str(exc))
+    verb = "recorded" if request.opened else "already open:"
+    print(
+        f"restatement #{request.restatement_id} of {args.symbol} {interval} {verb}; the fetcher"
+        " re-fetches its stored history and the loader swaps it in (marketpipe.restatements)"
+    )
+    deadline = time.monotonic() + args.wait
+    while args.wait:
+        status, message = restatement_status(settings, request.restatement_id)
+        if status != "detected":
+            print(f"{status}: {message or ''}")
+            return 0 if status == "restated" else 1
+        if time.monotonic() > deadline:
+            print(f"not restated after {args.wait:.0f} s (is the fetcher running?)")
+            return 1
+        time.sleep(1.0)  # polling the status row; the deadline decides
     return 0
 
 

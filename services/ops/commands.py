@@ -16,7 +16,8 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.registry import FailedJobRegistry
 
 from marketpipe import broker, raw
-from marketpipe.queues import LOAD_QUEUE, TRANSFORM_JOB, TRANSFORM_QUEUE
+from marketpipe.db import transaction
+from marketpipe.queues import LOAD_QUEUE, RESTATEMENT_PENDING_KEY, TRANSFORM_JOB, TRANSFORM_QUEUE
 from marketpipe.settings import Settings
 
 QUEUES = (TRANSFORM_QUEUE, LOAD_QUEUE)
@@ -89,3 +90,61 @@ def replay(
             description=f"replay {payload.symbol} {payload.interval}",
         )
     return report
+
+
+_REQUEST_RESTATEMENT = (
+    "INSERT INTO marketpipe.restatements (symbol, interval, kind, history_from)"
+    " SELECT %s, %s, 'requested', min(bar_time) FROM marketpipe.bars"
+    " WHERE symbol = %s AND interval = %s HAVING count(*) > 0"
+    " ON CONFLICT (symbol, interval) WHERE status = 'detected' DO NOTHING"
+    " RETURNING restatement_id"
+)
+
+
+class NothingToRestate(LookupError):
+    """The series has no stored bars: a backfill, not a restatement, is what it needs."""
+
+
+@dataclass(frozen=True)
+class RestateRequest:
+    restatement_id: int
+    opened: bool  # False: the series already had an open restatement, which this joins
+
+
+def request_restatement(
+    redis: Redis, settings: Settings, symbol: str, interval: str
+) -> RestateRequest:
+    """Record an on-demand restatement of a stored series and flag it for the fetcher."""
+    # The loader's role writes restatements (compose: ops runs in a loader container).
+    with transaction(settings.role_url("loader")) as cur:
+        cur.execute(_REQUEST_RESTATEMENT, (symbol, interval, symbol, interval))
+        made = cur.fetchall()
+        if made:
+            request = RestateRequest(int(made[0][0]), True)
+        else:
+            cur.execute(
+                "SELECT restatement_id FROM marketpipe.restatements"
+                " WHERE symbol = %s AND interval = %s AND status = 'detected'",
+                (symbol, interval),
+            )
+            found = cur.fetchall()
+            if not found:
+                raise NothingToRestate(
+                    f"no stored bars of {symbol} {interval}: backfill it instead"
+                )
+            request = RestateRequest(int(found[0][0]), False)
+    redis.set(RESTATEMENT_PENDING_KEY, request.restatement_id)
+    return request
+
+
+def restatement_status(settings: Settings, restatement_id: int) -> tuple[str, str | None]:
+    """(status, message) of a restatement."""
+    with transaction(settings.role_url("loader")) as cur:
+        cur.execute(
+            "SELECT status, message FROM marketpipe.restatements WHERE restatement_id = %s",
+            (restatement_id,),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise LookupError(f"no restatement {restatement_id}")
+    return str(row[0]), row[1]

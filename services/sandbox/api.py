@@ -21,6 +21,14 @@ import numpy as np
 
 from marketpipe.market import CALENDAR_INTERVALS, MAX_BATCH_SYMBOLS, MAX_OUTPUTSIZE
 from services.sandbox import render
+from services.sandbox.actions import (
+    ADJUST_MODES,
+    FAULT_CORRECTION_FACTOR,
+    CorporateActions,
+    Correction,
+    make_split,
+    parse_splits,
+)
 from services.sandbox.calendar import session_table
 from services.sandbox.clock import SandboxClock
 from services.sandbox.credits import CreditDecision, CreditLedger
@@ -41,6 +49,8 @@ JSON_TYPE = "application/json; charset=utf-8"
 CSV_TYPE = "text/csv"  # exactly: the python client compares the header with this string
 HTML_TYPE = "text/html"
 ADMIN_PREFIX = "/__sandbox"
+# Assumed: the cost of /splits is not documented (../shared/twelvedata-api.md).
+SPLITS_CREDITS = 1
 REQUEST_LOG_SIZE = 10_000  # the newest /time_series requests the admin route reports
 
 API_KEY_MESSAGE = (
@@ -134,6 +144,7 @@ class SeriesRequest:
     exchange: str
     mic_code: str
     instrument_type: str
+    adjust: str = "splits"
 
 
 def _parse_datetime(name: str, raw: str) -> datetime:
@@ -197,6 +208,11 @@ def parse_series_request(params: Mapping[str, str]) -> SeriesRequest:
     if params.get("dp", "").strip():
         dp = _parse_int("dp", params["dp"], -1, 11)
         dp = None if dp < 0 else dp
+    adjust = params.get("adjust", "splits").strip().lower() or "splits"
+    if adjust not in ADJUST_MODES:
+        raise ApiError(
+            400, "**adjust** parameter is invalid. Supported values: all, splits, dividends, none."
+        )
     output_format = params.get("format", "json").strip().lower() or "json"
     if output_format not in ("json", "csv"):
         raise ApiError(400, "**format** parameter is invalid. Supported values: JSON, CSV.")
@@ -213,6 +229,7 @@ def parse_series_request(params: Mapping[str, str]) -> SeriesRequest:
         exchange=params.get("exchange", "").strip().upper(),
         mic_code=params.get("mic_code", "").strip().upper(),
         instrument_type=params.get("type", "").strip().lower(),
+        adjust=adjust,
     )
 
 
@@ -239,9 +256,13 @@ def _as_instant(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
 
 
 def symbol_bars(
-    instrument: Instrument, series: SeriesRequest, now: datetime
+    instrument: Instrument,
+    series: SeriesRequest,
+    now: datetime,
+    actions: CorporateActions | None = None,
 ) -> tuple[BarSeries, np.ndarray | None]:
     """The bars a /time_series call returns for one symbol, plus previous closes if asked."""
+    actions = actions or CorporateActions()
     zone = _zone_for(instrument, series)
     extra = 1 if series.previous_close else 0
     bars = model_bars(
@@ -252,6 +273,7 @@ def symbol_bars(
         end=_as_instant(series.end_date, zone),
         outputsize=series.outputsize + extra,
     )
+    bars = actions.apply(bars, now, series.adjust)
     if not series.previous_close:
         return bars, None
     if len(bars) > series.outputsize:
@@ -265,6 +287,7 @@ def symbol_bars(
         end=datetime.fromtimestamp(int(bars.open_time[0]), UTC) if len(bars) else None,
         outputsize=1,
     )
+    before = actions.apply(before, now, series.adjust)
     first = before.close[:1] if len(before) else bars.open[:1]
     return bars, np.concatenate([first, bars.close[:-1]])
 
@@ -295,6 +318,7 @@ class SandboxApi:
             parse_fault_spec(self.settings.faults), self.settings.fault_seed
         )
         self.credits = CreditLedger(self.settings.plan_for)
+        self.actions = CorporateActions(parse_splits(self.settings.splits))
         self.error_transport = self.settings.error_transport
         self.slow_seconds = self.settings.slow_seconds
         self.stopping = threading.Event()
@@ -429,6 +453,8 @@ class SandboxApi:
             series = parse_series_request(params)
         except ApiError as exc:
             return self._finish(self._error(exc.code, exc.message, credit_headers), fault)
+        if fault == "correct_bar":
+            self._correct_for_fault(symbols[0], series, now)
         self._log_request(symbols, series, now)
         # The 'unknown symbol' fault hits the last symbol of a batch, or the only one.
         broken = symbols[-1] if fault == "unknown_symbol" else None
@@ -480,7 +506,7 @@ class SandboxApi:
         for requested in symbols:
             try:
                 instrument = self._instrument_for(requested, series, broken)
-                bars, previous = symbol_bars(instrument, series, now)
+                bars, previous = symbol_bars(instrument, series, now, self.actions)
             except ApiError:
                 continue
             names = render.field_names(bars, previous is not None)
@@ -502,7 +528,7 @@ class SandboxApi:
     ) -> Response:
         try:
             instrument = self._instrument_for(requested, series, broken)
-            bars, previous = symbol_bars(instrument, series, now)
+            bars, previous = symbol_bars(instrument, series, now, self.actions)
         except ApiError as exc:
             return self._error(exc.code, exc.message, credit_headers, exc.meta)
         if len(bars) == 0:
@@ -529,7 +555,7 @@ class SandboxApi:
         """The JSON text of one symbol inside a batch: its own full body or error."""
         try:
             instrument = self._instrument_for(requested, series, broken)
-            bars, previous = symbol_bars(instrument, series, now)
+            bars, previous = symbol_bars(instrument, series, now, self.actions)
         except ApiError as exc:
             return render.error_json(exc.code, exc.message, exc.meta)
         if len(bars) == 0:
@@ -555,6 +581,22 @@ class SandboxApi:
         if series.order == "desc":
             rows.reverse()
         return _apply_row_fault(rows, fault)
+
+    def _correct_for_fault(self, requested: str, series: SeriesRequest, now: datetime) -> None:
+        """The `correct_bar` fault: the vendor fixes one bar of this symbol before answering."""
+        instrument = get_instrument(canonical_symbol(requested))
+        if instrument is None:
+            return
+        bars, _ = symbol_bars(instrument, series, now, self.actions)
+        correction = self.actions.correct_for_fault(bars, now)
+        if correction is not None:
+            logger.info(
+                "correcting %s %s bar at %s by %s",
+                correction.symbol,
+                correction.interval,
+                datetime.fromtimestamp(correction.open_time, UTC).isoformat(),
+                correction.factor,
+            )
 
     def _instrument_for(
         self, requested: str, series: SeriesRequest | None, broken: str | None
@@ -612,7 +654,7 @@ class SandboxApi:
         for requested in symbols:
             try:
                 instrument = self._instrument_for(requested, None, broken)
-                quotes[requested] = quote_body(instrument, interval, now, dp)
+                quotes[requested] = quote_body(instrument, interval, now, dp, self.actions)
             except ApiError as exc:
                 quotes[requested] = {"code": exc.code, "message": exc.message, "status": "error"}
         if len(symbols) == 1:
@@ -726,6 +768,50 @@ class SandboxApi:
             Response(200, render.dumps(body).encode(), JSON_TYPE, decision.headers()), fault
         )
 
+    def _splits(
+        self, endpoint: str, params: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Response:
+        """A symbol's splits that have happened, newest first (shape partly assumed: README)."""
+        requested = params.get("symbol", "").strip()
+        try:
+            _, decision, fault, now = self._begin(
+                endpoint, params, headers, [requested] if requested else [], SPLITS_CREDITS
+            )
+        except _Early as early:
+            return early.response
+        credit_headers = decision.headers()
+        try:
+            if not requested:
+                raise ApiError(400, SYMBOL_MISSING_MESSAGE)
+            instrument = self._instrument_for(requested, None, None)
+            start = params.get("start_date", "").strip()
+            end = params.get("end_date", "").strip()
+            first = _parse_datetime("start_date", start).date() if start else None
+            last = _parse_datetime("end_date", end).date() if end else None
+        except ApiError as exc:
+            return self._finish(self._error(exc.code, exc.message, credit_headers), fault)
+        splits = [
+            split
+            for split in reversed(self.actions.effective_splits(instrument.symbol, now))
+            if (first is None or split.ex_date >= first) and (last is None or split.ex_date <= last)
+        ]
+        body = {
+            "meta": splits_meta(instrument),
+            "splits": [
+                {
+                    "date": split.ex_date.isoformat(),
+                    "description": split.description(),
+                    "ratio": split.from_factor / split.to_factor,
+                    "from_factor": split.to_factor,
+                    "to_factor": split.from_factor,
+                }
+                for split in splits
+            ],
+        }
+        return self._finish(
+            Response(200, render.dumps(body).encode(), JSON_TYPE, credit_headers), fault
+        )
+
     def _technical_indicators(
         self, endpoint: str, params: Mapping[str, str], headers: Mapping[str, str]
     ) -> Response:
@@ -740,6 +826,7 @@ class SandboxApi:
         "cryptocurrencies": _cryptocurrencies,
         "forex_pairs": _forex_pairs,
         "api_usage": _api_usage,
+        "splits": _splits,
         "technical_indicators": _technical_indicators,
     }
 
@@ -790,6 +877,35 @@ class SandboxApi:
             self.credits.reset()
             return {"status": "ok"}
 
+        def add_split(payload: dict[str, Any]) -> object:
+            self.actions.add_split(
+                make_split(
+                    str(payload["symbol"]),
+                    str(payload["date"]),
+                    float(payload.get("to_factor", 0)),
+                    float(payload.get("from_factor", 1)),
+                )
+            )
+            return {"splits": self._split_rows()}
+
+        def clear_actions(payload: dict[str, Any]) -> object:
+            self.actions.clear()
+            return {"splits": [], "corrections": []}
+
+        def add_correction(payload: dict[str, Any]) -> object:
+            at = parse_clock_start(str(payload["bar_time"]))
+            assert at is not None
+            self.actions.add_correction(
+                Correction(
+                    canonical_symbol(str(payload["symbol"])),
+                    str(payload.get("interval", "1h")),
+                    int(at.timestamp()),
+                    float(payload.get("factor", FAULT_CORRECTION_FACTOR)),
+                    self.clock.now(),
+                )
+            )
+            return {"corrections": self._correction_rows()}
+
         def clear_requests(payload: dict[str, Any]) -> object:
             with self._requests_lock:
                 self._requests.clear()
@@ -810,11 +926,33 @@ class SandboxApi:
             ("POST", "/faults"): add_faults,
             ("DELETE", "/faults"): clear_faults,
             ("POST", "/credits/reset"): reset_credits,
+            ("GET", "/actions"): lambda payload: {
+                "splits": self._split_rows(),
+                "corrections": self._correction_rows(),
+            },
+            ("POST", "/splits"): add_split,
+            ("POST", "/corrections"): add_correction,
+            ("DELETE", "/actions"): clear_actions,
             ("GET", "/requests"): lambda payload: {"requests": self.requests_seen()},
             ("DELETE", "/requests"): clear_requests,
             ("GET", "/transport"): lambda payload: {"error_transport": self.error_transport},
             ("POST", "/transport"): set_transport,
         }
+
+    def _split_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"symbol": s.symbol, "date": s.ex_date.isoformat(), "to_factor": s.to_factor,
+             "from_factor": s.from_factor}
+            for s in self.actions.splits()
+        ]  # fmt: skip
+
+    def _correction_rows(self) -> list[dict[str, Any]]:
+        return [
+            {"symbol": c.symbol, "interval": c.interval,
+             "bar_time": datetime.fromtimestamp(c.open_time, UTC).isoformat(),
+             "factor": c.factor, "made_at": c.made_at.isoformat()}
+            for c in self.actions.corrections()
+        ]  # fmt: skip
 
     def set_error_transport(self, mode: str) -> None:
         if mode not in ("modern", "legacy"):
@@ -888,6 +1026,18 @@ def stock_reference(instrument: Instrument) -> dict[str, str]:
     }
 
 
+def splits_meta(instrument: Instrument) -> dict[str, str]:
+    """The ``meta`` object of /splits (assumed: /time_series's stock fields with the name)."""
+    return {
+        "symbol": instrument.symbol,
+        "name": instrument.name,
+        "currency": instrument.currency,
+        "exchange": instrument.exchange,
+        "mic_code": instrument.mic_code,
+        "exchange_timezone": instrument.exchange_timezone,
+    }
+
+
 def pair_reference(instrument: Instrument) -> dict[str, Any]:
     """One /cryptocurrencies or /forex_pairs row in the real API's key order."""
     if instrument.asset_class == "crypto":
@@ -912,11 +1062,19 @@ def is_market_open(instrument: Instrument, now: datetime) -> bool:
     return index >= 0 and now_s < int(table.close_s[index])
 
 
-def quote_body(instrument: Instrument, interval: str, now: datetime, dp: int) -> dict[str, Any]:
-    """The flat /quote object: the newest bar, its change, and 52-week extremes."""
-    bars = model_bars(instrument.symbol, interval, now, outputsize=2)
-    year = model_bars(
-        instrument.symbol, "1day", now, start=now - timedelta(days=365), outputsize=400
+def quote_body(
+    instrument: Instrument,
+    interval: str,
+    now: datetime,
+    dp: int,
+    actions: CorporateActions | None = None,
+) -> dict[str, Any]:
+    """The flat /quote object: the newest bar, its change, and 52-week extremes (split-adjusted)."""
+    actions = actions or CorporateActions()
+    bars = actions.apply(model_bars(instrument.symbol, interval, now, outputsize=2), now)
+    year = actions.apply(
+        model_bars(instrument.symbol, "1day", now, start=now - timedelta(days=365), outputsize=400),
+        now,
     )
     if len(bars) == 0:
         raise ApiError(400, NO_DATA_MESSAGE)

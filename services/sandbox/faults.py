@@ -22,6 +22,7 @@ FAULT_NAMES: tuple[str, ...] = (
     "gaps",  # some bars are missing
     "unknown_symbol",  # one symbol of the request answers 'not found'
     "empty_values",  # status ok with values: []
+    "correct_bar",  # the vendor fixes one complete bar of the first symbol for good (actions.py)
     # WebSocket price stream (endpoint "stream", drawn on each emission round of a connection)
     "stream_drop",  # the server drops the connection without a close frame
     "stream_stall",  # the connection stays open but sends nothing, not even heartbeat replies

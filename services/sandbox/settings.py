@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from marketpipe.settings import settings_or_exit
+from services.sandbox.actions import parse_splits
 from services.sandbox.faults import parse_fault_spec
 
 DEFAULT_API_KEY = "marketpipe-sandbox"
@@ -65,6 +66,8 @@ class SandboxSettings(BaseSettings):
     clock_start: str = ""
     clock_speed: float = Field(default=1.0, ge=0, le=1_000_000)
     faults: str = ""
+    # Corporate actions (actions.py): SYMBOL@YYYY-MM-DD=TO:FROM items, e.g. AAPL@2026-03-12=4:1.
+    splits: str = ""
     fault_seed: int = 0
     slow_seconds: float = Field(default=35.0, ge=0, le=600)
     admin_token: SecretStr = SecretStr("")
@@ -116,6 +119,12 @@ class SandboxSettings(BaseSettings):
             parse_clock_start(value)
         except ValueError as exc:
             raise ValueError(f"not an ISO date-time ({exc})") from None
+        return value
+
+    @field_validator("splits")
+    @classmethod
+    def _check_splits(cls, value: str) -> str:
+        parse_splits(value)
         return value
 
     @field_validator("faults")

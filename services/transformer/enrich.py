@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from marketpipe.contract import OLAP_COLUMNS
+from marketpipe.contract import OBSERVED_COLUMNS, OLAP_COLUMNS
 from marketpipe.indicators import StoredHistory, indicator_columns
 from marketpipe.market import Venue, bar_end, bars_per_year, venue
 from services.transformer.flatten import FlatSeries
@@ -83,6 +83,20 @@ def enrich(
     values["is_complete"] = completeness(local, flat, place)
     values["transformed_at"] = transformed_at
     return contract_frame(OLAP_COLUMNS, values, size)
+
+
+def observed(bars: pd.DataFrame, flat: FlatSeries) -> pd.DataFrame:
+    """OBSERVED_COLUMNS of validated bars (warm-up too): raw values, no indicators, for the
+    loader's restatement check (services/loader/restatement.py)."""
+    local = bars["local"].to_numpy().astype(NAIVE_DTYPE)
+    values: dict[str, Any] = {
+        "symbol": flat.attributes["symbol"],
+        "interval": flat.attributes["interval"],
+        "bar_time": bars["bar_time"].to_numpy(),
+        **{c: bars[c].to_numpy() for c in ("open", "high", "low", "close", "volume")},
+        "is_complete": completeness(local, flat, venue_of(flat)),
+    }
+    return contract_frame(OBSERVED_COLUMNS, values, len(bars))
 
 
 def venue_of(flat: FlatSeries) -> Venue:

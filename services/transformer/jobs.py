@@ -10,7 +10,7 @@ import pandas as pd
 from marketpipe import broker, raw
 from marketpipe.db import adbc_connect
 from marketpipe.history import read_history
-from marketpipe.queues import LOAD_JOB, LOAD_QUEUE
+from marketpipe.queues import LOAD_JOB, LOAD_QUEUE, RESTATE_LOAD_JOB, restatement_batch_id
 from marketpipe.settings import Settings, load_settings
 from services.transformer.transform import transform_series
 
@@ -54,6 +54,7 @@ def transform(settings: Settings, payload_id: str) -> dict[str, int]:
             "bars": result.bars,
             "quarantine": result.quarantine,
             "series": series_frame(payload.symbol, payload.interval, result.series_version),
+            "observed": result.observed,
         },
         settings.blob_ttl_seconds,
     )
@@ -68,3 +69,35 @@ def transform(settings: Settings, payload_id: str) -> dict[str, int]:
         "bars": len(result.bars),
         "quarantined": len(result.quarantine),
     }
+
+
+def transform_restatement(restatement_id: int, payload_ids: list[str]) -> dict[str, int]:
+    """All re-fetched windows of a restated series into one batch, and its swap enqueued.
+
+    One batch, so the loader replaces the series in one transaction (readers never see a
+    half-restated series). Each window is computed from its own warm-up, never seeded from the
+    stored series: that is the history being replaced. Windows emit disjoint bars (each drops
+    its warm-up); a bar served by two keeps the newer window's (``payload_ids``: newest first).
+    """
+    settings = _settings()
+    url = settings.role_url("transformer")
+    now = datetime.now(UTC)
+    results = [transform_series(raw.read_payload(url, p), now=now) for p in payload_ids]
+    bars = pd.concat([r.bars for r in results], ignore_index=True)
+    bars = bars.drop_duplicates(["symbol", "interval", "bar_time"], keep="first")
+    bars = bars.sort_values("bar_time", kind="stable").reset_index(drop=True)
+    quarantine = pd.concat([r.quarantine for r in results], ignore_index=True)
+    quarantine = quarantine.drop_duplicates(["payload_id", "row_key", "reason"])
+    redis = broker.redis_from(settings)
+    batch_id = restatement_batch_id(restatement_id)
+    broker.put_batch(
+        redis, batch_id, {"bars": bars, "quarantine": quarantine}, settings.blob_ttl_seconds
+    )
+    broker.queue(LOAD_QUEUE, redis, settings).enqueue(
+        RESTATE_LOAD_JOB,
+        args=(restatement_id,),
+        job_id=load_job_id(batch_id),
+        retry=broker.default_retry(),
+        description=f"restate #{restatement_id}",
+    )
+    return {"bars": len(bars), "quarantined": len(quarantine), "windows": len(payload_ids)}

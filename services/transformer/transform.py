@@ -18,15 +18,15 @@ Output dtypes:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from marketpipe.contract import OLAP_COLUMNS, QUARANTINE_COLUMNS, RawPayload
+from marketpipe.contract import OBSERVED_COLUMNS, OLAP_COLUMNS, QUARANTINE_COLUMNS, RawPayload
 from marketpipe.indicators import StoredHistory
-from services.transformer.enrich import contract_frame, empty_frame, enrich
+from services.transformer.enrich import contract_frame, empty_frame, enrich, observed
 from services.transformer.flatten import PayloadRejection, flatten
 from services.transformer.validate import QuarantineRecord, rejection_record, validate
 from services.transformer.warmup import drop_warmup
@@ -37,6 +37,8 @@ class TransformResult:
     bars: pd.DataFrame  # exactly OLAP_COLUMNS, in order
     quarantine: pd.DataFrame  # exactly QUARANTINE_COLUMNS, in order ("raw" holds JSON text)
     series_version: int = 0  # marketpipe.series_versions as the history was read (0: none)
+    # OBSERVED_COLUMNS of every valid bar, warm-up included: what the restatement check compares
+    observed: pd.DataFrame = field(default_factory=lambda: empty_frame(OBSERVED_COLUMNS))
 
 
 # The stored history before a first new bar (UTC), with the series' version.
@@ -79,6 +81,7 @@ def transform_series(
         bars=bars.reset_index(drop=True),
         quarantine=quarantine_frame(checked.quarantine, transformed_at),
         series_version=version,
+        observed=observed(checked.bars, flat),
     )
 
 

@@ -28,7 +28,15 @@ from services.sandbox.settings import SandboxSettings
 from tests.support.scratch import empty_claimed_redis, scratch_database, scratch_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OUR_TABLES = ("bars", "daily_bars", "quarantine", "pipeline_runs", "watermarks", "raw_payloads")
+OUR_TABLES = (
+    "bars",
+    "daily_bars",
+    "quarantine",
+    "pipeline_runs",
+    "watermarks",
+    "raw_payloads",
+    "restatements",
+)
 
 
 def _docker_available() -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg2
 import pytest
 from redis import Redis
 from streamlit.testing.v1 import AppTest
@@ -314,3 +315,32 @@ def test_health_page_survives_unreachable_redis(
     unreachable = loaded_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
     app = open_app(unreachable, view="health")
     assert any("did not answer" in e.value for e in app.error)
+
+
+def test_health_page_lists_restatements_and_warns_of_open_ones(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    conn = psycopg2.connect(loaded_settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO marketpipe.restatements (symbol, interval, kind, ratio, bars_affected,"
+            " status) VALUES ('AAPL', '1h', 'split', 4, 120, 'detected'),"
+            " ('MSFT', '1h', 'correction', NULL, 1, 'restated')"
+        )
+    conn.close()
+    try:
+        app = open_app(loaded_settings, view="health")
+        assert any(
+            "1 series wait for a restatement" in w and "AAPL 1h (split)" in w for w in warnings(app)
+        )
+        [listed] = [f.value for f in app.dataframe if "kind" in f.value.columns]
+        assert sorted(zip(listed["symbol"], listed["status"], strict=True)) == [
+            ("AAPL", "detected"),
+            ("MSFT", "restated"),
+        ]
+        assert "restatements" in downloads(app)
+    finally:
+        conn = psycopg2.connect(loaded_settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute("TRUNCATE marketpipe.restatements")
+        conn.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import psycopg2
 from redis import Redis
 
@@ -9,7 +12,7 @@ from marketpipe import broker
 from marketpipe.queues import TRANSFORM_QUEUE
 from marketpipe.settings import Settings
 from services.sandbox.app import SandboxServer
-from tests.integration.conftest import run_service, settings_env
+from tests.integration.conftest import REPO_ROOT, run_service, settings_env
 from tests.integration.fetcher.conftest import (
     SECRET_KEY,
 )
@@ -64,3 +67,24 @@ def test_the_api_key_never_reaches_logs_jobs_redis_or_the_database(
             assert not any(SECRET_KEY in text for text in rows), table
     conn.close()
     assert total_rows > 0
+
+
+def test_a_backfill_of_a_symbol_not_configured_says_so_and_fetches_nothing(
+    fetch_settings: Settings, free_sandbox: SandboxServer
+) -> None:
+    settings = fetch_settings.model_copy(update={"symbols": ("AAPL",)})
+    done = subprocess.run(
+        [sys.executable, "-m", "services.fetcher", "backfill", "--since", "2026-01-01",
+         "--symbols", "AAPL,META"],
+        env=settings_env(settings),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "not in SYMBOLS: META" in done.stderr
+    assert (
+        free_sandbox.credits.snapshot("marketpipe-sandbox", free_sandbox.clock.now()).day_used == 0
+    )

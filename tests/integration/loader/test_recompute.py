@@ -15,6 +15,7 @@ import numpy as np
 import psycopg2
 from redis import Redis
 
+from marketpipe import broker
 from marketpipe.contract import RawPayload
 from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
@@ -62,7 +63,14 @@ def test_a_restated_stretch_recomputes_the_bars_after_it(clean_db: Settings, red
     run(clean_db, stretch(0, 699))
     before = series(clean_db)
     restated = round(float(CLOSES[310]) * 1.2, 5)
-    changed = run(clean_db, stretch(300, 320, {310: restated}))
+    changed_stretch = stretch(300, 320, {310: restated})
+    # A re-served bar that differs is a restatement (services/loader/restatement.py): held back.
+    assert run(clean_db, changed_stretch) == 0
+    assert series(clean_db)["close"].iloc[310] == before["close"].iloc[310]
+    # This test is about the stale state after such a change: the batch merged as a batch
+    # without the restatement check (without its observed bars) would be.
+    broker.redis_from(clean_db).hdel(broker._batch_key(changed_stretch.payload_id), "observed")
+    changed = int(load(clean_db, changed_stretch.payload_id)["bars_changed"])
 
     after = series(clean_db)
     assert after["close"].iloc[310] == restated

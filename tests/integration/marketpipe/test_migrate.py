@@ -281,6 +281,7 @@ def test_the_fetcher_and_transformer_roles_hold_exactly_what_they_need(
     assert table_privileges(clean_db, "marketpipe_fetcher") == {
         "raw_payloads": {"INSERT"},
         "watermarks": {"SELECT"},
+        "restatements": {"SELECT"},  # which series wait for a restate
     }
     # The transformer reads the payload and the stored series its bars continue (0008).
     assert table_privileges(clean_db, "marketpipe_transformer") == {

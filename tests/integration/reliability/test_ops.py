@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +17,13 @@ from services.fetcher.__main__ import build_context
 from services.fetcher.handoff import hand_on
 from services.sandbox.app import SandboxServer
 from services.transformer.jobs import load_job_id
-from tests.integration.conftest import FROZEN_AT, run_pipeline, run_service, settings_env
+from tests.integration.conftest import (
+    FROZEN_AT,
+    REPO_ROOT,
+    run_pipeline,
+    run_service,
+    settings_env,
+)
 from tests.integration.loader.conftest import put_batch
 from tests.integration.reliability.conftest import (
     drain_bursts,
@@ -124,3 +132,49 @@ def test_replay_recovers_a_payload_whose_transform_failed(
     ]
     assert query(clean_db, "SELECT status FROM marketpipe.pipeline_runs") == [("ok",)]
     assert failed_jobs(redis) == {}
+
+
+def test_restate_on_demand_refetches_and_swaps_a_series(
+    pipeline_settings: Settings, redis: Redis
+) -> None:
+    settings = pipeline_settings
+    run_pipeline(settings)
+    env = settings_env(settings)
+    stored = query(
+        settings, "SELECT min(bar_time), count(*) FROM marketpipe.bars WHERE symbol = 'ETH/USD'"
+    )
+    others = table_rows(settings, "bars")
+    out = run_service("services.ops", "restate", "--symbol", "ETH/USD", env=env)
+    assert "restatement #" in out and "ETH/USD 1h recorded" in out
+    again = run_service("services.ops", "restate", "--symbol", "ETH/USD", env=env)
+    assert "already open" in again
+    [(kind, status, history_from)] = query(
+        settings, "SELECT kind, status, history_from FROM marketpipe.restatements"
+    )
+    assert (kind, status, history_from) == ("requested", "detected", stored[0][0])
+
+    run_pipeline(settings)  # the fetcher re-fetches, the workers swap
+    [(status, removed, message)] = query(
+        settings, "SELECT status, bars_removed, message FROM marketpipe.restatements"
+    )
+    assert (status, removed) == ("restated", 0), message
+    # The re-fetch starts at the first stored bar's day and has every indicator's warm-up.
+    [(first, count)] = query(
+        settings, "SELECT min(bar_time), count(*) FROM marketpipe.bars WHERE symbol = 'ETH/USD'"
+    )
+    assert first == stored[0][0].replace(hour=0) and count >= stored[0][1]
+    assert [r for r in table_rows(settings, "bars") if "ETH/USD" not in r] == [
+        r for r in others if "ETH/USD" not in r
+    ]
+    assert failed_jobs(redis) == {}
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.ops", "restate", "--symbol", "META"],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2 and "no stored bars of META 1h" in refused.stderr
