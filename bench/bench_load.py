@@ -159,14 +159,22 @@ def build_template(settings: Settings, batch: pa.Table, table_rows: int) -> int:
         series = len(set(symbol))
         per_symbol = (table_rows - stored.num_rows) // series
         # Older history of the same series, generated server-side: hours before each first bar.
+        # The columns named: the derived ones stay NULL wherever the table has them. Local time
+        # and trading day as the transformer gives them (the loader's recompute reads them).
         cur.execute(
-            "INSERT INTO marketpipe.bars_template SELECT f.symbol, f.interval,"
-            " f.bar_time - make_interval(hours => h), NULL, f.exchange_timezone, NULL,"
+            "INSERT INTO marketpipe.bars_template (symbol, interval, bar_time, bar_time_local,"
+            " trading_date, exchange_timezone,"
+            " asset_class, instrument_name, instrument_type, exchange, mic_code, currency,"
+            " currency_base, currency_quote, country, open, high, low, close, is_complete,"
+            " payload_id, transformed_at, loaded_at) SELECT f.symbol, f.interval,"
+            " f.bar_time - make_interval(hours => h),"
+            " (f.bar_time - make_interval(hours => h)) AT TIME ZONE"
+            " coalesce(f.exchange_timezone, 'UTC'),"
+            " ((f.bar_time - make_interval(hours => h)) AT TIME ZONE"
+            " coalesce(f.exchange_timezone, 'UTC'))::date, f.exchange_timezone,"
             " f.asset_class, f.instrument_name, f.instrument_type, f.exchange, f.mic_code,"
-            " f.currency, f.currency_base, f.currency_quote, f.country, 100, 101, 99, 100"
-            + ", NULL"
-            * (len(FLOATS) - 4)
-            + ", true, 'history', now(), now()"
+            " f.currency, f.currency_base, f.currency_quote, f.country, 100, 101, 99, 100,"
+            " true, 'history', now(), now()"
             " FROM (SELECT DISTINCT ON (symbol) * FROM marketpipe.bars_template"
             "       ORDER BY symbol, bar_time) f,"
             f" generate_series(1, {per_symbol}) AS h"

@@ -24,6 +24,7 @@ from tests.integration.reliability.conftest import (
     queue_state,
     wait_drained,
 )
+from tests.support.processes import die_with_test_run
 from tests.support.scratch import empty_claimed_redis
 
 KILLS = 20
@@ -37,6 +38,7 @@ WORKER_ENV = {"JOB_TIMEOUT_SECONDS": 30}
 def backfill(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "services.fetcher", "backfill", "--since", SINCE],
+        preexec_fn=die_with_test_run,
         env=settings_env(settings),
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,

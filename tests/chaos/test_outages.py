@@ -34,6 +34,7 @@ from tests.integration.reliability.conftest import (
     wait_for,
 )
 from tests.support.clock import InProcessClock
+from tests.support.processes import die_with_test_run
 from tests.support.scratch import empty_claimed_redis
 
 
@@ -112,6 +113,7 @@ class PrivateRedis:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         self.process = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", *args],
+            preexec_fn=die_with_test_run,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import subprocess
 import sys
@@ -13,6 +14,14 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_test_run() -> None:
+    """``preexec_fn``: the child gets SIGKILL when the test run dies (no orphans after a kill)."""
+    # A pytest killed by a timeout skips its fixtures' teardown; without this its workers lived
+    # on, holding scratch Redis db indexes until none was left for the next run.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 @contextmanager
@@ -22,7 +31,12 @@ def service_process(
     """``python -m module`` from the repo root; killed on the way out if still running."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=REPO_ROOT, env=dict(env), stdout=out, stderr=out
+            [sys.executable, "-m", module],
+            cwd=REPO_ROOT,
+            env=dict(env),
+            stdout=out,
+            stderr=out,
+            preexec_fn=die_with_test_run,
         )
     try:
         yield process

@@ -31,6 +31,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from marketpipe.settings import Settings
 from tests.integration.conftest import REPO_ROOT, settings_env
+from tests.support.processes import die_with_test_run
 
 pytestmark = pytest.mark.browser
 
@@ -127,7 +128,12 @@ def dashboard_url(dashboard_settings: Settings) -> Iterator[str]:
     ]
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(
-            [*command, *options], cwd=REPO_ROOT, env=env, stdout=log, stderr=log
+            [*command, *options],
+            preexec_fn=die_with_test_run,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
         )
         try:
 
@@ -169,7 +175,10 @@ def browser() -> Iterator[DevTools]:
             "about:blank",
         ]
         chromium = subprocess.Popen(
-            [CHROMIUM, *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [CHROMIUM, *flags],
+            preexec_fn=die_with_test_run,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             active_port = Path(profile) / "DevToolsActivePort"

@@ -25,6 +25,7 @@ from marketpipe.settings import Settings
 from services.transformer.jobs import load_job_id
 from services.transformer.transform import transform_series
 from tests.integration.conftest import OUR_TABLES, REPO_ROOT, settings_env
+from tests.support.processes import die_with_test_run
 from tests.unit.transformer.payloads import CRYPTO_META, bar, hourly_times, payload
 
 FIRST_BAR = datetime(2026, 3, 1, tzinfo=UTC)
@@ -104,6 +105,7 @@ def start_loader(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[byte
         log = (tmp_path / f"loader-{len(started)}.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "services.loader"],
+            preexec_fn=die_with_test_run,
             env=settings_env(settings, **env),
             cwd=REPO_ROOT,
             stdout=log,

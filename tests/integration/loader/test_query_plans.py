@@ -10,6 +10,7 @@ import psycopg2
 import pytest
 
 from marketpipe.settings import Settings
+from services.loader import daily
 
 SYMBOLS = 20
 BARS_PER_SYMBOL = 50_000  # hourly: almost six years each, a million rows in all
@@ -91,3 +92,25 @@ def test_the_query_uses_an_index(million_bars: Settings, name: str) -> None:
     assert any(t in ("Index Scan", "Index Only Scan", "Bitmap Index Scan") for t, _ in scans)
     # A plan that reads a large part of the table is not "served by an index" in any useful way.
     assert plan[0]["Plan"]["Total Cost"] < 20_000, plan[0]["Plan"]["Total Cost"]
+
+
+def test_the_daily_rebuild_reads_the_touched_days_by_the_primary_key(
+    million_bars: Settings,
+) -> None:
+    """A load's read of the stored bars of the days it touched: one range scan, not the table."""
+    conn = psycopg2.connect(million_bars.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TEMPORARY TABLE stage_touched_days AS SELECT 'SYM7'::text AS symbol,"
+            " '1h'::text AS interval, date '2024-03-04' AS first_day,"
+            " date '2024-03-06' AS last_day, timestamptz '2024-03-03 00:00+00' AS from_time,"
+            " timestamptz '2024-03-08 00:00+00' AS until_time"
+        )
+        cur.execute("EXPLAIN (FORMAT JSON) " + daily._STORED_BARS_SQL)
+        (plan,) = cur.fetchone()
+    conn.close()
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    nodes = list(plan_nodes(plan[0]["Plan"]))
+    scans = [(n["Node Type"], n.get("Relation Name")) for n in nodes if "Scan" in n["Node Type"]]
+    assert ("Seq Scan", "bars") not in scans, scans
+    assert ("Index Scan", "bars") in scans or ("Bitmap Heap Scan", "bars") in scans, scans

@@ -26,6 +26,7 @@ from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
 from tests.integration.conftest import OUR_TABLES, REPO_ROOT, run_service, settings_env
 from tests.integration.loader.conftest import wait_for
+from tests.support.processes import die_with_test_run
 
 QUEUES = (TRANSFORM_QUEUE, LOAD_QUEUE)
 # Columns that record *when* or *from which answer* a row was written: a replay or a retry
@@ -102,6 +103,7 @@ class Workers:
         log = (self.tmp_path / f"{module.rsplit('.', 1)[-1]}-{len(self.processes)}.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", module],
+            preexec_fn=die_with_test_run,
             env=settings_env(settings, **env),
             cwd=REPO_ROOT,
             stdout=log,

@@ -22,6 +22,7 @@ from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
 from tests.integration.conftest import REPO_ROOT, settings_env
 from tests.integration.loader.conftest import wait_for
+from tests.support.processes import die_with_test_run
 
 __all__ = ["wait_for"]
 
@@ -76,6 +77,7 @@ class StreamerProcess:
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "services.streamer"],
+            preexec_fn=die_with_test_run,
             env=env,
             cwd=REPO_ROOT,
             stdout=self._log,
