@@ -73,6 +73,10 @@ bench: $(STAMP) ## benchmarks, each with its baseline measured in the same run
 	@# As modules from the repo root: benchmarks share tests/support (scratch servers, test clocks).
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python -m bench.$$(basename $$b .py) || exit 1; done
 
+.PHONY: log-share
+log-share: $(STAMP) ## make run for 150 s on scratch stores: share of marketpipe's own log lines
+	$(BIN)/python -m bench.log_share
+
 .PHONY: lock
 lock: ## re-resolve pyproject's pins into requirements*.lock
 	scripts/lock.sh

@@ -1,8 +1,9 @@
 """Container healthchecks, cheap enough to run every few seconds (no pandas, no SQLAlchemy).
 
-python -m marketpipe.health http URL              # the service answers HTTP (sandbox, dashboard)
+python -m marketpipe.health http URL              # the service answers HTTP (sandbox)
+python -m marketpipe.health dashboard URL         # it answers HTTP and its database answers
 python -m marketpipe.health worker QUEUE          # an RQ worker of this host is registered
-python -m marketpipe.health redis | postgres
+python -m marketpipe.health redis | postgres [ROLE]
 """
 
 from __future__ import annotations
@@ -22,12 +23,21 @@ def beat(path: Path) -> None:
     os.utime(path)
 
 
+def _http(url: str) -> None:
+    with urllib.request.urlopen(url, timeout=3) as response:  # noqa: S310 (our own URL)
+        if response.status >= 400:
+            raise RuntimeError(f"HTTP {response.status}")
+
+
 def check(argv: list[str]) -> None:
     kind = argv[0] if argv else ""
     if kind == "http":
-        with urllib.request.urlopen(argv[1], timeout=3) as response:  # noqa: S310 (our own URL)
-            if response.status >= 400:
-                raise RuntimeError(f"HTTP {response.status}")
+        _http(argv[1])
+        return
+    if kind == "dashboard":
+        # Unhealthy until its database answers: the page would only show the notice.
+        _http(argv[1])
+        check(["postgres", "reader"])
         return
     # Imported here: the HTTP check needs none of it.
     from redis import Redis
@@ -38,7 +48,7 @@ def check(argv: list[str]) -> None:
     if kind == "postgres":
         import psycopg2
 
-        url = settings.admin_url
+        url = settings.role_url(argv[1]) if len(argv) > 1 else settings.admin_url  # type: ignore[arg-type]
         psycopg2.connect(
             host=url.host,
             port=url.port or 5432,

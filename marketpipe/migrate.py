@@ -19,6 +19,8 @@ import psycopg2
 from psycopg2 import sql
 
 from marketpipe.db import connect
+from marketpipe.logs import setup_logging
+from marketpipe.reach import check_postgres, exit_if_unreachable
 from marketpipe.settings import (
     FETCHER_ROLE,
     LOADER_ROLE,
@@ -132,7 +134,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(settings.log_level, settings.log_format, "migrate")
+    # With --create-database the target may not exist yet: the server's own database answers.
+    server = settings.admin_url.set(database="postgres") if args.create_database else None
+    exit_if_unreachable([lambda: check_postgres(server or settings.admin_url)], "migrate")
     if args.create_database:
         create_database_if_missing(settings)
     applied = migrate(settings, set_role_passwords=args.set_role_passwords)

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = Field(default=300, ge=1)
     dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # text for people, json (one object per line) for log shippers; see marketpipe/logs.py.
+    log_format: Literal["text", "json"] = "text"
     # Compose: a file the fetcher's and the workers' loops touch, for the healthcheck (empty: none).
     heartbeat_file: str = ""
 

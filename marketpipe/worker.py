@@ -38,6 +38,8 @@ from rq.serializers import JSONSerializer
 from marketpipe import broker
 from marketpipe.db import adbc_database
 from marketpipe.health import beat
+from marketpipe.logs import setup_logging
+from marketpipe.reach import Check, check_postgres, check_redis, wait_until_reachable
 from marketpipe.settings import ServiceRole, Settings, load_settings
 
 log = logging.getLogger("marketpipe.worker")
@@ -211,17 +213,12 @@ class MarketpipeWorker(Worker):
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
 
-def wait_for_redis(redis: Redis, *, max_delay: float = 30.0) -> None:
-    """Block until Redis answers again, backing off exponentially (capped at ``max_delay``)."""
-    delay = 0.5
-    while True:
-        try:
-            redis.ping()
-            return
-        except REDIS_LOST as exc:
-            log.warning("Redis unreachable (%s); retrying in %.1f s", exc, delay)
-            time.sleep(delay)
-            delay = min(max_delay, delay * 2)
+def start_checks(settings: Settings, database_role: ServiceRole | None) -> list[Check]:
+    """What must answer before the worker registers (until then its healthcheck fails)."""
+    checks: list[Check] = [lambda: check_redis(settings.redis_url)]
+    if database_role is not None:
+        checks.append(lambda: check_postgres(settings.role_url(database_role)))
+    return checks
 
 
 def prepare_database(settings: Settings, role: ServiceRole) -> None:
@@ -232,13 +229,17 @@ def prepare_database(settings: Settings, role: ServiceRole) -> None:
         log.warning("ADBC database for %s not prepared (%s); jobs will each make one", role, exc)
 
 
-def run_worker(queue_name: str, description: str, *, database_role: ServiceRole) -> None:
+def run_worker(
+    queue_name: str, description: str, *, service: str, database_role: ServiceRole
+) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     args = parser.parse_args()
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(settings.log_level, settings.log_format, service)
+    wait_until_reachable(start_checks(settings, database_role), log)
     prepare_database(settings, database_role)
+    log.info("%s worker taking jobs from %s", service, queue_name)
     redis = broker.redis_from(settings)
     quick_failures = 0
     while True:
@@ -273,5 +274,5 @@ def run_worker(queue_name: str, description: str, *, database_role: ServiceRole)
         if quick_failures > MAX_QUICK_RESTARTS:
             raise SystemExit(f"the worker stopped {quick_failures} times within a minute each")
         log.warning("the worker stopped on an error; starting over once Redis answers")
-        wait_for_redis(redis)
+        wait_until_reachable(start_checks(settings, None), log)
         time.sleep(min(30.0, 0.5 * 2**quick_failures))

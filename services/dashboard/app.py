@@ -16,9 +16,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 
+from marketpipe import runs
 from marketpipe.db import reader_engine
+from marketpipe.logs import redact
 from marketpipe.market import INTRADAY_MINUTES, market_open, venue
+from marketpipe.reach import Unreachable, check_postgres, postgres_address, reason_of, redis_address
 from marketpipe.settings import Settings, load_settings
 from services.dashboard import charts, display, metrics, queries, queue_status, theme, view_state
 from services.dashboard import live as live_prices
@@ -29,6 +33,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # A fetch's rows are loaded within minutes of its tick; only after that is a missing one late.
 FRESHNESS_GRACE = timedelta(minutes=10)
 QUARANTINE_LOOKBACK = timedelta(days=7)
+DATABASE_RETRY = timedelta(seconds=5)
+FETCH_RUNS_SHOWN = 20
 SPARKLINE_BUCKET = timedelta(hours=3)
 PERFORMERS = 5
 # Grids that reflow with the width: as many columns of at least this width as fit (cards: four
@@ -207,6 +213,7 @@ class Dashboard:
         self.rebased = _cached(queries.rebased, ttl)
         self.freshness = _cached(queries.freshness, ttl)
         self.recent_runs = _cached(queries.recent_runs, ttl)
+        self.fetch_runs = _cached(runs.fetch_runs, ttl)
         self.quarantine = _cached(queries.quarantine, ttl)
         self.quarantine_reasons = _cached(queries.quarantine_reasons, ttl)
         self.restatements = _cached(queries.restatements, ttl)
@@ -710,6 +717,7 @@ class Dashboard:
         now = datetime.now(UTC)
         fetcher = self.fetcher_state() or metrics.FetcherState(None, None)
         self.health_freshness(engine, now, fetcher)
+        self.fetch_runs_section(engine)
         self.health_runs(engine)
         self.health_queues()
         self.health_quarantine(engine, now)
@@ -795,7 +803,9 @@ class Dashboard:
             redis = queue_status.connect(self.settings.redis_url)
             depths, failed = queue_status.queue_depths(redis), queue_status.failed_jobs(redis)
         except Exception as exc:  # any Redis failure is a health finding, not a crash
-            st.error(f"Redis at {self.settings.redis_url} did not answer: {exc}")
+            # The address only: a password in REDIS_URL is never shown.
+            where = redis_address(self.settings.redis_url)
+            st.error(f"Redis at {where} (REDIS_URL) did not answer: {redact(reason_of(exc))}")
             return
         st.dataframe(
             depths,
@@ -881,6 +891,40 @@ class Dashboard:
         else:
             st.info(f"No data yet, and no fetcher has started a fetch. {START_COMMAND}")
 
+    def fetch_runs_section(self, engine: Engine) -> None:
+        """What the fetcher did: a row per fetch cycle and backfill window (pipeline_runs)."""
+        st.subheader("Fetch cycles and backfill windows")
+        fetches = self.fetch_runs(engine, FETCH_RUNS_SHOWN)
+        if fetches.empty:
+            st.caption("No fetch cycle recorded yet.")
+            return
+        failing = fetches[fetches["status"].isin(["failed", "partial"])]
+        if len(failing):
+            st.warning(
+                f"{len(failing)} of the last {len(fetches)} fetch runs had API errors; newest: "
+                + str(failing.iloc[0]["message"] or failing.iloc[0]["status"]),
+                icon=":material/error:",
+            )
+        st.dataframe(
+            fetches,
+            hide_index=True,
+            column_config={
+                "finished_at": st.column_config.DatetimeColumn(
+                    "Finished (UTC)", format="YYYY-MM-DD HH:mm:ss"
+                ),
+                "component": "Component",
+                "status": "Status",
+                "run_id": "Run",
+                "symbols_asked": st.column_config.NumberColumn("Symbols asked"),
+                "symbols_new": st.column_config.NumberColumn("With new data"),
+                "credits": st.column_config.NumberColumn("Credits"),
+                "waited_seconds": st.column_config.NumberColumn("Waited, s", format="%.0f"),
+                "api_errors": st.column_config.NumberColumn("API errors"),
+                "message": "Message",
+            },
+        )
+        _csv_button(fetches, "fetch_runs")
+
     def restatements_section(self, engine: Engine) -> None:
         """History the vendor changed: open restatements warn, the newest ones are listed."""
         st.subheader("Restatements")
@@ -927,6 +971,27 @@ class Dashboard:
         )
 
 
+def database_unreachable(settings: Settings, exc: BaseException) -> None:
+    """A short notice instead of SQLAlchemy's traceback; the page comes back when it answers."""
+    where = postgres_address(settings.role_url("reader"))
+    st.error(
+        f"Database unreachable: PostgreSQL at {where} (DATABASE_URL) does not answer"
+        f" ({redact(reason_of(exc))}). This page tries again every"
+        f" {DATABASE_RETRY.total_seconds():.0f} s.",
+        icon=":material/database:",
+    )
+
+    @st.fragment(run_every=DATABASE_RETRY)
+    def retry() -> None:
+        try:
+            check_postgres(settings.role_url("reader"))
+        except Unreachable:
+            return
+        st.rerun()
+
+    retry()
+
+
 def first_fetch_line(fetcher: metrics.FetcherState, waiting: int) -> str:
     if fetcher.running_tick is not None:
         return (
@@ -952,7 +1017,11 @@ def main() -> None:
     settings = _settings()
     st.set_page_config(page_title="marketpipe", page_icon="📈", layout="wide")
     dashboard = Dashboard(settings)
-    catalog = dashboard.catalog(_engine(), settings.interval)
+    try:
+        catalog = dashboard.catalog(_engine(), settings.interval)
+    except OperationalError as exc:
+        database_unreachable(settings, exc.orig or exc)
+        return
     st.html(RESPONSIVE_CSS)
     title = st.empty()  # first on the page, named once the sidebar says which view
     state = dashboard.controls(catalog)
@@ -966,10 +1035,15 @@ def main() -> None:
             [state.symbol] if state.symbol and state.view == "instrument" else shown,
             settings.interval,
         )
+
     # Only the body reruns on the timer: widgets keep their state and the page does not flash.
-    live = st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))(
-        dashboard.render
-    )
+    @st.fragment(run_every=timedelta(seconds=settings.dashboard_refresh_seconds))
+    def live(state: ViewState) -> None:
+        try:
+            dashboard.render(state)
+        except OperationalError as exc:  # the database went away after the page was up
+            database_unreachable(settings, exc.orig or exc)
+
     live(state)
 
 

@@ -20,8 +20,22 @@ from redis import Redis
 
 from marketpipe import broker
 from marketpipe.health import beat
+from marketpipe.logs import setup_logging
+from marketpipe.reach import (
+    Check,
+    check_postgres,
+    check_redis,
+    exit_if_unreachable,
+    wait_until_reachable,
+)
 from marketpipe.settings import Settings, load_settings, validate_symbol
-from services.fetcher.backfill import BackfillInterrupted, ProgressBar, run_backfill
+from services.fetcher.backfill import (
+    BackfillInterrupted,
+    LoadStalled,
+    ProgressBar,
+    run_backfill,
+    wait_until_loaded,
+)
 from services.fetcher.client import TwelveDataClient
 from services.fetcher.clock import ApiDateClock, Clock
 from services.fetcher.context import FetchContext
@@ -126,11 +140,25 @@ def main(argv: list[str] | None = None) -> None:
     backfill.add_argument("--since", type=date.fromisoformat, required=True, help="YYYY-MM-DD")
     backfill.add_argument("--until", type=date.fromisoformat, help="YYYY-MM-DD (default: today)")
     backfill.add_argument("--symbols", type=_symbols, help="comma list (default: SYMBOLS)")
+    backfill.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=sys.stdout.isatty(),
+        help="return once every window is loaded, printing the rows (default: on a terminal)",
+    )
     args = parser.parse_args(argv)
     stop_on_sigterm()
 
     settings = load_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(settings.log_level, settings.log_format, "fetcher")
+    checks: list[Check] = [
+        lambda: check_redis(settings.redis_url),
+        lambda: check_postgres(settings.role_url("fetcher")),
+    ]
+    if args.command == "backfill" or args.once:
+        exit_if_unreachable(checks, "fetcher")  # a one-shot command: say so and stop
+    else:
+        wait_until_reachable(checks, log)
     if settings.demo_mode:
         log.warning(
             "DEMO MODE: no TWELVE_DATA_API_KEY set; fetching synthetic data from the sandbox at %s."
@@ -150,11 +178,17 @@ def main(argv: list[str] | None = None) -> None:
                 " its series. Add it to SYMBOLS first."
             )
         try:
-            run_backfill(
+            report = run_backfill(
                 ctx, args.since, symbols=args.symbols, until=args.until, progress=ProgressBar
             )
-        except BackfillInterrupted as exc:
-            log.error("backfill interrupted: %s", exc)
+            if args.wait:
+                done = wait_until_loaded(ctx, report.payload_ids)
+                print(
+                    f"backfill loaded: {done.windows} windows, {done.bars} bars"
+                    f" ({done.changed} rows written or changed); queryable now"
+                )
+        except (BackfillInterrupted, LoadStalled) as exc:
+            log.error("backfill: %s", exc)
             sys.exit(1)
         return
     if args.once:

@@ -12,17 +12,21 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Final, TextIO
 
+from marketpipe.db import transaction
 from marketpipe.market import MAX_OUTPUTSIZE, asset_class_of
 from services.fetcher.client import BadRequest, SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
-from services.fetcher.handoff import land, record_error
+from services.fetcher.handoff import land, payload_of, record_error
+from services.fetcher.limiter import duration_text
 from services.fetcher.reference import instruments
 from services.fetcher.request import fetch_series
+from services.fetcher.runlog import FetchRun, errors_text, outcome, record
 from services.fetcher.series import (
     backfill_windows,
     warmup_bars,
@@ -33,10 +37,65 @@ log = logging.getLogger("marketpipe.fetcher.backfill")
 
 PROGRESS_PREFIX: Final = "marketpipe:backfill"
 PROGRESS_TTL_SECONDS: Final = 30 * 86_400
+# --wait gives up when no window was loaded for this long (the workers are down or stuck).
+LOAD_STALL_SECONDS: Final = 600.0
+LOAD_POLL_SECONDS: Final = 2.0
+_LOADED: Final = (
+    "SELECT count(*), coalesce(sum(rows_in - rows_quarantined), 0), coalesce(sum(rows_loaded), 0)"
+    " FROM marketpipe.pipeline_runs WHERE component = 'loader' AND run_id = ANY(%s)"
+)
 
 
 class BackfillInterrupted(RuntimeError):
     """The API kept failing; progress is saved and the same command resumes."""
+
+
+class LoadStalled(RuntimeError):
+    """``--wait``: windows stayed unloaded for LOAD_STALL_SECONDS (check the workers)."""
+
+
+@dataclass(frozen=True)
+class Loaded:
+    windows: int  # payloads the loader has a run row for
+    bars: int  # bars those payloads held
+    changed: int  # rows they wrote or changed
+
+
+def loaded(ctx: FetchContext, payload_ids: Sequence[str]) -> Loaded:
+    with transaction(ctx.settings.role_url("fetcher")) as cur:
+        cur.execute(_LOADED, ([f"load:{p}" for p in payload_ids],))
+        windows, bars, changed = cur.fetchone() or (0, 0, 0)
+    return Loaded(int(windows), int(bars), int(changed))
+
+
+def wait_until_loaded(
+    ctx: FetchContext,
+    payload_ids: Sequence[str],
+    *,
+    stream: TextIO = sys.stderr,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    stall_seconds: float = LOAD_STALL_SECONDS,
+) -> Loaded:
+    """Poll the loader's run rows until every window's payload is loaded (queryable)."""
+    wanted = list(dict.fromkeys(payload_ids))
+    last = Loaded(-1, 0, 0)
+    progressed_at = monotonic()
+    while True:
+        now = loaded(ctx, wanted)
+        if now.windows != last.windows:
+            stream.write(f"loading: {now.windows}/{len(wanted)} windows loaded, {now.bars} bars\n")
+            stream.flush()
+            last, progressed_at = now, monotonic()
+        if now.windows >= len(wanted):
+            return now
+        if monotonic() - progressed_at > stall_seconds:
+            raise LoadStalled(
+                f"{len(wanted) - now.windows} of {len(wanted)} windows not loaded after"
+                f" {duration_text(stall_seconds)} without progress; are the transformer and"
+                " loader workers running? (python -m services.ops status)"
+            )
+        sleep(LOAD_POLL_SECONDS)
 
 
 @dataclass
@@ -45,6 +104,8 @@ class BackfillReport:
     windows_done: int = 0
     enqueued: int = 0
     credits: int = 0  # of the windows' first requests
+    waited_seconds: float = 0.0  # API seconds spent waiting for credits
+    payload_ids: list[str] = field(default_factory=list)  # of the windows with bars
     finished_early: dict[str, str] = field(default_factory=dict)  # symbol -> why
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -68,34 +129,63 @@ class ProgressBar:
         self.first_done: int | None = None
         self.tty = stream.isatty()
 
-    def eta_seconds(self, done: int) -> float | None:
-        """Remaining time at the pace of this run (resumed windows do not count as pace)."""
+    def eta_seconds(self, done: int, credits_per_minute: int | None = None) -> float | None:
+        """Remaining time: the pace of this run (resumed windows do not count as pace), and
+        never less than the credits the remaining windows need take (a window costs one)."""
         if self.first_done is None:
             self.first_done = done
             self.started = self.monotonic()
         progressed = done - self.first_done
-        if progressed <= 0:
-            return None
-        elapsed = self.monotonic() - self.started
-        return elapsed / progressed * (self.total - done)
+        pace = None
+        if progressed > 0:
+            pace = (self.monotonic() - self.started) / progressed * (self.total - done)
+        if not credits_per_minute:
+            return pace
+        by_credits = max(0, self.total - done) / credits_per_minute * 60.0
+        return max(pace or 0.0, by_credits)
 
-    def render(self, done: int, note: str = "") -> str:
+    def render(
+        self,
+        done: int,
+        note: str = "",
+        *,
+        waited: float = 0.0,
+        credits_per_minute: int | None = None,
+    ) -> str:
         filled = int(self.width * min(done, self.total) / self.total)
-        eta = self.eta_seconds(done)
-        eta_text = "--:--" if eta is None else f"{int(eta // 60):02d}:{int(eta % 60):02d}"
+        eta = self.eta_seconds(done, credits_per_minute)
         bar = "#" * filled + "." * (self.width - filled)
         percent = 100 * done // self.total
-        return f"backfill [{bar}] {done}/{self.total} windows {percent:3d}% ETA {eta_text} {note}"
+        return (
+            f"backfill [{bar}] {done}/{self.total} windows {percent:3d}% ETA {_clock_text(eta)},"
+            f" waited {duration_text(waited)} for credits {note}"
+        ).rstrip()
 
-    def update(self, done: int, note: str = "") -> None:
-        line = self.render(done, note)
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
+    def update(
+        self,
+        done: int,
+        note: str = "",
+        *,
+        waited: float = 0.0,
+        credits_per_minute: int | None = None,
+    ) -> None:
+        line = self.render(done, note, waited=waited, credits_per_minute=credits_per_minute)
+        self.stream.write(("\r" + line + "\x1b[K") if self.tty else line + "\n")
         self.stream.flush()
 
     def finish(self) -> None:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    whole = int(seconds)
+    if whole >= 3600:
+        return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+    return f"{whole // 60:02d}:{whole % 60:02d}"
 
 
 def _text(value: bytes | str) -> str:
@@ -213,6 +303,7 @@ def _take(
     report.credits += 1  # its first request; retries come on top
     if answer.error is None:
         report.enqueued += hand_on(ctx, answer, request, instrument)
+        report.payload_ids.append(payload_of(ctx, answer, request, instrument).payload_id)
         progress.window_done(s, bars=True)
     elif _is_empty_window(answer):
         if s in progress.has_bars:
@@ -255,34 +346,101 @@ def run_backfill(
     bar = progress(report.windows_total) if progress else None
     if bar:
         bar.update(state.windows_done(), "resuming" if any(state.done.values()) else "")
+    taken_at_start, waited_at_start = ctx.limiter.taken, ctx.limiter.waited
     while (window := state.next_window()) is not None:
         (asset_class, start, end), members = window
         warm_start = start - timedelta(days=warmup_days(interval, asset_class))
         query = SeriesQuery(interval, MAX_OUTPUTSIZE, warm_start.isoformat(), end.isoformat())
-        for answer, _ in fetch_series(ctx, members, query):
-            request = {
-                "symbol": answer.symbol,
-                "interval": interval,
-                "outputsize": MAX_OUTPUTSIZE,
-                "start_date": query.start_date,
-                "end_date": query.end_date,
-                # Bars before `since` are the warm-up of the window's first bars.
-                "since": start.isoformat(),
-                "warmup_bars": warmup_bars(interval, classes[answer.symbol]),
-            }
-            _take(ctx, state, report, answer, request, attrs.get(answer.symbol, {}), hand_on)
+        with _window_run(ctx, report, since, window):
+            _fetch_window(ctx, state, report, query, members, start, classes, attrs, hand_on)
+        report.waited_seconds = ctx.limiter.waited - waited_at_start
+        note = f"{start}..{end} {len(members)} symbols"
         if bar:
-            bar.update(state.windows_done(), f"{start}..{end} {len(members)} symbols")
+            bar.update(
+                state.windows_done(),
+                note,
+                waited=report.waited_seconds,
+                credits_per_minute=ctx.limiter.per_minute,
+            )
+        else:
+            done, total = state.windows_done(), state.windows_total
+            log.info("backfill window %s done (%d/%d)", note, done, total)
     if bar:
         bar.finish()
     report.windows_done = state.windows_done()
     report.finished_early = dict(state.finished)
     log.info(
-        "backfill since %s done: %d/%d windows, %d payloads enqueued, %d credits",
+        "backfill since %s done: %d/%d windows, %d payloads enqueued, %d credits,"
+        " %s waiting for credits",
         since,
         report.windows_done,
         report.windows_total,
         report.enqueued,
-        report.credits,
+        ctx.limiter.taken - taken_at_start,
+        duration_text(report.waited_seconds),
     )
     return report
+
+
+@contextmanager
+def _window_run(
+    ctx: FetchContext, report: BackfillReport, since: date, window: tuple[Window, list[str]]
+) -> Iterator[None]:
+    """One ``pipeline_runs`` row for the window: its symbols, bars, credits, waits, errors."""
+    (asset_class, start, end), members = window
+    interval = ctx.settings.interval
+    started_at = ctx.clock.now()
+    taken, waited = ctx.limiter.taken, ctx.limiter.waited
+    payloads, errors = len(report.payload_ids), dict(report.errors)
+    failure: dict[str, str] = {}
+    try:
+        yield
+    except BackfillInterrupted as exc:
+        failure = {"(window)": str(exc)}
+        raise
+    finally:
+        new_errors = {s: m for s, m in report.errors.items() if s not in errors} | failure
+        with_bars = len(report.payload_ids) - payloads
+        failed = len(members) if failure else len(new_errors)
+        record(
+            ctx.settings,
+            FetchRun(
+                run_id=f"backfill:{interval}:{since}:{asset_class}:{start}..{end}",
+                component="backfill",
+                status=outcome(len(members), with_bars, failed),
+                interval=interval,
+                started_at=started_at,
+                symbols_asked=len(members),
+                symbols_new=with_bars,
+                credits=ctx.limiter.taken - taken,
+                waited_seconds=ctx.limiter.waited - waited,
+                api_errors=len(new_errors),
+                message=errors_text(new_errors),
+            ),
+        )
+
+
+def _fetch_window(
+    ctx: FetchContext,
+    state: Progress,
+    report: BackfillReport,
+    query: SeriesQuery,
+    members: list[str],
+    start: date,
+    classes: dict[str, str | None],
+    attrs: dict[str, dict[str, Any]],
+    hand_on: HandOn,
+) -> None:
+    interval = ctx.settings.interval
+    for answer, _ in fetch_series(ctx, members, query):
+        request = {
+            "symbol": answer.symbol,
+            "interval": interval,
+            "outputsize": MAX_OUTPUTSIZE,
+            "start_date": query.start_date,
+            "end_date": query.end_date,
+            # Bars before `since` are the warm-up of the window's first bars.
+            "since": start.isoformat(),
+            "warmup_bars": warmup_bars(interval, classes[answer.symbol]),
+        }
+        _take(ctx, state, report, answer, request, attrs.get(answer.symbol, {}), hand_on)

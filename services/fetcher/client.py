@@ -117,8 +117,9 @@ class MarketDataClient(Protocol):
         """One answer per symbol from one request; an error of the whole request raises."""
         ...
 
-    def reference(self, endpoint: str, symbol: str) -> list[dict[str, Any]]:
-        """Rows of a reference list (``stocks``, ``cryptocurrencies``, ``forex_pairs``)."""
+    def reference(self, endpoint: str, symbol: str = "") -> list[dict[str, Any]]:
+        """Rows of a reference list (``stocks``, ``cryptocurrencies``, ``forex_pairs``): the
+        whole list for one credit, or one symbol's rows."""
         ...
 
 
@@ -233,7 +234,7 @@ class TwelveDataClient:
         by_upper = {str(k).upper(): v for k, v in body.items()} if isinstance(body, dict) else {}
         return [_answer(s, by_upper.get(s.upper()), served_at) for s in symbols]
 
-    def reference(self, endpoint: str, symbol: str) -> list[dict[str, Any]]:
-        body, _ = self.get(f"/{endpoint}", {"symbol": symbol})
+    def reference(self, endpoint: str, symbol: str = "") -> list[dict[str, Any]]:
+        body, _ = self.get(f"/{endpoint}", {"symbol": symbol} if symbol else {})
         data = body.get("data") if isinstance(body, dict) else None
         return [row for row in data or [] if isinstance(row, dict)]

@@ -14,13 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from secrets import token_hex
 from typing import Any
 
 from services.fetcher.client import SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
 from services.fetcher.handoff import BAD_SYMBOL_PREFIX, land, record_error
+from services.fetcher.limiter import duration_text
 from services.fetcher.reference import instruments
 from services.fetcher.request import fetch_series
+from services.fetcher.runlog import FetchRun, errors_text, outcome, record
 from services.fetcher.series import has_new_data, outputsize_for, view_series
 from services.fetcher.state import SeriesState, load_states, save_state
 
@@ -35,6 +38,17 @@ class CycleReport:
     api_errors: dict[str, str] = field(default_factory=dict)
     deferred: dict[str, str] = field(default_factory=dict)  # transient; next tick tries again
     skipped: list[str] = field(default_factory=list)  # known-bad symbols
+    asked: int = 0  # symbols the cycle asked the API for
+    credits: int = 0  # taken from the budget: reference look-ups, series, retries
+    waited_seconds: float = 0.0  # API seconds spent waiting for credits
+
+    def summary(self) -> str:
+        return (
+            f"{self.asked} symbols asked, {len(self.enqueued)} new, {len(self.no_new_data)} no"
+            f" new data, {len(self.already_queued)} already queued, {len(self.api_errors)} API"
+            f" errors, {len(self.deferred)} deferred, {len(self.skipped)} skipped;"
+            f" {self.credits} credits, {duration_text(self.waited_seconds)} waiting for credits"
+        )
 
 
 def _not_refused_today(ctx: FetchContext, wanted: list[str], report: CycleReport) -> list[str]:
@@ -66,17 +80,23 @@ def _take(
     view = view_series(answer.body, interval, answer.served_at)
     if not has_new_data(view, state.seen, state.open_signature):
         report.no_new_data.append(symbol)
-        log.info("no new data for %s %s", symbol, interval)
+        log.debug("no new data for %s %s", symbol, interval)
         return
     enqueued = land(ctx, answer, request, instrument)
     (report.enqueued if enqueued else report.already_queued).append(symbol)
     save_state(ctx.redis, symbol, interval, view.newest_complete, view.open_signature)
 
 
-def run_cycle(ctx: FetchContext, symbols: Sequence[str] | None = None) -> CycleReport:
+def run_cycle(
+    ctx: FetchContext, symbols: Sequence[str] | None = None, *, run_id: str | None = None
+) -> CycleReport:
+    """Fetch what is new; one log line and one ``pipeline_runs`` row (``run_id``) say what."""
     settings, report = ctx.settings, CycleReport()
     interval = settings.interval
+    started_at = ctx.clock.now()
+    taken_before, waited_before = ctx.limiter.taken, ctx.limiter.waited
     wanted = _not_refused_today(ctx, list(symbols or settings.symbols), report)
+    report.asked = len(wanted)
     attrs = instruments(ctx, wanted)
     states = load_states(settings, ctx.redis, wanted, interval)
     now = ctx.clock.now()
@@ -103,12 +123,27 @@ def run_cycle(ctx: FetchContext, symbols: Sequence[str] | None = None) -> CycleR
             "overlap_bars": settings.fetch_overlap_bars if state.fetch_from else 0,
         }
         _take(ctx, report, answer, request, state, attrs.get(answer.symbol, {}))
-    log.info(
-        "cycle done: %d enqueued, %d no new data, %d already queued, %d API errors, %d deferred",
-        len(report.enqueued),
-        len(report.no_new_data),
-        len(report.already_queued),
-        len(report.api_errors),
-        len(report.deferred),
+    report.credits = ctx.limiter.taken - taken_before
+    report.waited_seconds = ctx.limiter.waited - waited_before
+    # A scheduled tick names its run (a retried tick rewrites its row); any other gets its own.
+    run_id = run_id or f"fetch:{interval}:once:{started_at:%Y-%m-%dT%H:%M:%SZ}:{token_hex(3)}"
+    log.info("cycle %s: %s", run_id, report.summary())
+    failures = {**report.api_errors, **report.deferred}
+    symbols_new = len(report.enqueued) + len(report.already_queued)
+    record(
+        settings,
+        FetchRun(
+            run_id=run_id,
+            component="fetcher",
+            status=outcome(report.asked, symbols_new, len(failures)),
+            interval=interval,
+            started_at=started_at,
+            symbols_asked=report.asked,
+            symbols_new=symbols_new,
+            credits=report.credits,
+            waited_seconds=report.waited_seconds,
+            api_errors=len(failures),
+            message=errors_text(failures),
+        ),
     )
     return report

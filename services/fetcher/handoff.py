@@ -15,6 +15,7 @@ from marketpipe.contract import RawPayload
 from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
 from services.fetcher.client import SeriesAnswer, SymbolRefused
 from services.fetcher.context import FetchContext
+from services.fetcher.reference import is_pair, remember_pair
 from services.fetcher.series import transform_job_id, view_series
 
 log = logging.getLogger("marketpipe.fetcher")
@@ -58,7 +59,19 @@ def land(
     ctx: FetchContext, answer: SeriesAnswer, request: dict[str, Any], instrument: dict[str, Any]
 ) -> bool:
     """Hand on the payload of an answer; False if its transform was enqueued already."""
-    payload = RawPayload.build(
+    return hand_on(ctx, payload_of(ctx, answer, request, instrument))
+
+
+def payload_of(
+    ctx: FetchContext, answer: SeriesAnswer, request: dict[str, Any], instrument: dict[str, Any]
+) -> RawPayload:
+    """The raw payload an answer becomes (its id is what the loader's run row names).
+
+    A pair's attributes come from its answer's meta (no reference call costs a credit for them).
+    """
+    if answer.error is None and is_pair(answer.symbol):
+        instrument = remember_pair(ctx, answer.symbol, answer.body) or instrument
+    return RawPayload.build(
         source=ctx.settings.data_source,  # type: ignore[arg-type]
         symbol=answer.symbol,
         interval=ctx.settings.interval,
@@ -67,7 +80,6 @@ def land(
         instrument=instrument,
         fetched_at=answer.served_at,
     )
-    return hand_on(ctx, payload)
 
 
 def record_error(ctx: FetchContext, answer: SeriesAnswer, request: dict[str, Any]) -> str:

@@ -84,6 +84,16 @@ def wait_seconds(now: datetime, used_day: int, per_day: int, at_least: int, slac
     return seconds_to_next_minute(now) + slack
 
 
+def duration_text(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``7 h 12 min``: a wait as a person reads it."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:.0f} s" if seconds >= 1 else f"{seconds:.1f} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    return f"{whole // 3600} h {whole % 3600 // 60} min"
+
+
 @dataclass(frozen=True)
 class Grant:
     credits: int
@@ -121,6 +131,9 @@ class CreditLimiter:
         self._acquire = redis.register_script(_ACQUIRE)
         self._sync = redis.register_script(_SYNC)
         self._close_minute = redis.register_script(_CLOSE_MINUTE)
+        # This process's totals: a cycle's or a window's share is the difference across it.
+        self.taken = 0
+        self.waited = 0.0
 
     @property
     def per_minute(self) -> int:
@@ -145,6 +158,7 @@ class CreditLimiter:
             now = self.clock.now()
             if seconds_to_next_minute(now) < self.guard:
                 pause = seconds_to_next_minute(now) + self.slack
+                reason = "the API minute is ending (a request now could count in the next)"
             else:
                 grant, used_m, used_d = (
                     int(x)
@@ -154,14 +168,21 @@ class CreditLimiter:
                     )
                 )
                 if grant:
+                    self.taken += grant
+                    self.waited += waited
                     return Grant(grant, used_m, used_d, waited)
                 pause = wait_seconds(now, used_d, self.per_day, need, self.slack)
-                if pause > 120:
-                    log.warning(
-                        "daily budget of %d credits spent; waiting %.0f min for the next API day",
-                        self.per_day,
-                        pause / 60,
-                    )
+                if self.per_day - used_d < need:
+                    reason = f"daily budget spent ({used_d} of {self.per_day} credits)"
+                else:
+                    reason = f"minute budget spent ({used_m} of {per_minute}, {need} needed)"
+            # Every wait is one line with its reason and length; a day's wait is a warning.
+            log.log(
+                logging.WARNING if pause > 120 else logging.INFO,
+                "waiting %s for credits: %s",
+                duration_text(pause),
+                reason,
+            )
             self.clock.sleep(pause)
             waited += pause
 

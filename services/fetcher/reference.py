@@ -1,8 +1,12 @@
-"""Instrument attributes from the reference endpoints, cached in Redis and refreshed daily.
+"""Instrument attributes for every configured symbol in as few credits as the API allows.
 
-``/stocks`` and ``/cryptocurrencies`` (``/forex_pairs`` for pairs that are not crypto) cost a
-credit a call like everything else, so they go through the same request loop. A failed refresh
-keeps the previous attributes: a stale exchange name beats none.
+Stocks: one ``/stocks`` list (1 credit, whatever its length) per REFERENCE_REFRESH_HOURS for all
+the stocks whose cached attributes are missing or old, filtered here to the configured symbols;
+asking ``/stocks?symbol=`` per symbol cost a credit each and doubled a first tick's cost on the
+free plan. Pairs (crypto, forex): no call at all, since every ``/time_series`` answer's meta
+carries their type, base and quote currency and exchange (:func:`remember_pair`). Everything
+is cached in Redis; a failed refresh keeps the previous attributes: a stale exchange name beats
+none.
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
+
+from redis import Redis
 
 from services.fetcher.client import ApiError
 from services.fetcher.context import FetchContext
@@ -27,6 +33,10 @@ CACHE_TTL_SECONDS = 14 * 86_400
 
 STOCK_FIELDS = ("name", "exchange", "mic_code", "currency", "country", "type")
 PAIR_TYPES = {"cryptocurrencies": "Digital Currency", "forex_pairs": "Physical Currency"}
+
+
+def is_pair(symbol: str) -> bool:
+    return "/" in symbol
 
 
 def instrument_from(endpoint: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -45,44 +55,78 @@ def instrument_from(endpoint: str, row: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in attrs.items() if value}
 
 
+def pair_from_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """A pair's attributes from a /time_series meta (the same fields /cryptocurrencies has)."""
+    kind = str(meta.get("type") or "")
+    endpoint = "forex_pairs" if "physical" in kind.lower() else "cryptocurrencies"
+    attrs = instrument_from(endpoint, meta)
+    if meta.get("exchange"):
+        attrs["exchange"] = meta["exchange"]
+    return attrs
+
+
 def _key(symbol: str) -> str:
     return f"{INSTRUMENT_PREFIX}:{symbol}"
 
 
-def _lookup(ctx: FetchContext, symbol: str) -> dict[str, Any]:
-    endpoints = ("cryptocurrencies", "forex_pairs") if "/" in symbol else ("stocks",)
-    for endpoint in endpoints:
-        rows = send(ctx, 1, partial(ctx.client.reference, endpoint, symbol))
-        match = [r for r in rows if str(r.get("symbol", "")).upper() == symbol.upper()]
-        if match:
-            return instrument_from(endpoint, match[0])
-    return {}
+def _store(redis: Redis, symbol: str, attrs: dict[str, Any], now: datetime) -> None:
+    redis.set(
+        _key(symbol),
+        json.dumps({"fetched_at": now.isoformat(), "attrs": attrs}),
+        ex=CACHE_TTL_SECONDS,
+    )
+
+
+def remember_pair(ctx: FetchContext, symbol: str, body: Any) -> dict[str, Any]:
+    """Cache a pair's attributes from its answer's meta; what the payload should carry."""
+    meta = body.get("meta") if isinstance(body, dict) else None
+    if not is_pair(symbol) or not isinstance(meta, dict):
+        return {}
+    attrs = pair_from_meta(meta)
+    if attrs:
+        _store(ctx.redis, symbol, attrs, ctx.clock.now())
+    return attrs
+
+
+def _stock_list(ctx: FetchContext, stocks: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """One /stocks list (one credit), filtered to ``stocks``."""
+    wanted = {s.upper() for s in stocks}
+    rows = send(ctx, 1, partial(ctx.client.reference, "stocks"))
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        symbol = str(row.get("symbol", "")).upper()
+        # The list holds a ticker once per listing; the first (the API's primary) wins.
+        if symbol in wanted and symbol not in found:
+            found[symbol] = instrument_from("stocks", row)
+    log.info("reference data: %d of %d stocks found in one /stocks list", len(found), len(wanted))
+    return found
 
 
 def instruments(ctx: FetchContext, symbols: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Attributes per symbol: cached ones younger than REFERENCE_REFRESH_HOURS, the rest fetched."""
+    """Attributes per symbol: cached ones younger than REFERENCE_REFRESH_HOURS, stocks' others
+    from one list; a pair not seen yet has none until its first answer."""
     redis, now = ctx.redis, ctx.clock.now()
     refresh_after = timedelta(hours=ctx.settings.reference_refresh_hours)
     cached = redis.mget([_key(s) for s in symbols])
     result: dict[str, dict[str, Any]] = {}
+    stale: list[str] = []
     for symbol, raw in zip(symbols, cached, strict=True):
         entry = json.loads(raw) if raw else None
         fetched_at = parse_utc(entry["fetched_at"]) if entry else None
-        if entry and fetched_at and now - fetched_at < refresh_after:
-            result[symbol] = entry["attrs"]
-            continue
-        try:
-            attrs = _lookup(ctx, symbol)
-        except ApiError as exc:
-            log.warning("reference data for %s unavailable (%s); keeping the cache", symbol, exc)
-            result[symbol] = entry["attrs"] if entry else {}
-            continue
+        result[symbol] = entry["attrs"] if entry else {}
+        if not (entry and fetched_at and now - fetched_at < refresh_after) and not is_pair(symbol):
+            stale.append(symbol)
+    if not stale:
+        return result
+    try:
+        listed = _stock_list(ctx, stale)
+    except ApiError as exc:
+        log.warning("reference data unavailable (%s); keeping the cache", exc)
+        return result
+    for symbol in stale:
+        attrs = listed.get(symbol.upper(), {})
         if not attrs:
-            log.warning("%s is in no reference list", symbol)
-        redis.set(
-            _key(symbol),
-            json.dumps({"fetched_at": now.isoformat(), "attrs": attrs}),
-            ex=CACHE_TTL_SECONDS,
-        )
+            log.warning("%s is not in the /stocks list", symbol)
+        _store(redis, symbol, attrs, now)
         result[symbol] = attrs
     return result

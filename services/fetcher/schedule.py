@@ -17,10 +17,12 @@ from typing import Final
 
 from cronsim import CronSim
 
+from marketpipe.reach import SERVER_LOST, outage_line
 from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import CycleReport, run_cycle
 from services.fetcher.restate import run_open_restatements
+from services.fetcher.runlog import FetchRun, record
 from services.fetcher.series import parse_utc
 
 log = logging.getLogger("marketpipe.fetcher.schedule")
@@ -29,6 +31,8 @@ log = logging.getLogger("marketpipe.fetcher.schedule")
 # a crashed owner's tick is released when the next tick comes anyway.
 TICK_LEASE_SECONDS: Final = 3600
 RETRY_AFTER_FAILURE_SECONDS: Final = 60.0
+# Missed ticks get a 'skipped' row each, up to this many (a month of hourly ticks).
+MAX_SKIPPED_ROWS: Final = 31 * 24
 
 # Only touch last-tick forwards: a slow replica finishing an older tick must not move it back.
 _ADVANCE: Final = """
@@ -55,6 +59,53 @@ def due_tick(expression: str, last_done: datetime | None, now: datetime) -> date
     return latest if last_done is None or latest > last_done else None
 
 
+def tick_run_id(interval: str, tick: datetime) -> str:
+    return f"fetch:{interval}:{tick_text(tick)}"
+
+
+def missed_ticks(expression: str, last_done: datetime, tick: datetime) -> list[datetime]:
+    """The scheduled times after ``last_done`` and before ``tick`` (at most MAX_SKIPPED_ROWS)."""
+    missed: list[datetime] = []
+    for when in CronSim(expression, last_done):
+        if when >= tick or len(missed) >= MAX_SKIPPED_ROWS:
+            break
+        missed.append(when)
+    return missed
+
+
+def _record_skipped(ctx: FetchContext, missed: list[datetime], tick: datetime) -> None:
+    for when in missed:
+        record(
+            ctx.settings,
+            FetchRun(
+                run_id=tick_run_id(ctx.settings.interval, when),
+                component="fetcher",
+                status="skipped",
+                interval=ctx.settings.interval,
+                started_at=when,
+                message=f"no fetcher ran it; the catch-up at {tick_text(tick)} fetched its bars",
+            ),
+        )
+
+
+def _record_failed(ctx: FetchContext, tick: datetime, exc: BaseException) -> None:
+    """Best effort: when the database is what failed, the log line is all there is."""
+    try:
+        record(
+            ctx.settings,
+            FetchRun(
+                run_id=tick_run_id(ctx.settings.interval, tick),
+                component="fetcher",
+                status="failed",
+                interval=ctx.settings.interval,
+                started_at=tick,
+                message=f"{type(exc).__name__}: {exc}",
+            ),
+        )
+    except Exception as write_error:
+        log.warning("could not record the failed tick: %s", outage_line(write_error))
+
+
 def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None]:
     """Run the due tick if this replica wins it: (tick, report); (tick, None) if another won."""
     expression = ctx.settings.fetch_schedule
@@ -66,13 +117,20 @@ def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None
     if not ctx.redis.set(claim, secrets.token_hex(8), nx=True, ex=TICK_LEASE_SECONDS):
         log.info("tick %s is run by another fetcher", tick_text(tick))
         return tick, None
-    if last_done is not None and tick - last_done > timedelta(hours=1, minutes=1):
-        log.info("catching up once for the ticks missed since %s", tick_text(last_done))
+    missed = missed_ticks(expression, last_done, tick) if last_done is not None else []
+    if missed:
+        log.info(
+            "catching up once for %d tick(s) missed since %s", len(missed), tick_text(missed[0])
+        )
     log.info("tick %s", tick_text(tick))
     try:
-        report = run_cycle(ctx)
-    except BaseException:
+        if missed:
+            _record_skipped(ctx, missed, tick)
+        report = run_cycle(ctx, run_id=tick_run_id(ctx.settings.interval, tick))
+    except BaseException as exc:
         ctx.redis.delete(claim)  # let this or another replica try the tick again
+        if isinstance(exc, Exception):
+            _record_failed(ctx, tick, exc)
         raise
     ctx.redis.eval(_ADVANCE, 1, LAST_TICK_KEY, tick_text(tick))
     return tick, report
@@ -89,6 +147,11 @@ def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False
     while not until():
         try:
             _, report = run_due_tick(ctx)
+        except SERVER_LOST as exc:
+            pause = RETRY_AFTER_FAILURE_SECONDS
+            log.error("tick failed: %s; retrying in %.0f s", outage_line(exc), pause)
+            ctx.clock.sleep(RETRY_AFTER_FAILURE_SECONDS)
+            continue
         except Exception:
             log.exception("tick failed; retrying in %.0f s", RETRY_AFTER_FAILURE_SECONDS)
             ctx.clock.sleep(RETRY_AFTER_FAILURE_SECONDS)

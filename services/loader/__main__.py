@@ -8,4 +8,4 @@ from marketpipe.queues import LOAD_QUEUE
 from marketpipe.worker import run_worker
 
 if __name__ == "__main__":
-    run_worker(LOAD_QUEUE, __doc__ or "", database_role="loader")
+    run_worker(LOAD_QUEUE, __doc__ or "", service="loader", database_role="loader")

@@ -189,6 +189,14 @@ def write_batch(
     return changed, None if held is None else held[1]
 
 
+def series_of(tables: dict[str, pa.Table]) -> tuple[str, str]:
+    """(symbol, interval) of a batch, from its rows ("?" for a batch with none)."""
+    for table in (tables["bars"], tables["quarantine"]):
+        if table.num_rows:
+            return str(table["symbol"][0].as_py()), str(table["interval"][0].as_py())
+    return "?", "?"
+
+
 def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     """Load one batch in one transaction; the job's JSON result."""
     tables = broker.get_batch_tables(broker.redis_from(settings), batch_id)
@@ -196,8 +204,18 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
         changed, revealed = write_batch(cur, batch_id, tables, started_at)
         conn.commit()
-    bars = tables["bars"].num_rows
-    log.info("batch %s: %d bars, %d changed", batch_id, bars, changed)
+    symbol, interval = series_of(tables)
+    bars, quarantined = tables["bars"].num_rows, tables["quarantine"].num_rows
+    # The one line per batch: which series, and what it changed in the table.
+    log.info(
+        "batch %s %s %s: %d bars, %d changed, %d quarantined",
+        batch_id[:12],
+        symbol,
+        interval,
+        bars,
+        changed,
+        quarantined,
+    )
     if revealed is None:
         return {"bars": bars, "bars_changed": changed}
     # After the commit, so the fetcher that sees the flag finds the row.

@@ -1,5 +1,6 @@
 """Recovery commands (the workers do the work; run them where REDIS_URL and DATABASE_URL point).
 
+python -m services.ops status                     # fetch cycles, backfill windows, loads, queues
 python -m services.ops requeue-failed [--queue marketpipe-transform] [--queue ...]
 python -m services.ops replay --since 2026-03-01 --until 2026-03-02 [--symbols AAPL,BTC/USD]
 python -m services.ops restate --symbol AAPL [--interval 1h] [--wait 600]
@@ -14,7 +15,8 @@ from datetime import UTC, datetime
 from redis import Redis
 
 from marketpipe import broker
-from marketpipe.settings import Settings, load_settings, validate_symbol
+from marketpipe.reach import check_postgres, check_redis, exit_if_unreachable
+from marketpipe.settings import ServiceRole, Settings, load_settings, validate_symbol
 from services.ops.commands import (
     QUEUES,
     NothingToRestate,
@@ -23,6 +25,7 @@ from services.ops.commands import (
     requeue_failed,
     restatement_status,
 )
+from services.ops.status import status_report
 
 
 def _instant(raw: str) -> datetime:
@@ -48,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="the run log's summary and the queues")
+    status.add_argument("--limit", type=int, default=10, help="fetch runs shown (default 10)")
     requeue = commands.add_parser("requeue-failed", help="failed jobs back onto their queues")
     requeue.add_argument(
         "--queue", action="append", choices=QUEUES, help="repeatable (default: every queue)"
@@ -71,7 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = load_settings()
+    role: ServiceRole = "reader" if args.command == "status" else "loader"  # replay: raw rows
+    exit_if_unreachable(
+        [lambda: check_redis(settings.redis_url), lambda: check_postgres(settings.role_url(role))],
+        "ops",
+    )
     redis = broker.redis_from(settings)
+    if args.command == "status":
+        print(status_report(settings, redis, limit=args.limit))
+        return 0
     if args.command == "restate":
         return _restate(parser, settings, redis, args)
     if args.command == "requeue-failed":

@@ -12,4 +12,4 @@ from marketpipe.worker import run_worker
 if __name__ == "__main__":
     # The exchange calendar takes seconds to build: once here, not in every forked job.
     preload()
-    run_worker(TRANSFORM_QUEUE, __doc__ or "", database_role="transformer")
+    run_worker(TRANSFORM_QUEUE, __doc__ or "", service="transformer", database_role="transformer")

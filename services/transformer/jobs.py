@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from functools import cache, partial
 
@@ -13,6 +14,8 @@ from marketpipe.history import read_history
 from marketpipe.queues import LOAD_JOB, LOAD_QUEUE, RESTATE_LOAD_JOB, restatement_batch_id
 from marketpipe.settings import Settings, load_settings
 from services.transformer.transform import transform_series
+
+log = logging.getLogger("marketpipe.transformer")
 
 
 @cache
@@ -64,6 +67,19 @@ def transform(settings: Settings, payload_id: str) -> dict[str, int]:
         job_id=load_job_id(payload_id),
         retry=broker.default_retry(),
         description=f"load {payload.symbol} {payload.interval}",
+    )
+    values = payload.body.get("values") if isinstance(payload.body, dict) else None
+    rows_in = len(values) if isinstance(values, list) else 0
+    # The one line per payload: bars the API sent, bars handed to the loader, bars set aside.
+    log.info(
+        "payload %s %s %s: %d rows in, %d out, %d quarantined, %d warm-up",
+        payload_id[:12],
+        payload.symbol,
+        payload.interval,
+        rows_in,
+        len(result.bars),
+        len(result.quarantine),
+        max(0, rows_in - len(result.bars) - len(result.quarantine)),
     )
     return {
         "bars": len(result.bars),

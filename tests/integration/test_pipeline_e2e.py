@@ -27,7 +27,9 @@ def snapshot(settings: Settings) -> dict[str, list[tuple]]:
     tables = {}
     with conn, conn.cursor() as cur:
         for table in TABLES:
-            cur.execute(f"SELECT * FROM marketpipe.{table} ORDER BY 1, 2, 3")
+            # The fetcher's own run rows record every cycle, one that found nothing new too.
+            where = " WHERE component = 'loader'" if table == "pipeline_runs" else ""
+            cur.execute(f"SELECT * FROM marketpipe.{table}{where} ORDER BY 1, 2, 3")
             tables[table] = cur.fetchall()
     conn.close()
     return tables
@@ -55,8 +57,12 @@ def test_one_cycle_lands_exact_rows_and_a_replay_changes_nothing(
     counts = dict(query(settings, "SELECT symbol, count(*) FROM marketpipe.bars GROUP BY symbol"))
     assert counts == {symbol: OUTPUTSIZE for symbol in DEFAULT_SYMBOLS}
     assert query(settings, "SELECT count(*) FROM marketpipe.quarantine") == [(0,)]
-    runs = query(settings, "SELECT status, count(*) FROM marketpipe.pipeline_runs GROUP BY 1")
-    assert runs == [("ok", len(DEFAULT_SYMBOLS))]
+    runs = query(
+        settings,
+        "SELECT component, status, count(*) FROM marketpipe.pipeline_runs GROUP BY 1, 2 ORDER BY 1",
+    )
+    # A row per payload loaded, and the fetch cycle's own row.
+    assert runs == [("fetcher", "ok", 1), ("loader", "ok", len(DEFAULT_SYMBOLS))]
     sources = query(settings, "SELECT DISTINCT source FROM marketpipe.raw_payloads")
     assert sources == [("demo",)]
 
@@ -99,9 +105,16 @@ def test_one_cycle_lands_exact_rows_and_a_replay_changes_nothing(
     before = snapshot(settings)
     assert len(before["bars"]) == OUTPUTSIZE * len(DEFAULT_SYMBOLS)
 
-    # The same cycle again (same sandbox time): nothing new is enqueued, nothing changes.
+    # The same cycle again (same sandbox time): nothing new is enqueued, nothing changes; the
+    # run log says so.
     run_pipeline(settings)
     assert snapshot(settings) == before
+    cycles = query(
+        settings,
+        "SELECT status, symbols_asked, symbols_new FROM marketpipe.pipeline_runs"
+        " WHERE component = 'fetcher' ORDER BY finished_at",
+    )
+    assert cycles == [("ok", 8, 8), ("no_data", 8, 0)]
 
     # Replaying every transform job (and so every load) changes nothing either: same rows,
     # same loaded_at, and every load job counts 0 bars changed.

@@ -281,14 +281,18 @@ def test_health_page_freshness_runs_queues_and_quarantine(
     # the sandbox is frozen in March 2026: every symbol has missed fetches since
     assert any("Stale data" in w for w in warnings(app))
     frames = [frame.value for frame in app.dataframe]
-    freshness, runs, depths, failed = frames[:4]
+    freshness, fetches, runs, depths, failed = frames[:5]
     assert set(freshness["status"]) == {"stale"}
+    # The fetch cycle's own row: what it asked, what was new, what it cost.
+    cycle = fetches[fetches["component"] == "fetcher"].iloc[0]
+    assert cycle["symbols_asked"] == len(loaded_settings.symbols) == cycle["symbols_new"]
+    assert cycle["credits"] >= len(loaded_settings.symbols)
     assert set(runs["status"]) <= {"ok", "partial"} and len(runs) > 0
     assert list(depths["queue"]) == ["marketpipe-transform", "marketpipe-load"]
     assert depths.set_index("queue").loc["marketpipe-transform", "failed"] == 1
     assert list(failed["job_id"]) == [job_id]
     assert failed["error"].iloc[0] == FAILED_JOB_ERROR
-    reasons = frames[4]
+    reasons = frames[5]
     assert QUARANTINE_REASON in set(reasons["reason"])
 
 
@@ -312,9 +316,27 @@ def test_table_headers_are_words_not_column_names(
 def test_health_page_survives_unreachable_redis(
     loaded_settings: Settings, open_app: OpenApp
 ) -> None:
-    unreachable = loaded_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    unreachable = loaded_settings.model_copy(
+        update={"redis_url": "redis://:hunter2-secret@127.0.0.1:1/0"}
+    )
     app = open_app(unreachable, view="health")
-    assert any("did not answer" in e.value for e in app.error)
+    errors = [e.value for e in app.error]
+    assert any("127.0.0.1:1/0 (REDIS_URL) did not answer" in e for e in errors), errors
+    assert not any("hunter2" in e for e in errors)  # the password in the URL is never shown
+
+
+@pytest.mark.parametrize("view", PAGES)
+def test_an_unreachable_database_is_a_short_notice_not_a_traceback(
+    empty_settings: Settings, open_app: OpenApp, view: str
+) -> None:
+    gone = empty_settings.model_copy(
+        update={"database_url": "postgresql://postgres:pw-secret@127.0.0.1:1/pagila"}
+    )
+    app = open_app(gone, view=view)  # open_app fails on any exception box
+    errors = [e.value for e in app.error]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("Database unreachable: PostgreSQL at 127.0.0.1:1/pagila")
+    assert "(DATABASE_URL)" in errors[0] and "pw-secret" not in errors[0]
 
 
 def test_health_page_lists_restatements_and_warns_of_open_ones(

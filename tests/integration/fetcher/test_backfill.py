@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -18,8 +21,10 @@ from services.sandbox.app import SandboxServer
 from services.sandbox.market import model_bars
 from tests.integration.conftest import FROZEN_AT, run_service, settings_env
 from tests.integration.fetcher.conftest import (
+    query,
     queued_payloads,
 )
+from tests.support.processes import service_process, stop_with_sigterm
 
 
 class StopAfter(ProgressBar):
@@ -28,8 +33,8 @@ class StopAfter(ProgressBar):
     updates = 0
     stop_after: int | None = None
 
-    def update(self, done: int, note: str = "") -> None:
-        super().update(done, note)
+    def update(self, done: int, note: str = "", **shown: Any) -> None:
+        super().update(done, note, **shown)
         StopAfter.updates += 1
         if self.stop_after is not None and StopAfter.updates > self.stop_after:
             raise KeyboardInterrupt
@@ -114,3 +119,38 @@ def test_a_backfill_stores_every_bar_since_the_date(
         expected = model_bar_times(symbol)
         assert len(expected) > 1000  # more than one window's worth for the coin
         assert stored_bar_times(settings, symbol) == expected, symbol
+
+
+def test_backfill_wait_returns_once_every_window_is_loaded_and_says_how_many_rows(
+    pipeline_settings: Settings, redis: Redis, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    settings = pipeline_settings.model_copy(update={"symbols": ("BTC/USD",)})
+    env = settings_env(settings)
+    logs = {name: tmp_path / f"{name}.log" for name in ("transformer", "loader")}
+    with (
+        service_process("services.transformer", env, logs["transformer"]) as transformer,
+        service_process("services.loader", env, logs["loader"]) as loader,
+    ):
+        output = run_service(
+            "services.fetcher", "backfill", "--since", SINCE.isoformat(), "--wait", env=env
+        )
+        # SIGTERM, not the kill on the way out: a killed worker's scheduler process lives on.
+        stop_with_sigterm(transformer, logs["transformer"])
+        stop_with_sigterm(loader, logs["loader"])
+    # Returned only after the loads: the bars are queryable, and the line says how many.
+    stored = stored_bar_times(settings, "BTC/USD")
+    assert stored == model_bar_times("BTC/USD")
+    windows = len(backfill_windows(SINCE, FROZEN_AT.date() + timedelta(days=1), "1h", "crypto"))
+    match = re.search(r"backfill loaded: (\d+) windows, (\d+) bars", output)
+    assert match, output
+    assert int(match.group(1)) == windows
+    assert int(match.group(2)) >= len(stored)  # windows overlap by their warm-up
+    runs = query(
+        settings,
+        "SELECT status, symbols_asked, symbols_new, credits FROM marketpipe.pipeline_runs"
+        " WHERE component = 'backfill'",
+    )
+    # A row per window: those with bars ok; any past the API's newest bar (the fetcher's clock
+    # starts on this machine's date, months after the frozen API's) had no data.
+    assert [r for r in runs if r[0] == "ok"] == [("ok", 1, 1, 1)] * windows, runs
+    assert all(r == ("no_data", 1, 0, 1) for r in runs if r[0] != "ok"), runs

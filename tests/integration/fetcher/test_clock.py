@@ -19,7 +19,6 @@ from marketpipe.settings import Settings
 from services.fetcher.__main__ import build_context
 from services.fetcher.client import SeriesQuery, TwelveDataClient
 from services.fetcher.clock import ApiDateClock
-from services.fetcher.reference import instruments
 from services.fetcher.schedule import run_schedule
 from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
@@ -109,7 +108,7 @@ def test_the_schedule_ticks_on_an_accelerated_api_clock(
         }
     )
     ctx = build_context(settings, redis=redis)  # the production clock: Date headers only
-    instruments(ctx, settings.symbols)  # a first answer, as a running fetcher has seen
+    ctx.client.reference("cryptocurrencies", "ETH/USD")  # a first answer, as a fetcher has seen
     end = fast_sandbox.clock.now() + timedelta(minutes=25)
     ran = run_schedule(ctx, until=lambda: fast_sandbox.clock.now() >= end)
     assert ran >= 3  # the due tick at start, then every 10 API minutes

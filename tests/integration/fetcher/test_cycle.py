@@ -55,10 +55,10 @@ def test_twenty_symbols_on_eight_credits_wait_for_the_minute_and_are_never_refus
 
     assert sorted(report.enqueued) == sorted(TWENTY)
     assert ctx.client.refusals == 0  # type: ignore[attr-defined]
-    # 20 reference look-ups (forex pairs try crypto first: +3) and 20 series = 63 credits: the
-    # fetcher waited for 7 more API minutes instead of being refused.
+    # One /stocks list for the 14 stocks (pairs take theirs from the series' meta) and 20
+    # series = 21 credits: the fetcher waited for 2 more API minutes instead of being refused.
     used = credits_used_today(free_sandbox)
-    assert used == 20 + 3 + 20
+    assert used == 1 + 20
     assert free_sandbox.clock.now() - start >= timedelta(minutes=(used - 1) // 8)
     assert ctx.limiter.usage()[1] == used  # our shared counter agrees with the API's
 
@@ -86,7 +86,9 @@ def test_nothing_new_enqueues_nothing_and_a_new_hour_does(
     again = run_cycle(ctx)  # same API time: same bars, same open bar
     assert sorted(again.no_new_data) == sorted(symbols) and again.enqueued == []
     assert transform.count == 2
-    assert "no new data for AAPL 1h" in caplog.text
+    # One line for the cycle, not one per symbol.
+    assert "2 symbols asked, 0 new, 2 no new data" in caplog.text
+    assert "no new data for AAPL" not in caplog.text
 
     free_sandbox.clock.advance(3600)
     later = run_cycle(ctx)
@@ -130,9 +132,20 @@ def test_a_bad_symbol_is_logged_with_the_api_message_and_never_sinks_the_batch(
     run_service("services.transformer", "--burst", env=env)
     run_service("services.loader", "--burst", env=env)
     runs = dict(
-        query(ctx.settings, "SELECT symbol, status FROM marketpipe.pipeline_runs ORDER BY 1")
+        query(
+            ctx.settings,
+            "SELECT symbol, status FROM marketpipe.pipeline_runs WHERE component = 'loader'",
+        )
     )
     assert runs == {"AAPL": "ok", "BTC/USD": "ok", "NOSUCH": "failed", "ZZZZ": "failed"}
+    # The cycles' own rows: what was asked, what failed and why (the API's message).
+    cycles = query(
+        ctx.settings,
+        "SELECT status, symbols_asked, symbols_new, api_errors, message"
+        " FROM marketpipe.pipeline_runs WHERE component = 'fetcher' ORDER BY symbols_asked",
+    )
+    assert [c[:4] for c in cycles] == [("failed", 1, 0, 1), ("partial", 3, 2, 1)]
+    assert all("not found" in c[4] for c in cycles)
     # The API's own message is kept with the failed run's payload.
     messages = query(
         ctx.settings,

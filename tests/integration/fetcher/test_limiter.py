@@ -159,3 +159,26 @@ def test_the_apis_bigger_plan_wins_over_the_configured_one(
     assert sorted(report.enqueued) == sorted(symbols) and not report.deferred
     # Twice the configured minute's credits without waiting: the API's 50 a minute counted.
     assert clock.slept == 0 and ctx.limiter.per_minute == 50
+
+
+def test_every_wait_is_one_line_with_its_reason_and_length(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="marketpipe.fetcher.limiter")
+    limiter, clock = limiter_at(redis, EARLY)
+    spend(limiter, clock, PER_MINUTE, PER_MINUTE)
+    caplog.clear()
+    limiter.acquire(1)  # the minute is spent: 50 s to its end, plus the slack
+    assert [r.getMessage() for r in caplog.records] == [
+        f"waiting 51 s for credits: minute budget spent ({PER_MINUTE} of {PER_MINUTE}, 1 needed)"
+    ]
+    assert limiter.waited == pytest.approx(51.0)  # what the cycle's run row records
+    limiter, clock = limiter_at(redis, EARLY + timedelta(days=3))  # a fresh API day
+    spend(limiter, clock, 0, PER_DAY)
+    caplog.clear()
+    limiter.acquire(1)
+    (day,) = caplog.records
+    assert day.levelname == "WARNING"
+    assert day.getMessage().startswith("waiting ") and day.getMessage().endswith(
+        f"for credits: daily budget spent ({PER_DAY} of {PER_DAY} credits)"
+    )

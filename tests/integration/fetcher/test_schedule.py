@@ -13,6 +13,7 @@ from services.fetcher.context import FetchContext
 from services.fetcher.schedule import run_due_tick, run_schedule
 from services.sandbox.app import SandboxServer
 from tests.integration.fetcher.conftest import (
+    query,
     queued_payloads,
 )
 
@@ -50,6 +51,16 @@ def test_missed_ticks_are_caught_up_once(
     # initial history, which spans them.
     [payload] = queued_payloads(redis, ctx.settings)
     assert len(payload.body["values"]) == ctx.settings.fetch_outputsize
+    # The run log has every tick: the four missed ones as skipped, the catch-up's cycle.
+    runs = query(
+        ctx.settings,
+        "SELECT run_id, status, symbols_asked, symbols_new, credits FROM marketpipe.pipeline_runs"
+        " WHERE component = 'fetcher' ORDER BY run_id",
+    )
+    assert runs == [
+        *((f"fetch:1h:2026-03-11T{h}:05:00Z", "skipped", 0, 0, 0) for h in (14, 15, 16, 17)),
+        ("fetch:1h:2026-03-11T18:05:00Z", "ok", 1, 1, 1),
+    ]
 
 
 def test_the_schedule_runs_at_the_configured_minute_of_each_hour(

@@ -29,7 +29,7 @@ def test_sigterm_mid_tick_ends_the_fetcher_and_releases_the_tick(
         stop_with_sigterm(fetcher, log)
     output = log.read_text()
     assert "stopping on SIGTERM" in output
-    assert "cycle done" not in output  # it was stopped mid-cycle
+    assert "cycle fetch:" not in output  # it was stopped mid-cycle (no cycle line)
     assert redis.keys(f"{TICK_CLAIM_PREFIX}:*") == []  # the tick runs again at the next start
     assert redis.get(LAST_TICK_KEY) is None
     assert heartbeat.exists()  # the loop beat for the healthcheck

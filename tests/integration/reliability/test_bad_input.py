@@ -134,7 +134,9 @@ def test_the_fault_matrix_loses_nothing_and_records_every_error(
     assert "duplicate_datetime" in reasons
     assert any(r.startswith("error_body: code 400") for r in reasons), reasons
     failed_runs = query(
-        settings, "SELECT symbol, message FROM marketpipe.pipeline_runs WHERE status = 'failed'"
+        settings,
+        "SELECT symbol, message FROM marketpipe.pipeline_runs"
+        " WHERE component = 'loader' AND status = 'failed'",
     )
     assert [s for s, _ in failed_runs] == ["ETH/USD"], failed_runs
     assert failed_jobs(redis) == {}

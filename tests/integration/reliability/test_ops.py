@@ -134,6 +134,29 @@ def test_replay_recovers_a_payload_whose_transform_failed(
     assert failed_jobs(redis) == {}
 
 
+def test_status_prints_the_fetch_cycles_the_loads_and_the_queues(
+    pipeline_settings: Settings, redis: Redis, sandbox: SandboxServer
+) -> None:
+    settings = pipeline_settings
+    empty = run_service("services.ops", "status", env=settings_env(settings))
+    assert "none yet: the fetcher has not run" in empty
+    run_pipeline(settings)
+    out = run_service("services.ops", "status", env=settings_env(settings))
+    lines = out.splitlines()
+    header = lines[1].split()
+    assert header[:4] == ["finished_at", "status", "run_id", "asked"]
+    cycle = dict(zip(header[1:], lines[2].split()[2:], strict=False))  # the date took 2 cells
+    symbols = len(settings.symbols)
+    assert cycle["status"] == "ok" and cycle["run_id"].startswith("fetch:1h:once:")
+    assert (cycle["asked"], cycle["symbols_new"]) == (str(symbols), str(symbols))
+    assert int(cycle["credits"]) >= symbols
+    loads = lines[lines.index("Loads in the last 24 h") + 2].split()
+    assert loads[:2] == ["ok", str(symbols)]
+    queues = lines[lines.index("Queues") + 1 :]
+    assert [q.split()[0] for q in queues[1:]] == ["marketpipe-transform", "marketpipe-load"]
+    assert all(q.split()[1:] == ["0", "0", "0", "0"] for q in queues[1:])
+
+
 def test_restate_on_demand_refetches_and_swaps_a_series(
     pipeline_settings: Settings, redis: Redis
 ) -> None:
