@@ -46,17 +46,10 @@ def check(argv: list[str]) -> None:
 
     settings = Settings()
     if kind == "postgres":
-        import psycopg2
+        from marketpipe.reach import check_postgres
 
         url = settings.role_url(argv[1]) if len(argv) > 1 else settings.admin_url  # type: ignore[arg-type]
-        psycopg2.connect(
-            host=url.host,
-            port=url.port or 5432,
-            user=url.username,
-            password=url.password,
-            dbname=url.database,
-            connect_timeout=3,
-        ).close()
+        check_postgres(url)
     elif kind == "redis":
         Redis.from_url(settings.redis_url, socket_timeout=3).ping()
     elif kind == "worker":

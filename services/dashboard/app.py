@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import wraps
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -95,6 +95,14 @@ def _cached(function: F, ttl: int) -> F:
         return result
 
     return call  # type: ignore[return-value]
+
+
+# The columns every run-log table shows first (loader runs and fetch runs alike).
+_RUN_COLUMNS: Final[dict[str, Any]] = {
+    "finished_at": st.column_config.DatetimeColumn("Finished (UTC)", format="YYYY-MM-DD HH:mm:ss"),
+    "component": "Component",
+    "status": "Status",
+}
 
 
 def _csv_button(frame: pd.DataFrame, name: str) -> None:
@@ -782,11 +790,7 @@ class Dashboard:
             runs,
             hide_index=True,
             column_config={
-                "finished_at": st.column_config.DatetimeColumn(
-                    "Finished (UTC)", format="YYYY-MM-DD HH:mm:ss"
-                ),
-                "component": "Component",
-                "status": "Status",
+                **_RUN_COLUMNS,
                 "symbol": "Symbol",
                 "interval": "Interval",
                 "rows_in": st.column_config.NumberColumn("Rows in"),
@@ -909,11 +913,7 @@ class Dashboard:
             fetches,
             hide_index=True,
             column_config={
-                "finished_at": st.column_config.DatetimeColumn(
-                    "Finished (UTC)", format="YYYY-MM-DD HH:mm:ss"
-                ),
-                "component": "Component",
-                "status": "Status",
+                **_RUN_COLUMNS,
                 "run_id": "Run",
                 "symbols_asked": st.column_config.NumberColumn("Symbols asked"),
                 "symbols_new": st.column_config.NumberColumn("With new data"),

@@ -19,7 +19,6 @@ from typing import Any, Final
 import psycopg2
 
 from marketpipe import broker, raw
-from marketpipe.contract import RawPayload
 from marketpipe.db import connect
 from marketpipe.queues import RESTATE_TRANSFORM_JOB, RESTATEMENT_PENDING_KEY, TRANSFORM_QUEUE
 from services.fetcher.backfill import (
@@ -30,6 +29,7 @@ from services.fetcher.backfill import (
 )
 from services.fetcher.client import SeriesAnswer
 from services.fetcher.context import FetchContext
+from services.fetcher.handoff import payload_of
 
 log = logging.getLogger("marketpipe.fetcher.restate")
 
@@ -88,15 +88,7 @@ def _collector(key: str) -> HandOn:
         request: dict[str, Any],
         instrument: dict[str, Any],
     ) -> bool:
-        payload = RawPayload.build(
-            source=ctx.settings.data_source,  # type: ignore[arg-type]
-            symbol=answer.symbol,
-            interval=ctx.settings.interval,
-            body=answer.body,
-            request=request,
-            instrument=instrument,
-            fetched_at=answer.served_at,
-        )
+        payload = payload_of(ctx, answer, request, instrument)
         raw.land_payload(ctx.settings.role_url("fetcher"), payload)  # raw first, as always
         ctx.redis.hset(key, f"payload:{request['since']}", payload.payload_id)
         return True
