@@ -337,7 +337,7 @@ def main() -> None:
     results = [transform_series(p, now=NOW) for p in payloads]
     frames = [r.bars for r in results]
     batches = [pa.Table.from_pandas(f, preserve_index=False) for f in frames]
-    batch = pa.concat_tables(batches)
+    batch = pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
     rows = batch.num_rows
     print(
         f"== {rows:,} OLAP rows x {len(COLUMNS)} columns from {len(payloads)} sandbox series,"

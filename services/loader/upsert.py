@@ -151,8 +151,9 @@ def merge_sql(
     writer of the same keys only under :func:`lock_sql`'s locks (see the module docstring).
     ``bounded`` (:func:`key_bounds`): the join also bounds the target's key to the staged rows'
     range. Every staged row lies within it, so no stored row it matches is left out, and the
-    planner reads that range of the primary key instead of joining the whole table (an
-    unanalysed stage of one series' 5,000 bars was hash-joined with a seq scan of all 500k).
+    planner can join that range of the primary key instead of probing it once per staged row
+    (EXPLAIN ANALYZE, one series of 5,000 bars, half new, into 500k: 123 ms -> 99 ms; the
+    baselines' ON CONFLICT 129 ms).
     """
     names = [c for c, _ in columns]
     # Casts to the column's own type are no-ops; jsonb's is the one that does work.
