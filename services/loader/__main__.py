@@ -3,7 +3,7 @@
 import adbc_driver_postgresql.dbapi  # noqa: F401  (imported before the fork, see marketpipe.worker)
 import pyarrow  # noqa: F401
 
-import services.loader.jobs  # noqa: F401
+import services.loader.jobs
 from marketpipe.queues import LOAD_QUEUE
 from marketpipe.worker import run_worker
 

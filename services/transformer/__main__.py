@@ -4,7 +4,7 @@
 import pandas  # noqa: F401
 import pyarrow  # noqa: F401
 
-import services.transformer.jobs  # noqa: F401
+import services.transformer.jobs
 from marketpipe.market import preload
 from marketpipe.queues import TRANSFORM_QUEUE
 from marketpipe.worker import run_worker
