@@ -195,7 +195,10 @@ def measure(call: Callable[[int], pd.DataFrame], repeat: int) -> tuple[float, fl
 
 def time_pages(database_url: str) -> None:
     """The browser test at every width against this database; it prints each page's time."""
-    print("\npages in headless Chromium (time from navigation to drawn charts):")
+    print(
+        "\npages in headless Chromium (time from navigation to drawn charts; the server is"
+        " warmed first by one separate health page load, not timed):"
+    )
     test = "tests/integration/dashboard/test_browser.py::test_page_draws_whole_at_every_width"
     subprocess.run(
         [sys.executable, "-m", "pytest", test, "-q", "-s", "-p", "no:cacheprovider"],
