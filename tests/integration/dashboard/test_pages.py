@@ -327,7 +327,7 @@ def test_missing_values_show_one_mark(
     app = open_app(loaded_settings, view=view, window="1m")
     assert [t.proto.placeholder for t in app.dataframe] == [theme.MISSING] * len(app.dataframe)
     texts = [e.value for kind in ("markdown", "caption", "info") for e in app.get(kind)]
-    texts += [f"{m.label} {m.value} {m.delta}" for m in app.metric]
+    texts += [f"{m.label} {m.value} {m.delta or ''}" for m in app.metric]
     assert not [t for t in texts if "n/a" in str(t) or "None" in str(t)], texts
 
 
