@@ -200,6 +200,7 @@ class TwelveDataClient:
 
     def get(self, path: str, params: dict[str, Any]) -> tuple[Any, datetime]:
         """One GET: the JSON body and the server's time, or the answer's :class:`ApiError`."""
+        started = time.monotonic()
         try:
             response = self._session.get(
                 f"{self.base_url}{path}", params=params, timeout=self.timeout
@@ -209,7 +210,8 @@ class TwelveDataClient:
             raise TransientError(0, f"{type(exc).__name__}: {exc}") from exc
         served_at = _served_at(response, self.clock.now())
         if isinstance(self.clock, ApiDateClock) and "Date" in response.headers:
-            self.clock.observe(served_at, round_trip=response.elapsed.total_seconds())
+            # The whole call, body included (response.elapsed stops at the headers).
+            self.clock.observe(served_at, round_trip=time.monotonic() - started)
         try:
             body = response.json()
         except ValueError:
