@@ -239,7 +239,9 @@ class TwelveDataClient:
         try:
             response = self._session.head(f"{self.base_url}/", timeout=self.timeout)
         except (requests.Timeout, requests.ConnectionError) as exc:
-            log.warning("could not read the API's clock, ticks follow ours until it answers: %s", exc)
+            log.warning(
+                "could not read the API's clock, ticks follow ours until it answers: %s", exc
+            )
             return
         if isinstance(self.clock, ApiDateClock) and "Date" in response.headers:
             served_at = _served_at(response, self.clock.now())
