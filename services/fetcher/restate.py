@@ -176,13 +176,7 @@ def run_restatement(ctx: FetchContext, restatement: OpenRestatement) -> bool:
     payload_ids = [
         saved[k] for k in sorted((k for k in saved if k.startswith("payload:")), reverse=True)
     ]
-    broker.queue(TRANSFORM_QUEUE, ctx.redis, ctx.settings).enqueue(
-        RESTATE_TRANSFORM_JOB,
-        args=(restatement.restatement_id, payload_ids),
-        job_id=f"transform-restatement-{restatement.restatement_id}",
-        retry=broker.default_retry(),
-        description=f"restate #{restatement.restatement_id} {restatement.symbol}",
-    )
+    # Before the enqueue: the swap closes this row, and a 'running' written after would undo it.
     _record(
         ctx,
         restatement,
@@ -192,6 +186,13 @@ def run_restatement(ctx: FetchContext, restatement: OpenRestatement) -> bool:
         waited_seconds=report.waited_seconds,
         windows=len(payload_ids),
         message=f"{what}: {len(payload_ids)} windows fetched, swap enqueued",
+    )
+    broker.queue(TRANSFORM_QUEUE, ctx.redis, ctx.settings).enqueue(
+        RESTATE_TRANSFORM_JOB,
+        args=(restatement.restatement_id, payload_ids),
+        job_id=f"transform-restatement-{restatement.restatement_id}",
+        retry=broker.default_retry(),
+        description=f"restate #{restatement.restatement_id} {restatement.symbol}",
     )
     ctx.redis.hset(key, "enqueued", 1)
     ctx.redis.expire(key, PROGRESS_TTL_SECONDS)
