@@ -42,7 +42,7 @@ browser-deps: ## Debian's chromium for the browser test (as root; only when miss
 
 .PHONY: test
 test: $(STAMP) browser-deps lint ## install everything, lint, run all tests but the long chaos ones (incl. compose)
-	$(BIN)/pytest -m "not chaos"
+	$(BIN)/pytest -m "not chaos and not soak"
 
 .PHONY: test-compose
 test-compose: $(STAMP) browser-deps ## only the compose suite: the real stack on a Docker engine
@@ -51,6 +51,10 @@ test-compose: $(STAMP) browser-deps ## only the compose suite: the real stack on
 .PHONY: chaos
 chaos: $(STAMP) ## crash, outage, bad-input and security tests on real processes; one results table
 	$(BIN)/python scripts/chaos.py
+
+.PHONY: soak
+soak: $(STAMP) ## a simulated month on the whole stack (~20 min): equal to a clean backfill, flat memory
+	$(BIN)/pytest tests/soak -p no:cacheprovider -s -o tmp_path_retention_policy=failed
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## unit tests only (no servers)

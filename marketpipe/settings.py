@@ -224,13 +224,19 @@ class Settings(BaseSettings):
         return self.admin_url.set(username=name, password=password.get_secret_value())
 
 
+def _variable(env_prefix: str, loc: tuple[int | str, ...]) -> str:
+    """The variable of an error: a field's name prefixed, or an alias (already a whole name)."""
+    name = ".".join(str(p) for p in loc).upper()
+    return name if env_prefix and name.startswith(env_prefix) else f"{env_prefix}{name}"
+
+
 def settings_or_exit(factory: Callable[[], S], *, program: str, env_prefix: str = "") -> S:
     """Build settings from the environment, or exit naming every malformed variable."""
     try:
         return factory()
     except ValidationError as exc:
         lines = [
-            f"  {env_prefix}{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            f"  {_variable(env_prefix, err['loc'])}: {err['msg']}"
             if err["loc"]
             else f"  {err['msg']}"  # a check across variables names them itself
             for err in exc.errors()

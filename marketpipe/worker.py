@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import logging
 import os
 import secrets
+import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -121,6 +124,15 @@ def reap_abandoned(queue: Queue, *, hostname: str | None = None) -> list[str]:
 MAX_REDIS_WAIT_SECONDS: Final = 5.0
 
 
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """Linux: this process gets ``signum`` when its parent dies (a no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signum)
+
+
 class OutageTolerantScheduler(RQScheduler):
     """RQ's scheduler process, riding out a Redis outage instead of dying with a traceback.
 
@@ -140,6 +152,11 @@ class OutageTolerantScheduler(RQScheduler):
 
     def work(self) -> None:  # same loop as RQScheduler.work, with the outage handled
         self._install_signal_handlers()  # type: ignore[no-untyped-call]
+        # A SIGKILLed worker's scheduler lived on, moving retries for a worker that was gone.
+        parent = os.getppid()
+        die_with_parent(signal.SIGTERM)
+        if os.getppid() != parent:  # the worker died before the line above
+            return
         born = lost = False
         while not self._stop_requested:
             try:

@@ -226,6 +226,7 @@ class Dashboard:
         self.freshness = _cached(queries.freshness, ttl)
         self.recent_runs = _cached(queries.recent_runs, ttl)
         self.fetch_runs = _cached(runs.fetch_runs, ttl)
+        self.restatement_runs = _cached(runs.restatement_runs, ttl)
         self.quarantine = _cached(queries.quarantine, ttl)
         self.quarantine_reasons = _cached(queries.quarantine_reasons, ttl)
         self.restatements = _cached(queries.restatements, ttl)
@@ -948,6 +949,24 @@ class Dashboard:
         )
         _csv_button(fetches, "fetch_runs")
 
+    def restatement_runs_table(self, engine: Engine) -> None:
+        """The run log's restatement rows: re-fetch (fetcher) and swap (loader), newest first."""
+        restated = self.restatement_runs(engine, FETCH_RUNS_SHOWN)
+        if not restated.empty:
+            st.caption("Restatements: a row per re-fetch and swap of a restated series")
+            st.dataframe(
+                restated,
+                hide_index=True,
+                column_config={
+                    **_RUN_COLUMNS,
+                    "windows": st.column_config.NumberColumn("Windows"),
+                    "credits": st.column_config.NumberColumn("Credits"),
+                    "rows_replaced": st.column_config.NumberColumn("Rows replaced"),
+                    "rows_removed": st.column_config.NumberColumn("Rows removed"),
+                    "message": "Message",
+                },
+            )
+
     def restatements_section(self, engine: Engine) -> None:
         """History the vendor changed: open restatements warn, the newest ones are listed."""
         st.subheader("Restatements")
@@ -965,6 +984,7 @@ class Dashboard:
             )
         st.dataframe(found, placeholder=theme.MISSING, hide_index=True)
         _csv_button(found, "restatements")
+        self.restatement_runs_table(engine)
 
     # -- the refreshing body --
 

@@ -10,6 +10,7 @@ one place (:func:`error_for`). Taking credits and asking again is the request lo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,6 +123,10 @@ class MarketDataClient(Protocol):
         whole list for one credit, or one symbol's rows."""
         ...
 
+    def sync_clock(self) -> None:
+        """Read the API's time without spending a credit (before a tick is named on it)."""
+        ...
+
 
 def _served_at(response: requests.Response, fallback: datetime) -> datetime:
     """The server's clock (HTTP Date), which decides what "the still-open bar" means."""
@@ -195,6 +200,7 @@ class TwelveDataClient:
 
     def get(self, path: str, params: dict[str, Any]) -> tuple[Any, datetime]:
         """One GET: the JSON body and the server's time, or the answer's :class:`ApiError`."""
+        started = time.monotonic()
         try:
             response = self._session.get(
                 f"{self.base_url}{path}", params=params, timeout=self.timeout
@@ -204,7 +210,8 @@ class TwelveDataClient:
             raise TransientError(0, f"{type(exc).__name__}: {exc}") from exc
         served_at = _served_at(response, self.clock.now())
         if isinstance(self.clock, ApiDateClock) and "Date" in response.headers:
-            self.clock.observe(served_at, round_trip=response.elapsed.total_seconds())
+            # The whole call, body included (response.elapsed stops at the headers).
+            self.clock.observe(served_at, round_trip=time.monotonic() - started)
         try:
             body = response.json()
         except ValueError:
@@ -225,6 +232,20 @@ class TwelveDataClient:
             snippet = response.text[:120].replace("\n", " ")
             raise TransientError(response.status_code, f"non-JSON body: {snippet!r}")
         return body, served_at
+
+    def sync_clock(self) -> None:
+        # The API's root answers "path not found" for no credit, with a Date header as any.
+        started = time.monotonic()
+        try:
+            response = self._session.head(f"{self.base_url}/", timeout=self.timeout)
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            log.warning(
+                "could not read the API's clock, ticks follow ours until it answers: %s", exc
+            )
+            return
+        if isinstance(self.clock, ApiDateClock) and "Date" in response.headers:
+            served_at = _served_at(response, self.clock.now())
+            self.clock.observe(served_at, round_trip=time.monotonic() - started)
 
     def time_series(self, symbols: Sequence[str], query: SeriesQuery) -> list[SeriesAnswer]:
         body, served_at = self.get("/time_series", query.params(symbols))

@@ -61,7 +61,10 @@ class ApiDateClock:
         with self._lock:
             wall = self._wall()
             ours = self._now_locked(wall)
-            if self._first is None or api_now < ours - timedelta(seconds=RESYNC_SECONDS):
+            # The header was written after the request left: judge it against our time then. At
+            # 3600x a millisecond's round trip is 3.6 API seconds, and a resync drops the pace.
+            sent = self._now_locked(wall - round_trip)
+            if self._first is None or api_now < sent - timedelta(seconds=RESYNC_SECONDS):
                 self._first = (api_now, wall - round_trip)
                 self._rate = 1.0
                 self._anchor_api, self._anchor_wall = api_now, wall

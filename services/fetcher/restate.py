@@ -21,6 +21,7 @@ import psycopg2
 from marketpipe import broker, raw
 from marketpipe.db import connect
 from marketpipe.queues import RESTATE_TRANSFORM_JOB, RESTATEMENT_PENDING_KEY, TRANSFORM_QUEUE
+from marketpipe.runs import restatement_run_id
 from services.fetcher.backfill import (
     PROGRESS_TTL_SECONDS,
     BackfillInterrupted,
@@ -30,6 +31,7 @@ from services.fetcher.backfill import (
 from services.fetcher.client import SeriesAnswer
 from services.fetcher.context import FetchContext
 from services.fetcher.handoff import payload_of
+from services.fetcher.runlog import FetchRun, record
 
 log = logging.getLogger("marketpipe.fetcher.restate")
 
@@ -96,6 +98,22 @@ def _collector(key: str) -> HandOn:
     return collect
 
 
+def _record(
+    ctx: FetchContext, restatement: OpenRestatement, started_at: datetime, **fields: Any
+) -> None:
+    record(
+        ctx.settings,
+        FetchRun(
+            run_id=restatement_run_id(restatement.restatement_id),
+            component="restatement",
+            interval=restatement.interval,
+            symbol=restatement.symbol,
+            started_at=started_at,
+            **fields,
+        ),
+    )
+
+
 def run_restatement(ctx: FetchContext, restatement: OpenRestatement) -> bool:
     """Re-fetch one series and enqueue its swap; False if it is not done (retried later)."""
     key = progress_key(restatement.restatement_id)
@@ -121,14 +139,27 @@ def run_restatement(ctx: FetchContext, restatement: OpenRestatement) -> bool:
         restatement.restatement_id,
         restatement.kind,
     )
+    started_at = ctx.clock.now()
+    what = f"{restatement.kind} #{restatement.restatement_id} since {since}"
+    _record(ctx, restatement, started_at, status="running", message=f"{what}: re-fetching")
     try:
         report = run_backfill(
             series_ctx, since, symbols=[restatement.symbol], key=key, hand_on=_collector(key)
         )
     except BackfillInterrupted as exc:
         log.error("restatement %d interrupted (%s); resumes later", restatement.restatement_id, exc)
+        _record(ctx, restatement, started_at, status="failed", message=f"{what}: {exc}")
         return False
     if report.errors:
+        _record(
+            ctx,
+            restatement,
+            started_at,
+            status="failed",
+            credits=report.credits,
+            api_errors=len(report.errors),
+            message=f"{what}: the API refused the re-fetch, retried later",
+        )
         log.error(
             "restatement %d: the API refused the re-fetch (%s); trying again in %d s",
             restatement.restatement_id,
@@ -145,6 +176,17 @@ def run_restatement(ctx: FetchContext, restatement: OpenRestatement) -> bool:
     payload_ids = [
         saved[k] for k in sorted((k for k in saved if k.startswith("payload:")), reverse=True)
     ]
+    # Before the enqueue: the swap closes this row, and a 'running' written after would undo it.
+    _record(
+        ctx,
+        restatement,
+        started_at,
+        status="running",
+        credits=report.credits,
+        waited_seconds=report.waited_seconds,
+        windows=len(payload_ids),
+        message=f"{what}: {len(payload_ids)} windows fetched, swap enqueued",
+    )
     broker.queue(TRANSFORM_QUEUE, ctx.redis, ctx.settings).enqueue(
         RESTATE_TRANSFORM_JOB,
         args=(restatement.restatement_id, payload_ids),

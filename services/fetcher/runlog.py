@@ -1,4 +1,5 @@
-"""The fetcher's rows in ``marketpipe.pipeline_runs``: one per fetch cycle, one per backfill window.
+"""The fetcher's rows in ``marketpipe.pipeline_runs``: one per fetch cycle, backfill window and
+restatement (the loader closes a restatement's row in its swap).
 
 The loader writes a row per payload; these say what the fetcher did around them: symbols asked,
 how many had new data, credits spent, seconds waited for credits and the API's errors, so the
@@ -15,15 +16,16 @@ from typing import Final, Literal
 from marketpipe.db import transaction
 from marketpipe.settings import Settings
 
-Status = Literal["ok", "partial", "failed", "no_data", "skipped"]
+Status = Literal["ok", "partial", "failed", "no_data", "skipped", "running"]
 MESSAGE_LIMIT: Final = 2000
 
 # A run done again (a tick retried after a failure) records its latest outcome.
 _UPSERT: Final = (
-    "INSERT INTO marketpipe.pipeline_runs AS r (run_id, component, status, interval,"
-    " symbols_asked, symbols_new, credits, waited_seconds, api_errors, message, started_at,"
-    " finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, NULLIF(%s, ''), %s, now())"
-    " ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status,"
+    "INSERT INTO marketpipe.pipeline_runs AS r (run_id, component, status, symbol, interval,"
+    " symbols_asked, symbols_new, credits, waited_seconds, api_errors, windows, message,"
+    " started_at, finished_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+    " NULLIF(%s, ''), %s, now())"
+    " ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, windows = EXCLUDED.windows,"
     " symbols_asked = EXCLUDED.symbols_asked, symbols_new = EXCLUDED.symbols_new,"
     " credits = EXCLUDED.credits, waited_seconds = EXCLUDED.waited_seconds,"
     " api_errors = EXCLUDED.api_errors, message = EXCLUDED.message,"
@@ -34,7 +36,7 @@ _UPSERT: Final = (
 @dataclass(frozen=True)
 class FetchRun:
     run_id: str
-    component: Literal["fetcher", "backfill"]
+    component: Literal["fetcher", "backfill", "restatement"]
     status: Status
     interval: str
     started_at: datetime
@@ -44,6 +46,8 @@ class FetchRun:
     waited_seconds: float = 0.0
     api_errors: int = 0
     message: str = ""
+    symbol: str | None = None  # a restatement's series
+    windows: int | None = None  # a restatement's re-fetched windows
 
 
 def outcome(asked: int, new: int, failed: int) -> Status:
@@ -68,12 +72,14 @@ def record(settings: Settings, run: FetchRun) -> None:
                 run.run_id,
                 run.component,
                 run.status,
+                run.symbol,
                 run.interval,
                 run.symbols_asked,
                 run.symbols_new,
                 run.credits,
                 round(run.waited_seconds, 3),
                 run.api_errors,
+                run.windows,
                 run.message[:MESSAGE_LIMIT],
                 run.started_at,
             ),

@@ -144,6 +144,9 @@ def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False
     tick (services/fetcher/restate.py).
     """
     ran = 0
+    # Before the first tick is named: our wall clock is not the API's (a restarted fetcher on
+    # an accelerated or lagging API named a tick from wall time and skipped the API's ticks).
+    ctx.client.sync_clock()
     while not until():
         try:
             _, report = run_due_tick(ctx)

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from marketpipe.contract import OBSERVED_COLUMNS, OLAP_COLUMNS, OLAP_KEY
+from marketpipe.runs import restatement_run_id
 from services.loader.upsert import RELATIVE_TOLERANCE, stage, to_stage, upsert
 
 log = logging.getLogger("marketpipe.loader.restatement")
@@ -239,6 +240,12 @@ _CLOSE_SQL: Final = (
     " bars_restated = $2, message = $3 WHERE restatement_id = $1"
 )
 
+# The run log's row of the restatement (the fetcher opened it), closed in the same transaction.
+_CLOSE_RUN_SQL: Final = (
+    "UPDATE marketpipe.pipeline_runs SET status = 'ok', rows_in = $2, rows_loaded = $3,"
+    " rows_removed = $4, message = $5, finished_at = now() WHERE run_id = $1"
+)
+
 
 @dataclass(frozen=True)
 class SwapResult:
@@ -286,6 +293,10 @@ def swap_series(
         cur.execute(_SET_WATERMARK_SQL, (symbol, interval))
     message = f"{bars.num_rows} bars re-fetched, {changed} written, {removed} no longer served"
     cur.execute(_CLOSE_SQL, (restatement_id, changed, message))
+    cur.execute(
+        _CLOSE_RUN_SQL,
+        (restatement_run_id(restatement_id), bars.num_rows, changed, removed, message),
+    )
     if removed:
         log.warning(
             "restatement %d of %s %s: %d stored bars are no longer served; removed, kept in"

@@ -76,6 +76,9 @@ def status_report(settings: Settings, redis: Redis, *, limit: int = 10) -> str:
     else:
         shown = fetches.rename(columns={"waited_seconds": "waited_s", "symbols_asked": "asked"})
         parts.append(table(shown.drop(columns=["component"])))
+    restated = runs.restatement_runs(engine, limit)
+    parts += ["", f"Restatements: re-fetch and swap (newest {limit})"]
+    parts.append(table(restated) if not restated.empty else "  none")
     parts += ["", f"Loads in the last {LOAD_WINDOW.total_seconds() / 3600:.0f} h"]
     parts.append(table(loads) if not loads.empty else "  none")
     parts += ["", "Queues", table(queue_counts(redis))]

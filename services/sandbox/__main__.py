@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 from types import FrameType
 
+from marketpipe.logs import setup_logging
 from services.sandbox.app import SandboxServer
 from services.sandbox.settings import load_sandbox_settings
 
@@ -19,9 +19,7 @@ def main() -> None:
     # SIGTERM (`docker compose stop`) stops it like Ctrl-C: the server closes its socket.
     signal.signal(signal.SIGTERM, _interrupt)
     settings = load_sandbox_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    setup_logging(settings.log_level, settings.log_format, "sandbox")
     with contextlib.suppress(KeyboardInterrupt):
         SandboxServer(settings).serve_forever()
 

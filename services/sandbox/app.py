@@ -14,6 +14,7 @@ import email.utils
 import logging
 import re
 import socket
+import sys
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -114,6 +115,15 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], api: SandboxApi) -> None:
         self.api = api
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: tuple[str, int]) -> None:
+        """A client gone before its answer (a timed-out `slow` fault) is one log line, not
+        socketserver's traceback on stderr (which follows no LOG_FORMAT)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            logger.info("client %s:%d left before its answer (%s)", *client_address[:2], error)
+        else:
+            logger.exception("sandbox failed on a request from %s:%d", *client_address[:2])
 
 
 class SandboxServer:

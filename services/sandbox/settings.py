@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from marketpipe.settings import settings_or_exit
@@ -76,6 +76,10 @@ class SandboxSettings(BaseSettings):
     stream_tick_seconds: int = Field(default=1, ge=1, le=60)
     stream_refused_symbols: Annotated[tuple[str, ...], NoDecode] = ()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # The stack's LOG_FORMAT (one format for every service's lines), or SANDBOX_LOG_FORMAT.
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias=AliasChoices("SANDBOX_LOG_FORMAT", "LOG_FORMAT")
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

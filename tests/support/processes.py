@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import subprocess
 import sys
@@ -13,25 +12,26 @@ from pathlib import Path
 
 import pytest
 
+from marketpipe.worker import die_with_parent
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_PR_SET_PDEATHSIG = 1
 
 
 def die_with_test_run() -> None:
     """``preexec_fn``: the child gets SIGKILL when the test run dies (no orphans after a kill)."""
     # A pytest killed by a timeout skips its fixtures' teardown; without this its workers lived
     # on, holding scratch Redis db indexes until none was left for the next run.
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    die_with_parent(signal.SIGKILL)
 
 
 @contextmanager
 def service_process(
-    module: str, env: Mapping[str, str], log: Path
+    module: str, env: Mapping[str, str], log: Path, *args: str
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``python -m module`` from the repo root; killed on the way out if still running."""
+    """``python -m module args`` from the repo root; killed on the way out if still running."""
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", module],
+            [sys.executable, "-m", module, *args],
             cwd=REPO_ROOT,
             env=dict(env),
             stdout=out,

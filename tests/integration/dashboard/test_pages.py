@@ -367,6 +367,15 @@ def test_health_page_lists_restatements_and_warns_of_open_ones(
             " status) VALUES ('AAPL', '1h', 'split', 4, 120, 'detected'),"
             " ('MSFT', '1h', 'correction', NULL, 1, 'restated')"
         )
+        # The run log's rows of the two: one re-fetching, one swapped in.
+        cur.execute(
+            "INSERT INTO marketpipe.pipeline_runs (run_id, component, status, symbol, interval,"
+            " windows, credits, rows_loaded, rows_removed, message, started_at) VALUES"
+            " ('restatement:901', 'restatement', 'running', 'AAPL', '1h', 3, 3, 0, NULL,"
+            " 'split #901: re-fetching', now()),"
+            " ('restatement:902', 'restatement', 'ok', 'MSFT', '1h', 1, 1, 1, 0,"
+            " '1 bars re-fetched, 1 written, 0 no longer served', now())"
+        )
     conn.close()
     try:
         app = open_app(loaded_settings, view="health")
@@ -379,8 +388,14 @@ def test_health_page_lists_restatements_and_warns_of_open_ones(
             ("MSFT", "restated"),
         ]
         assert "restatements" in downloads(app)
+        [runs] = [f.value for f in app.dataframe if "rows_replaced" in f.value.columns]
+        assert sorted(zip(runs["symbol"], runs["status"], runs["windows"], strict=True)) == [
+            ("AAPL", "running", 3),
+            ("MSFT", "ok", 1),
+        ]
     finally:
         conn = psycopg2.connect(loaded_settings.database_url)
         with conn, conn.cursor() as cur:
             cur.execute("TRUNCATE marketpipe.restatements")
+            cur.execute("DELETE FROM marketpipe.pipeline_runs WHERE component = 'restatement'")
         conn.close()

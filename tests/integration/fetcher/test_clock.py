@@ -16,6 +16,7 @@ import requests
 from redis import Redis
 
 from marketpipe.settings import Settings
+from marketpipe.ticks import LAST_TICK_KEY
 from services.fetcher.__main__ import build_context
 from services.fetcher.client import SeriesQuery, TwelveDataClient
 from services.fetcher.clock import ApiDateClock
@@ -97,16 +98,21 @@ def test_an_accelerated_api_clock_is_followed_from_date_headers_alone(
     assert fast_sandbox.clock.now() >= target
 
 
-def test_the_schedule_ticks_on_an_accelerated_api_clock(
-    fetch_settings: Settings, redis: Redis, fast_sandbox: SandboxServer
-) -> None:
-    settings = fetch_settings.model_copy(
+def every_ten_minutes(settings: Settings, sandbox: SandboxServer) -> Settings:
+    """ETH/USD from ``sandbox``, a tick every ten API minutes."""
+    return settings.model_copy(
         update={
-            "twelve_data_base_url": fast_sandbox.url,
+            "twelve_data_base_url": sandbox.url,
             "symbols": ("ETH/USD",),
             "fetch_schedule": "*/10 * * * *",
         }
     )
+
+
+def test_the_schedule_ticks_on_an_accelerated_api_clock(
+    fetch_settings: Settings, redis: Redis, fast_sandbox: SandboxServer
+) -> None:
+    settings = every_ten_minutes(fetch_settings, fast_sandbox)
     ctx = build_context(settings, redis=redis)  # the production clock: Date headers only
     ctx.client.reference("cryptocurrencies", "ETH/USD")  # a first answer, as a fetcher has seen
     end = fast_sandbox.clock.now() + timedelta(minutes=25)
@@ -118,3 +124,21 @@ def test_the_schedule_ticks_on_an_accelerated_api_clock(
     # One answer per ten-minute slot: no tick ran before its time, none ran twice.
     assert len(set(slots)) == len(slots)
     assert all(b - a == timedelta(minutes=10) for a, b in itertools.pairwise(slots))
+
+
+def test_a_fresh_fetcher_names_its_first_tick_on_the_api_clock_for_no_credit(
+    fetch_settings: Settings, redis: Redis, fast_sandbox: SandboxServer
+) -> None:
+    settings = every_ten_minutes(fetch_settings, fast_sandbox)
+    # No answer seen yet: the clock reads our wall time (December), the API's is in March.
+    ctx = build_context(settings, redis=redis)
+    assert abs(ctx.clock.now() - fast_sandbox.clock.now()) > timedelta(days=30)
+    ctx.client.sync_clock()
+    assert fast_sandbox.credits.snapshot(KEY, fast_sandbox.clock.now()).day_used == 0
+    assert abs(ctx.clock.now() - fast_sandbox.clock.now()) < timedelta(minutes=1)
+
+    ctx = build_context(settings, redis=redis)  # a restarted fetcher, its clock unsynced again
+    end = fast_sandbox.clock.now() + timedelta(minutes=15)
+    assert run_schedule(ctx, until=lambda: fast_sandbox.clock.now() >= end) >= 2
+    last_tick = redis.get(LAST_TICK_KEY)
+    assert last_tick is not None and last_tick.decode().startswith(FROZEN_AT.date().isoformat())

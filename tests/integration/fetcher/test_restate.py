@@ -66,6 +66,18 @@ def test_a_restatement_refetches_the_stored_span_and_enqueues_one_swap(
     assert len(windows) <= spent <= len(windows) + 1  # a window each (+ a reference lookup)
     job = swap_job(redis, restatement_id)
     assert job is not None and job.func_name == RESTATE_TRANSFORM_JOB
+    # Its run log row: still running (the loader's swap closes it), with windows and credits.
+    conn = psycopg2.connect(ctx.settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT component, status, symbol, interval, windows, credits FROM"
+            " marketpipe.pipeline_runs WHERE run_id = %s",
+            (f"restatement:{restatement_id}",),
+        )
+        run = cur.fetchone()
+    conn.close()
+    assert run is not None and run[:5] == ("restatement", "running", "BTC/USD", "1h", len(windows))
+    assert len(windows) <= run[5] <= spent
     assert job.origin == TRANSFORM_QUEUE
     job_restatement, payload_ids = job.args
     assert job_restatement == restatement_id and len(payload_ids) == len(windows)

@@ -190,6 +190,25 @@ def test_restate_on_demand_refetches_and_swaps_a_series(
         r for r in others if "ETH/USD" not in r
     ]
     assert failed_jobs(redis) == {}
+    # The run log has the restatement's row: opened by the fetcher, closed by the swap.
+    [(run_status, symbol, windows, credits, replaced, rows_removed)] = query(
+        settings,
+        "SELECT status, symbol, windows, credits, rows_loaded, rows_removed"
+        " FROM marketpipe.pipeline_runs WHERE component = 'restatement'",
+    )
+    assert (run_status, symbol, rows_removed) == ("ok", "ETH/USD", 0)
+    assert windows >= 1 and credits >= windows and replaced >= 0
+    status = run_service("services.ops", "status", env=env).splitlines()
+    section = status.index("Restatements: re-fetch and swap (newest 10)")
+    assert status[section + 1].split()[:6] == [
+        "finished_at",
+        "status",
+        "symbol",
+        "interval",
+        "windows",
+        "credits",
+    ]
+    assert status[section + 2].split()[2:5] == ["ok", "ETH/USD", "1h"]
 
     refused = subprocess.run(
         [sys.executable, "-m", "services.ops", "restate", "--symbol", "META"],

@@ -5,6 +5,7 @@ execution in the StartedJobRegistry), then the worker is dead; reaping puts the 
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from redis import Redis
 from rq.job import JobStatus
@@ -14,6 +15,8 @@ from marketpipe import broker
 from marketpipe.queues import TRANSFORM_JOB, TRANSFORM_QUEUE
 from marketpipe.settings import Settings
 from marketpipe.worker import MarketpipeWorker, reap_abandoned
+from tests.integration.loader.conftest import wait_for
+from tests.integration.reliability.conftest import Workers, child_pids, horse_pids
 
 
 def dead_pid() -> int:
@@ -63,3 +66,16 @@ def test_a_started_job_of_a_dead_worker_is_retried(redis: Redis, base_settings: 
     assert queue.scheduled_job_registry.get_job_ids() == [job_id]
     job = queue.fetch_job(job_id)
     assert job is not None and job.get_status() == JobStatus.SCHEDULED
+
+
+def test_a_sigkilled_workers_scheduler_stops_with_it(
+    clean_db: Settings, redis: Redis, workers: Workers
+) -> None:
+    """RQ's scheduler is a child of its worker: it dies with it instead of moving the retries
+    of a worker that is gone (it took later tests' jobs in the same Redis db)."""
+    worker = workers.start("services.transformer", clean_db)
+    wait_for(lambda: bool(child_pids(worker.pid)), 60, "the worker's scheduler process")
+    [scheduler] = [p for p in child_pids(worker.pid) if p not in horse_pids(worker.pid)]
+    worker.kill()
+    worker.wait()
+    wait_for(lambda: not Path(f"/proc/{scheduler}").exists(), 30, "the scheduler to stop")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -226,3 +227,20 @@ def test_the_request_log_names_what_was_asked(
     ]
     assert admin(http, sandbox, "DELETE", "requests") == {"requests": []}
     assert admin(http, sandbox, "GET", "requests") == {"requests": []}
+
+
+def test_a_client_gone_before_its_answer_is_one_log_line_not_a_traceback(
+    start_sandbox: Start, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What the server does when writing a (slow) answer finds the client gone."""
+    server = start_sandbox()._server
+    assert server is not None
+    caplog.set_level(logging.INFO, logger="services.sandbox")
+    try:
+        raise BrokenPipeError(32, "Broken pipe")
+    except BrokenPipeError:
+        server.handle_error(None, ("127.0.0.1", 40000))
+    [line] = [r.getMessage() for r in caplog.records if "left before" in r.getMessage()]
+    assert line == "client 127.0.0.1:40000 left before its answer ([Errno 32] Broken pipe)"
+    assert not [r for r in caplog.records if r.exc_info]
+    assert "Traceback" not in capfd.readouterr().err

@@ -86,3 +86,22 @@ def test_a_frozen_clock_is_waited_on_at_our_pace() -> None:
     assert clock.rate == 1.0
     clock.sleep(30)
     assert wall.slept == [30]
+
+
+def test_a_header_written_early_in_a_long_round_trip_keeps_the_pace() -> None:
+    """At 3600x a 5 ms round trip is 18 API seconds: a header written as the request arrived
+    is that far behind our time at the answer's end, and must not count as a clock set back."""
+    wall = Wall()
+    clock = ApiDateClock(wall=wall, real_sleep=wall.sleep)
+    speed, started = 3600.0, wall.now
+
+    def api_at(moment: float) -> datetime:
+        return API_START + timedelta(seconds=(moment - started) * speed)
+
+    for _ in range(5):
+        clock.observe(header(api_at(wall.now)), round_trip=0.001)
+        wall.now += 0.5
+    sent = wall.now
+    wall.now += 0.005
+    clock.observe(header(api_at(sent)), round_trip=0.005)
+    assert clock.rate > 0.9 * speed
