@@ -36,9 +36,9 @@ from services.fetcher.backfill import run_backfill
 from services.fetcher.restate import open_restatements, run_restatement
 from services.fetcher.schedule import run_schedule
 from services.sandbox.app import SandboxServer
-from services.sandbox.credits import CreditDecision, CreditLedger
 from services.sandbox.settings import SandboxSettings
 from tests.support.clock import InProcessClock
+from tests.support.credits import RecordingLedger
 from tests.support.scratch import scratch_database, scratch_redis
 
 SYMBOLS = [
@@ -48,19 +48,6 @@ SYMBOLS = [
 ]
 DAY_START = datetime(2026, 3, 9, 0, 5, tzinfo=UTC)  # a Monday, at the first tick
 PLAN = (8, 800)
-
-
-class RecordingLedger(CreditLedger):
-    """The sandbox's ledger, also remembering every charge: (API minute, cost, allowed)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.charges: list[tuple[int, int, bool]] = []
-
-    def charge(self, api_key: str, cost: int, now: datetime) -> CreditDecision:
-        decision = super().charge(api_key, cost, now)
-        self.charges.append((int(now.timestamp()) // 60, cost, decision.allowed))
-        return decision
 
 
 @contextmanager
