@@ -172,7 +172,7 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(
                 f"unknown interval {', '.join(unknown)} (expected some of"
-                f" {', '.join(INTERVAL_NAMES)}, comma-separated)"
+                f" {', '.join(INTERVAL_NAMES)}, comma-separated; INTERVAL is read as INTERVALS)"
             )
         if not names:
             raise ValueError("at least one interval is required")
