@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
-from typing import Annotated, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
@@ -237,6 +237,15 @@ class Settings(BaseSettings):
     def interval(self) -> str:
         """The first of INTERVALS: the one a single-series command works on by default."""
         return self.intervals[0]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; ``interval`` in ``update`` means ``intervals=(interval,)``, as INTERVAL does
+        in the environment (a copy is not validated: the property would silently stay)."""
+        if update and "interval" in update:
+            update = {k: v for k, v in update.items() if k != "interval"} | {
+                "intervals": (update["interval"],)
+            }
+        return super().model_copy(update=update, deep=deep)
 
     def for_interval(self, interval: str) -> Settings:
         """These settings narrowed to one interval (a cycle, backfill or restatement of it)."""

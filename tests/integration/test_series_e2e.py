@@ -146,8 +146,7 @@ def test_configured_series_are_backfilled_and_removed_ones_kept_inactive(
     assert query(url, "SELECT count(*) FROM marketpipe.bars WHERE symbol = 'BTC/USD'") == btc_bars
     assert query(
         url,
-        "SELECT count(*) FROM marketpipe.raw_payloads WHERE symbol = 'BTC/USD'"
-        " AND loaded_at >= %s",
+        "SELECT count(*) FROM marketpipe.raw_payloads WHERE symbol = 'BTC/USD' AND loaded_at >= %s",
         restarted_at,
     ) == [(0,)]
     assert "BTC/USD 1h is no longer configured" in second_log.read_text()
