@@ -1,5 +1,6 @@
-"""Fetcher on a free plan: a day of hourly ticks, a two-year backfill, then the restatement of
-every series (as after a split of each), credits per minute.
+"""Fetcher on a free plan: a day of ticks of two intervals side by side (1h every tick, 1day once
+after each session close or UTC midnight), a two-year backfill, then the restatement of every
+series (as after a split of each), credits per minute.
 
 Run: .venv/bin/python -m bench.bench_fetch [--speed 60] [--symbols 20]
 
@@ -103,7 +104,10 @@ def main() -> int:
             redis_url=redis_url,
             twelve_data_base_url=sandbox.url,
             symbols=tuple(symbols),
-            interval="1h",
+            # Hourly and daily bars side by side, sharing the plan (the backfill and the
+            # restatement below are of the hourly series: the first interval).
+            intervals=("1h", "1day"),
+            backfill_since="none",  # the backfill below is the measured one
             fetch_schedule="5 * * * *",
             api_credits_per_minute=PLAN[0],
             api_credits_per_day=PLAN[1],
@@ -125,6 +129,15 @@ def main() -> int:
         ticks = run_schedule(ctx, until=lambda: clock.now() >= day_end)
         day_real = time.monotonic() - real
         day_charges = list(ledger.charges)
+        conn = psycopg2.connect(db_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT interval, count(*), sum(symbols_asked), sum(credits)"
+                " FROM marketpipe.pipeline_runs WHERE component = 'fetcher'"
+                " GROUP BY interval ORDER BY interval DESC"
+            )
+            by_interval = cur.fetchall()
+        conn.close()
 
         sandbox.clock.set_speed(args.backfill_speed)
         ctx.limiter.guard = max(2.0, 0.1 * args.backfill_speed)
@@ -171,6 +184,13 @@ def main() -> int:
         f"{len(day_minutes)} active minutes ({day_real:.1f} s real)"
     )
     print(f"  credits per active minute: max {max(day_minutes)}; {histogram(day_minutes)}")
+    print(
+        "  by interval: "
+        + "; ".join(
+            f"{interval}: {cycles} cycles, {asked} series asked, {credits} credits"
+            for interval, cycles, asked, credits in by_interval
+        )
+    )
     print(
         f"backfill {args.years} years since {since}: {report.windows_done}/{report.windows_total}"
         f" windows, {report.enqueued} payloads, {credits_bf} credits in {len(bf_minutes)} minutes"
