@@ -366,3 +366,64 @@ def test_health_page_lists_restatements_and_warns_of_open_ones(
         with conn, conn.cursor() as cur:
             cur.execute("TRUNCATE marketpipe.restatements")
         conn.close()
+
+
+def test_health_page_shows_new_series_backfilling_and_removed_ones_inactive(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    conn = psycopg2.connect(loaded_settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO marketpipe.configured_series (symbol, interval, status, backfill_since,"
+            " backfill_status, windows_done, windows_total) VALUES"
+            " ('MSFT', '1day', 'active', '2024-03-11', 'running', 2, 5),"
+            " ('DOGE/USD', '1h', 'inactive', '2024-03-11', 'done', 4, 4)"
+        )
+    conn.close()
+    try:
+        app = open_app(loaded_settings, view="health")
+        assert any(
+            "1 new series backfilling" in i and "MSFT 1day (2/5 windows)" in i for i in infos(app)
+        ), infos(app)
+        assert any("Inactive" in c.value and "DOGE/USD 1h" in c.value for c in app.caption)
+        [listed] = [f.value for f in app.dataframe if "windows_total" in f.value.columns]
+        assert sorted(zip(listed["symbol"], listed["status"], strict=True)) == [
+            ("DOGE/USD", "inactive"),
+            ("MSFT", "active"),
+        ]
+        assert "configured_series" in downloads(app)
+    finally:
+        conn = psycopg2.connect(loaded_settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute("TRUNCATE marketpipe.configured_series")
+        conn.close()
+
+
+def test_instrument_daily_bars_come_from_the_api_when_stored(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    # The same sandbox's 1day series (INTERVALS=1day for one cycle), beside the module's 1h.
+    run_pipeline(loaded_settings.model_copy(update={"intervals": ("1day",)}))
+    try:
+        app = open_app(loaded_settings, view="instrument", symbol="AAPL", interval="1day")
+        control = app.segmented_control(key="interval")
+        assert control.value == "1day" and list(control.options) == ["1h", "1day"]
+        assert any("daily bars from the API" in c.value for c in app.caption)
+        spec = json.loads(app.get("plotly_chart")[0].proto.spec)
+        [candles] = [t for t in spec["data"] if t.get("type") == "candlestick"]
+        conn = psycopg2.connect(loaded_settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT bar_time_local::date, close FROM marketpipe.bars"
+                " WHERE symbol = 'AAPL' AND interval = '1day' ORDER BY bar_time"
+            )
+            api_days = cur.fetchall()
+        conn.close()
+        drawn = dict(zip((str(x)[:10] for x in candles["x"]), candles["close"], strict=True))
+        assert drawn and all(drawn[str(day)] == close for day, close in api_days[-len(drawn) :])
+    finally:
+        conn = psycopg2.connect(loaded_settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM marketpipe.bars WHERE interval = '1day'")
+            cur.execute("DELETE FROM marketpipe.watermarks WHERE interval = '1day'")
+        conn.close()
