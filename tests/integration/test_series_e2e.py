@@ -14,7 +14,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 from redis import Redis
 
 from marketpipe.market import sessions
@@ -23,18 +22,10 @@ from marketpipe.ticks import LAST_TICK_KEY, TICK_CLAIM_PREFIX
 from services.sandbox.app import SandboxServer
 from tests.integration.conftest import settings_env
 from tests.support.processes import service_process, stop_with_sigterm, wait_while_running
+from tests.support.sql import query
 
 SINCE = date(2026, 1, 5)  # a Monday, some ten weeks before the sandbox's Wednesday
 INTERVALS = ("1h", "1day")
-
-
-def query(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(url)
-    with conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
 
 
 def first_bars(url: str) -> dict[tuple[str, str], datetime]:
