@@ -20,7 +20,7 @@ from marketpipe.market import sessions
 from marketpipe.settings import Settings
 from marketpipe.ticks import LAST_TICK_KEY, TICK_CLAIM_PREFIX
 from services.sandbox.app import SandboxServer
-from tests.integration.conftest import settings_env
+from tests.integration.conftest import run_service, settings_env
 from tests.support.processes import service_process, stop_with_sigterm, wait_while_running
 from tests.support.sql import query
 
@@ -120,6 +120,22 @@ def test_configured_series_are_backfilled_and_removed_ones_kept_inactive(
         )
         wait_while_running(fetcher, second_log, backfilled(url, ("MSFT",)), "MSFT's backfill")
         assert "tick " in second_log.read_text()  # the tick ran: AAPL and MSFT were fetched
+
+        # The API's daily series is restated on demand like any other (its windows are 1day's).
+        aapl_daily = "SELECT bar_time, close FROM marketpipe.bars WHERE symbol = 'AAPL'"
+        aapl_daily += " AND interval = '1day' ORDER BY bar_time"
+        before = query(url, aapl_daily)
+        said = run_service(
+            "services.ops",
+            *("restate", "--symbol", "AAPL", "--interval", "1day", "--wait", "60"),
+            env=settings_env(moved),
+        )
+        assert "restated" in said and "AAPL 1day" in said
+        assert query(url, aapl_daily) == before  # the sandbox answers as before: same series
+        assert query(
+            url,
+            "SELECT interval, status FROM marketpipe.restatements WHERE symbol = 'AAPL'",
+        ) == [("1day", "restated")]
         stop_with_sigterm(fetcher, second_log)
 
     rows = configured(url)
