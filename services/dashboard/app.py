@@ -345,7 +345,8 @@ class Dashboard:
                 options,
                 key="interval",
                 required=True,
-                help="Hourly bars for windows up to a month; daily bars beyond.",
+                help="Stored intraday bars for windows up to a month; daily bars for any"
+                " window (the API's when stored, else aggregated from hourly bars).",
             )
             st.pills(
                 "Overlays", list(charts.OVERLAYS), selection_mode="multi", key="overlays", wrap=True
