@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Final
+from typing import Any, Final
 
 from marketpipe.db import transaction
 from services.fetcher.backfill import PROGRESS_PREFIX, BackfillInterrupted, run_backfill
@@ -92,14 +92,8 @@ class RecordedProgress:
                 (status, done, self.total, message, self.series.symbol, self.series.interval),
             )
 
-    def update(
-        self,
-        done: int,
-        note: str = "",
-        *,
-        waited: float = 0.0,
-        credits_per_minute: int | None = None,
-    ) -> None:
+    def update(self, done: int, note: str = "", **figures: Any) -> None:
+        """Windows done; the note and figures are the terminal bar's (the row keeps counts)."""
         self.write("running", done)
 
     def finish(self) -> None:
