@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import statistics
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import pandas as pd
 import psycopg2
 from psycopg2 import sql
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from marketpipe.db import reader_engine
 from marketpipe.migrate import migrate
@@ -193,7 +195,10 @@ def measure(call: Callable[[int], pd.DataFrame], repeat: int) -> tuple[float, fl
 
 def time_pages(database_url: str) -> None:
     """The browser test at every width against this database; it prints each page's time."""
-    print("\npages in headless Chromium (time from navigation to drawn charts):")
+    print(
+        "\npages in headless Chromium (time from navigation to drawn charts; the server is"
+        " warmed first by one separate health page load, not timed):"
+    )
     test = "tests/integration/dashboard/test_browser.py::test_page_draws_whole_at_every_width"
     subprocess.run(
         [sys.executable, "-m", "pytest", test, "-q", "-s", "-p", "no:cacheprovider"],
@@ -216,20 +221,46 @@ def main() -> None:
     parser.add_argument(
         "--database-url",
         help="measure a database this script filled before (with the same --symbols and"
-        " --hours; one an interrupted run left behind): migrated to the current schema, not"
-        " filled and not dropped",
+        " --hours; one an interrupted run or --keep left behind): migrated to the current"
+        " schema, not filled and not dropped",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="fill a new database, measure it and keep it (its URL is printed) for later runs"
+        " with --database-url; reported figures come from a run without either option",
     )
     args = parser.parse_args()
     print(f"dashboard queries over {args.symbols * args.hours:,} bars ({args.symbols} symbols)")
     if args.database_url:
         migrate(Settings(database_url=args.database_url))
         over = measure_all(args.database_url, args)
+    elif args.keep:
+        database_url = kept_database(server_url())
+        migrate(Settings(database_url=database_url))
+        fill(database_url, args.symbols, args.hours)
+        print(f"  kept for --database-url: {database_url}")
+        over = measure_all(database_url, args)
     else:
         with scratch_database(server_url(), prefix="marketpipe_bench_dashboard") as database_url:
             migrate(Settings(database_url=database_url))
             fill(database_url, args.symbols, args.hours)
             over = measure_all(database_url, args)
     print("\nall within the goal" if not over else f"\nover the goal: {', '.join(over)}")
+
+
+def kept_database(server_url: str) -> str:
+    """A new database that outlives this run (drop it by hand when done)."""
+    server = make_url(server_url)
+    name = f"marketpipe_bench_dashboard_kept_{secrets.token_hex(4)}"
+    admin = psycopg2.connect(
+        server.set(database=server.database or "postgres").render_as_string(hide_password=False)
+    )
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.close()
+    return server.set(database=name).render_as_string(hide_password=False)
 
 
 def measure_all(database_url: str, args: argparse.Namespace) -> list[str]:

@@ -8,11 +8,14 @@ payload's id) with a TTL, so a job's arguments stay small JSON.
 from __future__ import annotations
 
 import io
+from typing import Final
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.ipc
+import redis
 from redis import Redis
+from redis.driver_info import DriverInfo
 from rq import Queue, Retry
 from rq.serializers import JSONSerializer
 
@@ -26,8 +29,13 @@ class MissingBlobError(LookupError):
     """A job names a batch that is no longer in Redis (expired or Redis was lost)."""
 
 
+# redis-py otherwise looks its own version up in the installed packages' metadata for every new
+# connection (~1.2 ms of a 2.6 ms connect): every forked RQ job opens new ones.
+_DRIVER: Final = DriverInfo(lib_version=redis.__version__)
+
+
 def redis_from(settings: Settings) -> Redis:
-    return Redis.from_url(settings.redis_url, health_check_interval=30)
+    return Redis.from_url(settings.redis_url, health_check_interval=30, driver_info=_DRIVER)
 
 
 def queue(name: str, connection: Redis, settings: Settings) -> Queue:

@@ -2,9 +2,11 @@
 
 A fetched API body is a :class:`RawPayload`, landed once in ``marketpipe.raw_payloads`` under
 its content-addressed ``payload_id`` (see :mod:`marketpipe.raw`); the transformer's result
-travels as a batch of Arrow tables in Redis. The OLAP column list here is the single definition
-the transformer's output, the loader and ``db/init`` agree on (a unit test compares it with the
-SQL).
+travels as a batch of Arrow tables in Redis. One payload is one series (one symbol, one
+interval) and its batch holds that series only: the loader refuses a batch with rows of several
+(services/loader/jobs.py), whose recompute and daily rebuild work on one series. The OLAP
+column list here is the single definition the transformer's output, the loader and ``db/init``
+agree on (a unit test compares it with the SQL).
 """
 
 from __future__ import annotations

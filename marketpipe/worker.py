@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import secrets
@@ -241,6 +242,9 @@ def run_worker(
     prepare_database(settings, database_role)
     log.info("%s worker taking jobs from %s", service, queue_name)
     redis = broker.redis_from(settings)
+    # Everything loaded so far is shared with the forked work horses: moved out of the
+    # collector's reach, a horse's collections no longer touch (and so copy) those pages.
+    gc.freeze()
     quick_failures = 0
     while True:
         started_at = time.monotonic()

@@ -37,6 +37,10 @@ DATABASE_RETRY = timedelta(seconds=5)
 FETCH_RUNS_SHOWN = 20
 SPARKLINE_BUCKET = timedelta(hours=3)
 PERFORMERS = 5
+# Cards are a glance at a few instruments: each is a metric with a Vega sparkline, and 50 of
+# them took 2.5 s of the overview's 3.9 s in Chromium at 10 M bars (the table, with the same
+# figures and a canvas trend per row, 0.1-0.4 s). Beyond this many, the table stands alone.
+MAX_CARDS = 12
 # Grids that reflow with the width: as many columns of at least this width as fit (cards: four
 # beside the sidebar at 1440 px, two at 800 px, one on a phone), each wide enough for a
 # six-digit price at the metric's size, so nothing is cut to "…".
@@ -389,7 +393,13 @@ class Dashboard:
             engine, self.settings.interval, newest - timedelta(days=7), newest, SPARKLINE_BUCKET
         )
         spark = metrics.sparkline_points(spark_frame[spark_frame["symbol"].isin(table["symbol"])])
-        self._cards(table, spark, window_label)
+        if len(table) <= MAX_CARDS:
+            self._cards(table, spark, window_label)
+        else:
+            st.caption(
+                f"{len(table)} instruments: the table below shows them all (cards show when at"
+                f" most {MAX_CARDS} are chosen)."
+            )
         _csv_button(display.with_local_times(spark_frame, "UTC"), "sparklines_7d")
         self._overview_table(table, spark, window_label, since)
         best, worst = metrics.best_and_worst(table, PERFORMERS)
@@ -433,6 +443,7 @@ class Dashboard:
                 percents=("day_pct_change", "change_7d", "change_window"),
                 counts=("avg_volume_20d",),
             ),
+            placeholder=theme.MISSING,
             hide_index=True,
             column_order=(
                 "symbol",
@@ -495,7 +506,7 @@ class Dashboard:
 
         def price_range(low: Any, high: Any) -> str:
             if pd.isna(low) or pd.isna(high):
-                return "n/a"
+                return theme.MISSING
             return f"{price(low)} to {price(high)}"
 
         reference = "Prev. close" if row["reference"] == "previous session close" else "24 h ago"
@@ -506,12 +517,16 @@ class Dashboard:
             ("ATR 14", price(row["atr_14"])),
             (
                 "Volatility 20 (ann.)",
-                "n/a" if pd.isna(row["volatility_20"]) else f"{100 * row['volatility_20']:.1f}%",
+                theme.MISSING
+                if pd.isna(row["volatility_20"])
+                else f"{100 * row['volatility_20']:.1f}%",
             ),
             ("Session VWAP", price(row["vwap_session"])),
             (
                 "Avg volume (20 d)",
-                "n/a" if pd.isna(row["avg_volume_20d"]) else f"{row['avg_volume_20d']:,.0f}",
+                theme.MISSING
+                if pd.isna(row["avg_volume_20d"])
+                else f"{row['avg_volume_20d']:,.0f}",
             ),
         ]
         with st.container(key="key_figures"):
@@ -705,7 +720,8 @@ class Dashboard:
                 prices=("start_close", "end_close"),
                 percents=("return_pct", "max_drawdown_pct"),
                 counts=("grid_points",),
-            ).format("{:.1f}", subset=["volatility_pct"], na_rep=""),
+            ).format("{:.1f}", subset=["volatility_pct"], na_rep=theme.MISSING),
+            placeholder=theme.MISSING,
             hide_index=True,
             column_order=[c for c in summary.columns if c != "price_decimals"],
             column_config={
@@ -767,6 +783,7 @@ class Dashboard:
         st.subheader("Freshness per symbol")
         st.dataframe(
             fresh,
+            placeholder=theme.MISSING,
             hide_index=True,
             column_order=(
                 "status",
@@ -782,7 +799,7 @@ class Dashboard:
                 "status": st.column_config.TextColumn("Status"),
                 "symbol": st.column_config.TextColumn("Symbol"),
                 "last_fetch": st.column_config.DatetimeColumn("Last fetch (UTC)", format=MINUTES),
-                "fetch_age_minutes": st.column_config.NumberColumn("Age, min", format="localized"),
+                "fetch_age_minutes": st.column_config.NumberColumn("Age, min", format="%d"),
                 "last_bar": st.column_config.DatetimeColumn("Newest bar (UTC)", format=MINUTES),
                 "is_complete": st.column_config.CheckboxColumn("Bar closed"),
                 "loaded_at": st.column_config.DatetimeColumn("Loaded (UTC)", format=MINUTES),
@@ -796,6 +813,7 @@ class Dashboard:
         runs = self.recent_runs(engine)
         st.dataframe(
             runs,
+            placeholder=theme.MISSING,
             hide_index=True,
             column_config={
                 **_RUN_COLUMNS,
@@ -821,6 +839,7 @@ class Dashboard:
             return
         st.dataframe(
             depths,
+            placeholder=theme.MISSING,
             hide_index=True,
             column_config={name: name.capitalize() for name in depths.columns},
         )
@@ -828,6 +847,7 @@ class Dashboard:
         if len(failed):
             st.dataframe(
                 failed,
+                placeholder=theme.MISSING,
                 hide_index=True,
                 column_config={
                     "queue": "Queue",
@@ -847,6 +867,7 @@ class Dashboard:
             return
         st.dataframe(
             reasons,
+            placeholder=theme.MISSING,
             hide_index=True,
             column_config={
                 "reason": "Reason",
@@ -857,6 +878,7 @@ class Dashboard:
         rows = self.quarantine(engine, now - QUARANTINE_LOOKBACK)
         st.dataframe(
             rows,
+            placeholder=theme.MISSING,
             hide_index=True,
             column_config={
                 "quarantined_at": st.column_config.DatetimeColumn(
@@ -919,6 +941,7 @@ class Dashboard:
             )
         st.dataframe(
             fetches,
+            placeholder=theme.MISSING,
             hide_index=True,
             column_config={
                 **_RUN_COLUMNS,
@@ -948,7 +971,7 @@ class Dashboard:
                 + ", ".join(f"{r.symbol} {r.interval} ({r.kind})" for r in waiting.itertuples()),
                 icon=":material/history:",
             )
-        st.dataframe(found, hide_index=True)
+        st.dataframe(found, placeholder=theme.MISSING, hide_index=True)
         _csv_button(found, "restatements")
 
     def configured_series_section(self, engine: Engine) -> None:

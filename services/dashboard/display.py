@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from services.dashboard.theme import MISSING
+
 UTC_ZONE = "UTC"
 PERCENT_DECIMALS = 2
 
@@ -49,7 +51,7 @@ def with_local_times(frame: pd.DataFrame, zone: str, column: str = "bar_time") -
 def format_time(moment: Any, zone: str) -> str:
     """'2026-03-11 15:30 EDT' in ``zone`` ('UTC' for UTC)."""
     if moment is None or pd.isna(moment):
-        return "n/a"
+        return MISSING
     stamp = pd.Timestamp(moment)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
     local = stamp.tz_convert(zone)
@@ -59,14 +61,14 @@ def format_time(moment: Any, zone: str) -> str:
 def price(value: Any, decimals: Any) -> str:
     """A price at its quoted precision, with thousands separators."""
     if value is None or pd.isna(value):
-        return "n/a"
+        return MISSING
     places = 2 if decimals is None or pd.isna(decimals) else int(decimals)
     return f"{float(value):,.{places}f}"
 
 
 def signed_percent(value: Any) -> str:
     if value is None or pd.isna(value):
-        return "n/a"
+        return MISSING
     return f"{float(value):+.{PERCENT_DECIMALS}f}%"
 
 
@@ -103,7 +105,7 @@ def styled(
 ) -> Any:
     """``frame`` with display formats (the values stay numbers, so columns sort as numbers):
     ``prices`` at each row's ``price_decimals`` with thousands separators, ``percents`` signed
-    with 2 decimals, ``counts`` as whole numbers with separators. Blank for missing values."""
+    with 2 decimals, ``counts`` as whole numbers with separators; missing values as MISSING."""
     styler = frame.style
     prices = [c for c in prices if c in frame]
     places = (
@@ -113,6 +115,8 @@ def styled(
     )
     for decimals in sorted(set(places)):
         rows = frame.index[places == decimals]
-        styler = styler.format(f"{{:,.{decimals}f}}", subset=pd.IndexSlice[rows, prices], na_rep="")
-    styler = styler.format("{:+.2f}", subset=[c for c in percents if c in frame], na_rep="")
-    return styler.format("{:,.0f}", subset=[c for c in counts if c in frame], na_rep="")
+        styler = styler.format(
+            f"{{:,.{decimals}f}}", subset=pd.IndexSlice[rows, prices], na_rep=MISSING
+        )
+    styler = styler.format("{:+.2f}", subset=[c for c in percents if c in frame], na_rep=MISSING)
+    return styler.format("{:,.0f}", subset=[c for c in counts if c in frame], na_rep=MISSING)

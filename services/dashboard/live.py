@@ -145,7 +145,7 @@ def render_strip(
             st.caption(f"Live prices unavailable: Redis did not answer ({type(exc).__name__}).")
             return
         if status.age_seconds is None and not latest:
-            # No streamer ever ran here: one line, not a card of "n/a" per symbol.
+            # No streamer ever ran here: one line, not a card of dashes per symbol.
             st.caption("Live prices off: no streamer has published (services.streamer).")
             return
         try:
@@ -159,7 +159,7 @@ def render_strip(
                 change = None if pd.isna(row["change_pct"]) else f"{row['change_pct']:+.2f}%"
                 st.metric(
                     f"{row['symbol']} · {BADGE_ICONS[row['badge']]}",
-                    "n/a" if pd.isna(row["price"]) else f"{row['price']:,.2f}",
+                    theme.MISSING if pd.isna(row["price"]) else f"{row['price']:,.2f}",
                     change,
                     delta_description="vs previous close (stocks) / 24 h (crypto)",
                     help="Live price from the streamer (not a stored bar).",
@@ -241,10 +241,11 @@ def render_health(redis_url: str) -> None:
     if status.failed:
         st.dataframe(
             pd.DataFrame({"symbol": list(status.failed), "reason": list(status.failed.values())}),
+            placeholder=theme.MISSING,
             hide_index=True,
         )
     st.caption(f"Last error: {status.last_error or 'none'}")
     counters = pd.DataFrame(
         {"counter": list(status.counters), "value": list(status.counters.values())}
     )
-    st.dataframe(counters, hide_index=True)
+    st.dataframe(counters, placeholder=theme.MISSING, hide_index=True)

@@ -257,8 +257,9 @@ def freshness_table(
         classify_freshness(None if pd.isna(fetch) else fetch, due, fetcher)
         for fetch in table["last_fetch"]
     ]
-    age = now - pd.to_datetime(table["last_fetch"], utc=True)
-    return table.assign(status=status, fetch_age_minutes=age.dt.total_seconds() / 60).sort_values(
+    # whole minutes (elapsed, floored): a fetch 25 min 40 s ago is 25 min old, not 25.667
+    age = (now - pd.to_datetime(table["last_fetch"], utc=True)) // pd.Timedelta(minutes=1)
+    return table.assign(status=status, fetch_age_minutes=age.astype("Int64")).sort_values(
         "symbol", ignore_index=True
     )
 

@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+# What a missing value shows, in every table cell, card and text alike (Streamlit's tables
+# would draw a grey "None"): an em dash.
+MISSING: Final = "\u2014"
+
 # Roles
 UP: Final = "#26a69a"  # a rising candle, a gain, a positive MACD histogram bar
 DOWN: Final = "#ef5350"  # a falling candle, a loss, a negative one

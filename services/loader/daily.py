@@ -6,24 +6,24 @@ one. The daily indicators are then computed over the symbol's whole stored daily
 one indicator implementation (marketpipe/indicators.py): they depend on the stored history, not
 on how far back one payload reached, so a fetch of only the newest bars gets them exactly.
 
-Runs on the loader's ADBC cursor after the bars' upsert, under its per-symbol locks: one read of
-the stored bars of the days the batch touches, one of the symbols' stored daily series; the days
-are aggregated (Arrow) and the indicators computed (numpy) here, and every day from the first
-touched one on (indicators only look back) is written once, aggregates and derived values
-together, by the loader's upsert (services/loader/upsert.py: a float counts as changed beyond
-1e-12 relative; an unchanged day is not rewritten).
+Runs on the loader's ADBC cursor after the bars' upsert, under its series' lock: one read of
+the stored bars of the days the batch (one series) touches, one of the symbol's stored daily
+series; the days are aggregated (Arrow) and the indicators computed (numpy) here, and every
+day from the first touched one on (indicators only look back) is written once, aggregates and
+derived values together, by the loader's upsert (services/loader/upsert.py: a float counts as
+changed beyond 1e-12 relative; an unchanged day is not rewritten).
 
 Why not in SQL as before (the plain reference, kept in tests/integration/loader/test_daily.py):
-on bench_load's batch (200k bars, 27k days) its GROUP BY with six ``ORDER BY bar_time``
-aggregates (PostgreSQL 15 sorts each group once per ordered aggregate) took 1.7-2.0 s, and a
-second statement rewrote every day again for its indicators (0.4-0.8 s, a second row version,
-110k WAL records); here the read takes 0.2-0.4 s and each day is written once.
+on bench_load's 200k bars (27k days, then in one batch) its GROUP BY with six ``ORDER BY
+bar_time`` aggregates (PostgreSQL 15 sorts each group once per ordered aggregate) took 1.7-2.0 s,
+and a second statement rewrote every day again for its indicators (0.4-0.8 s, a second row
+version, 110k WAL records); here each day is written once.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from itertools import pairwise
 from typing import Any, Final
 
 import numpy as np
@@ -34,62 +34,67 @@ import pyarrow.compute as pc
 from marketpipe.contract import DAILY_COLUMNS, DAILY_INDICATORS, DAILY_KEY
 from marketpipe.indicators import indicator_columns
 from marketpipe.market import DAILY_SOURCE_INTERVAL, bars_per_year, venue
-from services.loader.upsert import stage, upsert
+from services.loader.upsert import upsert
 
 DERIVED: Final = ("previous_close", "change", "pct_change", *DAILY_INDICATORS)
 DAILY_LINEAGE: Final = ("payload_id", "transformed_at")
 _OHLCV: Final = ("open", "high", "low", "close", "volume")
 
 # A day's bars share one local calendar date, and no UTC offset exceeds 14 h: every bar of the
-# days [first, last] lies in [first - 1 day, last + 2 days) UTC. The range keeps the read on the
-# primary key, one range scan per symbol (tests/integration/loader/test_query_plans.py); the
-# trading_date test keeps it exact.
+# days [first, last] lies in [first - 1 day, last + 2 days) UTC. One series (a batch is one,
+# marketpipe/contract.py), its values as parameters: the planner sees the symbol and reads one
+# range of the primary key (tests/integration/loader/test_query_plans.py). A join with a staged,
+# unanalysed table of the touched days was planned as a parallel seq scan of the whole table plus
+# a sort (0.4 s a job at 500k bars); the trading_date test keeps the range exact.
 _STORED_BARS_SQL: Final = (
-    "SELECT b.symbol, b.trading_date, b.bar_time, b.asset_class, b.open, b.high, b.low, b.close,"
-    " b.volume, b.is_complete, b.payload_id, b.transformed_at"
-    " FROM pg_temp.stage_touched_days t JOIN marketpipe.bars b"
-    " ON b.symbol = t.symbol AND b.interval = t.interval"
-    " AND b.bar_time >= t.from_time AND b.bar_time < t.until_time"
-    " AND b.trading_date BETWEEN t.first_day AND t.last_day"
+    "SELECT symbol, trading_date, bar_time, asset_class, open, high, low, close, volume,"
+    " is_complete, payload_id, transformed_at FROM marketpipe.bars"
+    " WHERE symbol = $1 AND interval = $2 AND bar_time >= $3::timestamptz"
+    " AND bar_time < $4::timestamptz AND trading_date BETWEEN $5::date AND $6::date"
 )
 _STORED_DAYS_SQL: Final = (
     "SELECT "  # noqa: S608
-    + ", ".join(f"d.{name}" for name, _ in DAILY_COLUMNS)
-    + " FROM pg_temp.stage_touched_days t JOIN marketpipe.daily_bars d ON d.symbol = t.symbol"
+    + ", ".join(name for name, _ in DAILY_COLUMNS)
+    + " FROM marketpipe.daily_bars WHERE symbol = $1"
 )
 # Sorted here, not by the server: PostgreSQL's sort of bench_load's 200k bars by these keys
 # took 0.3-1.2 s, Arrow's 0.05 s.
-_BAR_ORDER: Final = [(c, "ascending") for c in ("symbol", "trading_date", "bar_time")]
-_DAY_ORDER: Final = [(c, "ascending") for c in ("symbol", "trading_date")]
+_BAR_ORDER: Final = [(c, "ascending") for c in ("trading_date", "bar_time")]
+_DAY_ORDER: Final = [("trading_date", "ascending")]
 
 
-def touched_days(bars: pa.Table) -> pa.Table:
-    """Per symbol of ``bars`` (the daily source interval's): its first and last trading day
-    and the UTC range their bars lie in."""
-    hourly = bars.select(["symbol", "interval", "trading_date"])
-    hourly = hourly.filter(pc.equal(hourly["interval"], DAILY_SOURCE_INTERVAL))
-    days = hourly.select(["symbol", "trading_date"]).cast(
-        pa.schema([("symbol", pa.large_string()), ("trading_date", pa.date32())])
-    )
-    spans = days.group_by("symbol").aggregate([("trading_date", "min"), ("trading_date", "max")])
+@dataclass(frozen=True)
+class TouchedDays:
+    """The first and last trading day of a series' bars, and the UTC range their bars lie in."""
 
-    def midnights(column: str, shift: int) -> pa.Array:
-        days: list[date] = spans[column].to_pylist()
-        return pa.array(
-            [datetime.combine(d + timedelta(days=shift), time(), tzinfo=UTC) for d in days],
-            pa.timestamp("us", tz="UTC"),
+    symbol: str
+    first_day: date
+    last_day: date
+
+    def parameters(self) -> tuple[str, str, datetime, datetime, date, date]:
+        def midnight(day: date, shift: int) -> datetime:
+            return datetime.combine(day + timedelta(days=shift), time(), tzinfo=UTC)
+
+        return (
+            self.symbol,
+            DAILY_SOURCE_INTERVAL,
+            midnight(self.first_day, -1),
+            midnight(self.last_day, 2),
+            self.first_day,
+            self.last_day,
         )
 
-    return pa.table(
-        {
-            "symbol": spans["symbol"],
-            "interval": pa.array([DAILY_SOURCE_INTERVAL] * spans.num_rows, pa.large_string()),
-            "first_day": spans["trading_date_min"],
-            "last_day": spans["trading_date_max"],
-            "from_time": midnights("trading_date_min", -1),
-            "until_time": midnights("trading_date_max", 2),
-        }
-    )
+
+def touched_days(bars: pa.Table) -> TouchedDays | None:
+    """The days ``bars`` (one series) touch; None unless it is the daily source interval's."""
+    hourly = bars.filter(pc.equal(bars["interval"], DAILY_SOURCE_INTERVAL))
+    if hourly.num_rows == 0:
+        return None
+    symbols = pc.unique(hourly["symbol"]).to_pylist()
+    if len(symbols) != 1:
+        raise ValueError(f"a daily rebuild is for one series, got bars of {sorted(symbols)}")
+    days = pc.min_max(hourly["trading_date"].cast(pa.date32())).as_py()
+    return TouchedDays(str(symbols[0]), days["min"], days["max"])
 
 
 def aggregate_days(bars: pa.Table) -> pa.Table:
@@ -157,60 +162,40 @@ def daily_derived(
 
 
 def rebuilt_days(stored: pa.Table, aggregated: pa.Table) -> pa.Table:
-    """The daily rows to write: per symbol, every day from its first aggregated one on, with
+    """The daily rows of one symbol to write: every day from its first aggregated one on, with
     the derived values over its whole series (stored days, the aggregated ones replacing theirs).
     """
     kept = stored.join(
-        aggregated.select(["symbol", "trading_date"]),
-        keys=["symbol", "trading_date"],
-        join_type="left anti",
+        aggregated.select(["trading_date"]), keys="trading_date", join_type="left anti"
     )
     fresh = aggregated.cast(stored.select(aggregated.column_names).schema)
     for name in DERIVED:
         fresh = fresh.append_column(name, pa.nulls(fresh.num_rows, pa.float64()))
     series = pa.concat_tables([kept.select(stored.column_names), fresh.select(stored.column_names)])
     series = series.take(pc.sort_indices(series, _DAY_ORDER))
-    firsts = aggregated.group_by("symbol").aggregate([("trading_date", "min")])
-    first_fresh = dict(
-        zip(
-            firsts["symbol"].to_pylist(),
-            firsts["trading_date_min"].to_numpy(zero_copy_only=False),
-            strict=True,
-        )
-    )
-    symbols = series["symbol"].to_numpy(zero_copy_only=False)
     dates = series["trading_date"].to_numpy(zero_copy_only=False)
-    starts = [*np.flatnonzero(np.r_[True, symbols[1:] != symbols[:-1]]), len(symbols)]
-    derived = {name: np.full(series.num_rows, np.nan) for name in DERIVED}
-    keep = np.zeros(series.num_rows, dtype=bool)
-    for start, end in pairwise(starts):
-        part = series.slice(start, end - start)
-        ohlcv = {c: part[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in _OHLCV}
-        values = daily_derived(dates[start:end], ohlcv, str(part["asset_class"][0]))
-        for name in DERIVED:
-            derived[name][start:end] = values[name]
-        keep[start:end] = dates[start:end] >= first_fresh[symbols[start]]
+    ohlcv = {c: series[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in _OHLCV}
+    derived = daily_derived(dates, ohlcv, str(series["asset_class"][0]))
     for name in DERIVED:
         index = series.schema.get_field_index(name)
         series = series.set_column(index, name, pa.array(derived[name], from_pandas=True))
-    return series.filter(pa.array(keep))
+    first_fresh = pc.min(aggregated["trading_date"]).as_py()
+    return series.filter(pc.greater_equal(series["trading_date"], pa.scalar(first_fresh)))
 
 
 def rebuild_daily(cur: Any, bars: pa.Table) -> int:
-    """Re-aggregate the days ``bars`` touch from the stored bars, and the symbols' indicators.
+    """Re-aggregate the days ``bars`` touch from the stored bars, and the symbol's indicators.
 
-    ``bars`` is the batch just upserted (under its symbols' locks); returns how many daily rows
+    ``bars`` is the batch (one series) just upserted, under its lock; returns how many daily rows
     were written (new or changed).
     """
     touched = touched_days(bars)
-    if touched.num_rows == 0:
+    if touched is None:
         return 0
-    stage(cur, "touched_days", touched)
-    cur.execute(_STORED_BARS_SQL)
+    cur.execute(_STORED_BARS_SQL, touched.parameters())
     stored_bars = cur.fetch_arrow_table()
-    cur.execute(_STORED_DAYS_SQL)
+    cur.execute(_STORED_DAYS_SQL, (touched.symbol,))
     stored_days = cur.fetch_arrow_table()
-    cur.execute("DROP TABLE pg_temp.stage_touched_days")
     aggregated = aggregate_days(stored_bars.take(pc.sort_indices(stored_bars, _BAR_ORDER)))
     if aggregated.num_rows == 0:
         return 0

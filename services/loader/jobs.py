@@ -63,6 +63,10 @@ _LOG_RUN: Final = (
 )
 
 
+class MixedBatchError(ValueError):
+    """A batch with rows of several series: one payload is one series, one batch is its load."""
+
+
 @cache
 def _settings() -> Settings:
     return load_settings()
@@ -97,14 +101,16 @@ def _seen_version(tables: dict[str, pa.Table]) -> int | None:
     return int(series["seen_version"][0].as_py()) if series is not None else None
 
 
-def keep_series_exact(cur: Any, bars: pa.Table, seen: int | None, changed: int) -> int:
+def keep_series_exact(
+    cur: Any, series: tuple[str, str], bars: pa.Table, seen: int | None, changed: int
+) -> int:
     """After the bars' upsert, under its lock: recompute what went stale; bars rewritten.
 
     Stale: another load changed the series after the transformer read it (the version moved),
     or this batch changed bars that stored bars continue (newer ones after it, or stored ones
     within its span that it does not hold).
     """
-    symbol, interval = bars["symbol"][0].as_py(), bars["interval"][0].as_py()
+    symbol, interval = series
     first, last = pc.min(bars["bar_time"]).as_py(), pc.max(bars["bar_time"]).as_py()
     moved = seen is None or series_version(cur, symbol, interval) != seen
     if not moved and changed:
@@ -124,7 +130,7 @@ def _held_back(cur: Any, payload_id: str, observed: pa.Table | None) -> tuple[st
     finding = restatement.detect(cur, observed, payload_id)
     if finding is None:
         return None
-    symbol, interval = observed["symbol"][0].as_py(), observed["interval"][0].as_py()
+    symbol, interval = series_of({"observed": observed})
     restatement_id, opened = restatement.record(cur, symbol, interval, finding, payload_id)
     log.warning(
         "restatement %s %s %s: %s; batch %s held back until the series is restated (%s)",
@@ -146,6 +152,7 @@ def write_batch(
     Returns the bars changed and the restatement the batch revealed, if any: such a batch
     merges no bar (services/loader/restatement.py).
     """
+    series = series_of(tables)
     prepare_session(cur)
     cur.execute("SELECT 1 FROM marketpipe.raw_payloads WHERE payload_id = $1", (payload_id,))
     if cur.fetchone() is None:
@@ -156,7 +163,7 @@ def write_batch(
         bars = bars.slice(0, 0)
     changed = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
     if bars.num_rows:
-        changed += keep_series_exact(cur, bars, _seen_version(tables), changed)
+        changed += keep_series_exact(cur, series, bars, _seen_version(tables), changed)
     # From the bars now stored, never from the transformer's frames (services/loader/daily.py).
     rebuild_daily(cur, bars)
     upsert(
@@ -190,11 +197,21 @@ def write_batch(
 
 
 def series_of(tables: dict[str, pa.Table]) -> tuple[str, str]:
-    """(symbol, interval) of a batch, from its rows ("?" for a batch with none)."""
-    for table in (tables["bars"], tables["quarantine"]):
-        if table.num_rows:
-            return str(table["symbol"][0].as_py()), str(table["interval"][0].as_py())
-    return "?", "?"
+    """(symbol, interval) of a batch, from its rows ("?" for a batch with none).
+
+    Raises :class:`MixedBatchError` for rows of more than one series (marketpipe/contract.py).
+    """
+    found: set[tuple[str, str]] = set()
+    for table in tables.values():
+        if table.num_rows and {"symbol", "interval"} <= set(table.column_names):
+            pairs = table.group_by(["symbol", "interval"]).aggregate([])
+            found.update(
+                zip(pairs["symbol"].to_pylist(), pairs["interval"].to_pylist(), strict=True)
+            )
+    if len(found) > 1:
+        shown = ", ".join(f"{s} {i}" for s, i in sorted(found, key=str))
+        raise MixedBatchError(f"a batch is one series; this one holds {len(found)}: {shown}")
+    return next(iter(found), ("?", "?"))
 
 
 def load(settings: Settings, batch_id: str) -> dict[str, Any]:

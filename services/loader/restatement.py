@@ -54,6 +54,14 @@ _OVERLAP_SQL: Final = (
     # A bar this very payload wrote is no news from the vendor: a replay that differs from it
     # repairs our copy (ops replay), it does not restate.
     " WHERE b.is_complete AND s.is_complete AND b.payload_id IS DISTINCT FROM $1"
+    # Bound on the primary key by the stage's smallest and largest key (as in daily.py): the
+    # join alone read every stored bar (seq scan, 16-38 ms at 50 symbols for a 27-bar tick).
+    " AND (b.symbol, b.interval, b.bar_time) >= ((SELECT min(symbol) FROM pg_temp.stage_observed),"
+    " (SELECT min(interval) FROM pg_temp.stage_observed),"
+    " (SELECT min(bar_time) FROM pg_temp.stage_observed))"
+    " AND (b.symbol, b.interval, b.bar_time) <= ((SELECT max(symbol) FROM pg_temp.stage_observed),"
+    " (SELECT max(interval) FROM pg_temp.stage_observed),"
+    " (SELECT max(bar_time) FROM pg_temp.stage_observed))"
     " ORDER BY s.bar_time"
 )
 _RECORD_SQL: Final = (

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import psycopg2
 import pytest
 from redis import Redis
@@ -177,3 +178,37 @@ def test_multi_year_comparisons_step_by_weeks_and_end_at_the_return(
     grid = metrics.common_grid(closes, "1h", daily=True, weekly=True)
     assert grid.per_year == pytest.approx(52.18, abs=0.01)
     assert grid.closes.notna().all().all()  # a stock and a coin share every week
+
+
+def test_weekly_points_are_the_last_trading_day_of_each_week(year_settings: Settings) -> None:
+    """rebased_weekly and the weekly closes keep exactly the daily points whose next trading
+    day starts another week (plus the reference), with the daily values."""
+    engine = reader_engine(year_settings)
+    try:
+        with engine.connect() as conn:
+            newest = conn.execute(
+                text("SELECT max(bar_time) FROM marketpipe.latest_quotes WHERE interval = '1h'")
+            ).scalar_one()
+        since = newest - timedelta(days=300)
+        args = (engine, list(SYMBOLS), "1h", since, newest)
+        daily = queries.rebased(*args, daily=True)
+        weekly = queries.rebased(*args, daily=True, weekly=True)
+        daily_closes = queries.compare_closes(*args, daily=True)
+        weekly_closes = queries.compare_closes(*args, daily=True, weekly=True)
+    finally:
+        engine.dispose()
+
+    def last_of_weeks(frame: pd.DataFrame, day: str) -> pd.DataFrame:
+        week = frame[day].dt.to_period("W")
+        return frame[week != week.groupby(frame["symbol"]).shift(-1)]
+
+    references = daily.groupby("symbol").head(1)
+    expected = pd.concat([references, last_of_weeks(daily.drop(references.index), "bar_time")])
+    key = ["symbol", "bar_time"]
+    pd.testing.assert_frame_equal(
+        weekly.reset_index(drop=True), expected.sort_values(key).reset_index(drop=True)
+    )
+    last = last_of_weeks(daily_closes, "trading_date")
+    assert weekly_closes["close"].tolist() == last["close"].tolist()
+    mondays = last["trading_date"] - pd.to_timedelta(last["trading_date"].dt.dayofweek, "D")
+    assert weekly_closes["trading_date"].tolist() == mondays.tolist()

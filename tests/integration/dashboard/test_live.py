@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from marketpipe.live import LATEST_KEY, STATUS_KEY, LatestTick
 from marketpipe.settings import Settings
+from services.dashboard import theme
 from tests.integration.conftest import FROZEN_AT
 
 OpenApp = Callable[..., AppTest]
@@ -73,7 +74,7 @@ def test_overview_strip_shows_live_delayed_and_off(
     assert set(shown) == set(empty_settings.symbols)
     assert shown["BTC/USD"] == ("🟢 live", "91,234.50")
     assert shown["AAPL"] == ("🟠 delayed", "261.25")
-    assert shown["ETH/USD"] == ("⚪ off", "n/a")
+    assert shown["ETH/USD"] == ("⚪ off", theme.MISSING)
 
 
 def test_without_a_streamer_the_strip_is_one_line(

@@ -20,6 +20,7 @@ from streamlit.testing.v1 import AppTest
 
 from marketpipe.settings import Settings
 from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
+from services.dashboard import theme
 from services.dashboard.live import BADGE_ICONS
 from services.sandbox.app import SandboxServer
 from tests.integration.conftest import OUTPUTSIZE, run_pipeline
@@ -301,6 +302,10 @@ def test_health_page_freshness_runs_queues_and_quarantine(
     frames = [frame.value for frame in app.dataframe]
     freshness, fetches, runs, depths, failed = frames[:5]
     assert set(freshness["status"]) == {"stale"}
+    # "Age, min" is whole minutes (3 decimals were seen)
+    assert str(freshness["fetch_age_minutes"].dtype) == "Int64"
+    age_column = json.loads(app.dataframe[0].proto.columns)["fetch_age_minutes"]
+    assert age_column["type_config"]["format"] == "%d"
     # The fetch cycle's own row: what it asked, what was new, what it cost.
     cycle = fetches[fetches["component"] == "fetcher"].iloc[0]
     assert cycle["symbols_asked"] == len(loaded_settings.symbols) == cycle["symbols_new"]
@@ -329,6 +334,19 @@ def test_table_headers_are_words_not_column_names(
     labels = [label for table in app.dataframe for label in header_labels(table)]
     assert labels or view == "instrument"
     assert not [label for label in labels if "_" in label], labels
+
+
+@pytest.mark.parametrize("view", PAGES)
+def test_missing_values_show_one_mark(
+    loaded_settings: Settings, open_app: OpenApp, view: str
+) -> None:
+    """A missing value is an em dash everywhere: tables (not Streamlit's grey "None"), cards
+    and texts (not "n/a" here and "None" there)."""
+    app = open_app(loaded_settings, view=view, window="1m")
+    assert [t.proto.placeholder for t in app.dataframe] == [theme.MISSING] * len(app.dataframe)
+    texts = [e.value for kind in ("markdown", "caption", "info") for e in app.get(kind)]
+    texts += [f"{m.label} {m.value} {m.delta or ''}" for m in app.metric]
+    assert not [t for t in texts if "n/a" in str(t) or "None" in str(t)], texts
 
 
 def test_health_page_survives_unreachable_redis(

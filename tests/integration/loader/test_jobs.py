@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import adbc_driver_manager
+import pandas as pd
 import psycopg2
 import pytest
 from redis import Redis
@@ -12,7 +13,7 @@ from rq.job import JobStatus
 from marketpipe import broker
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings
-from services.loader.jobs import load
+from services.loader.jobs import MixedBatchError, load
 from services.transformer.jobs import load_job_id
 from tests.integration.conftest import run_service, settings_env
 from tests.integration.loader.conftest import count_rows, enqueue_load, job_result, put_batch
@@ -98,6 +99,21 @@ def test_a_batch_whose_payload_was_never_landed_is_refused(
     with pytest.raises(PayloadNotLandedError):
         load(clean_db, batch_id)
     assert set(count_rows(clean_db).values()) == {0}
+
+
+def test_a_batch_of_several_series_is_refused_and_writes_nothing(
+    clean_db: Settings, redis: Redis
+) -> None:
+    """One payload is one series (marketpipe/contract.py): a batch mixing two is refused whole."""
+    batch_id, other = (put_batch(redis, clean_db, s, BARS) for s in SYMBOLS[:2])
+    frames = broker.get_batch(redis, batch_id)
+    mixed = pd.concat([frames["bars"], broker.get_batch(redis, other)["bars"]], ignore_index=True)
+    broker.put_batch(redis, batch_id, {**frames, "bars": mixed}, clean_db.blob_ttl_seconds)
+    with pytest.raises(MixedBatchError, match="holds 2: BTC/USD 1h, ETH/USD 1h"):
+        load(clean_db, batch_id)
+    assert count_rows(clean_db) == {**dict.fromkeys(count_rows(clean_db), 0), "raw_payloads": 2}
+    # The other series' own batch loads as usual.
+    assert load(clean_db, other) == {"bars": BARS, "bars_changed": BARS}
 
 
 def test_a_bad_batch_does_not_hold_back_the_others(clean_db: Settings, redis: Redis) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import psycopg2
@@ -100,13 +101,15 @@ def test_the_daily_rebuild_reads_the_touched_days_by_the_primary_key(
     """A load's read of the stored bars of the days it touched: one range scan, not the table."""
     conn = psycopg2.connect(million_bars.database_url)
     with conn, conn.cursor() as cur:
+        # As the loader sends it: one series, its values as parameters (a prepared statement).
         cur.execute(
-            "CREATE TEMPORARY TABLE stage_touched_days AS SELECT 'SYM7'::text AS symbol,"
-            " '1h'::text AS interval, date '2024-03-04' AS first_day,"
-            " date '2024-03-06' AS last_day, timestamptz '2024-03-03 00:00+00' AS from_time,"
-            " timestamptz '2024-03-08 00:00+00' AS until_time"
+            "PREPARE touched (text, text, timestamptz, timestamptz, date, date) AS "
+            + daily._STORED_BARS_SQL
         )
-        cur.execute("EXPLAIN (FORMAT JSON) " + daily._STORED_BARS_SQL)
+        cur.execute(
+            "EXPLAIN (FORMAT JSON) EXECUTE touched (%s, %s, %s, %s, %s, %s)",
+            daily.TouchedDays("SYM7", date(2024, 3, 4), date(2024, 3, 6)).parameters(),
+        )
         (plan,) = cur.fetchone()
     conn.close()
     plan = plan if isinstance(plan, list) else json.loads(plan)

@@ -110,3 +110,23 @@ def test_average_volume_and_quoted_precision(quotes: Settings) -> None:
         "SELECT marketpipe.price_decimals('crypto', 65000), marketpipe.price_decimals('crypto',"
         " 0.5), marketpipe.price_decimals('forex', 1.1), marketpipe.price_decimals('stock', 3)",
     ) == [(2, 6, 5, 2)]
+
+
+# 0007's definition of crypto's quoted precision (6 significant digits), which 0014 answers
+# without the numeric log for prices of 0.0001 and up.
+LOG_DEFINITION = "greatest(2, 6 - 1 - floor(log(abs(p)::numeric))::integer)"
+
+
+def test_quoted_precision_keeps_the_log_definition_at_every_boundary(clean_db: Settings) -> None:
+    # each power of ten from 1e-7 to 1e6, the doubles just below and above it, and spread values
+    edges = [
+        f"{m}e{k}" for k in range(-7, 7) for m in ("1", "0.9999999999999999", "1.000000000000001")
+    ]
+    rows = as_reader(
+        clean_db,
+        "SELECT count(*), count(*) FILTER (WHERE marketpipe.price_decimals('crypto', p)"
+        f" <> {LOG_DEFINITION}) FROM (SELECT unnest(ARRAY[{', '.join(edges)}]::float8[]) AS p"
+        " UNION ALL SELECT sign * 10 ^ (g / 997.0 - 7) FROM generate_series(0, 13958) AS g,"
+        " unnest(ARRAY[-1, 1]) AS sign) v",
+    )
+    assert rows == [(len(edges) + 2 * 13959, 0)]

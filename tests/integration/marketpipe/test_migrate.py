@@ -132,7 +132,8 @@ def test_an_upgraded_database_ends_identical_to_a_fresh_one(
     older.mkdir()
     for _, path in migration_files()[:applied_first]:
         shutil.copy(path, older / path.name)
-    assert migrate(scratch_db, older) == [v for v, _ in migration_files()][:applied_first]
+    # versions, not a count: numbers are reserved per branch, so the sequence may have gaps
+    assert migrate(scratch_db, older) == [v for v, _ in migration_files()[:applied_first]]
     upgraded = migrate(scratch_db)
     assert upgraded == [v for v, _ in migration_files()][applied_first:]
     assert catalog(scratch_db) == catalog(base_settings)
