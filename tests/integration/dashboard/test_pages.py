@@ -7,12 +7,14 @@ is filled at its first use and kept to the end of the module.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 from redis import Redis
 from streamlit.testing.v1 import AppTest
 
@@ -63,6 +65,22 @@ def trace_names(app: AppTest, index: int = 0) -> set[str]:
 def param(app: AppTest, name: str) -> str:
     value = app.query_params[name]
     return value[0] if isinstance(value, list) else value
+
+
+@contextmanager
+def rows_for_the_test(settings: Settings, table: str, insert: str) -> Iterator[None]:
+    """``insert`` into the module's loaded database; ``table`` emptied again afterwards."""
+    conn = psycopg2.connect(settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(insert)
+    conn.close()
+    try:
+        yield
+    finally:
+        conn = psycopg2.connect(settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("marketpipe", table)))
+        conn.close()
 
 
 def statuses(app: AppTest) -> set[str]:
@@ -360,42 +378,68 @@ def test_an_unreachable_database_is_a_short_notice_not_a_traceback(
 def test_health_page_lists_restatements_and_warns_of_open_ones(
     loaded_settings: Settings, open_app: OpenApp
 ) -> None:
-    conn = psycopg2.connect(loaded_settings.database_url)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO marketpipe.restatements (symbol, interval, kind, ratio, bars_affected,"
-            " status) VALUES ('AAPL', '1h', 'split', 4, 120, 'detected'),"
-            " ('MSFT', '1h', 'correction', NULL, 1, 'restated')"
-        )
-        # The run log's rows of the two: one re-fetching, one swapped in.
-        cur.execute(
-            "INSERT INTO marketpipe.pipeline_runs (run_id, component, status, symbol, interval,"
-            " windows, credits, rows_loaded, rows_removed, message, started_at) VALUES"
-            " ('restatement:901', 'restatement', 'running', 'AAPL', '1h', 3, 3, 0, NULL,"
-            " 'split #901: re-fetching', now()),"
-            " ('restatement:902', 'restatement', 'ok', 'MSFT', '1h', 1, 1, 1, 0,"
-            " '1 bars re-fetched, 1 written, 0 no longer served', now())"
-        )
-    conn.close()
-    try:
-        app = open_app(loaded_settings, view="health")
-        assert any(
-            "1 series wait for a restatement" in w and "AAPL 1h (split)" in w for w in warnings(app)
-        )
-        [listed] = [f.value for f in app.dataframe if "kind" in f.value.columns]
-        assert sorted(zip(listed["symbol"], listed["status"], strict=True)) == [
-            ("AAPL", "detected"),
-            ("MSFT", "restated"),
-        ]
-        assert "restatements" in downloads(app)
-        [runs] = [f.value for f in app.dataframe if "rows_replaced" in f.value.columns]
-        assert sorted(zip(runs["symbol"], runs["status"], runs["windows"], strict=True)) == [
-            ("AAPL", "running", 3),
-            ("MSFT", "ok", 1),
-        ]
-    finally:
+    with rows_for_the_test(
+        loaded_settings,
+        "restatements",
+        "INSERT INTO marketpipe.restatements (symbol, interval, kind, ratio, bars_affected,"
+        " status) VALUES ('AAPL', '1h', 'split', 4, 120, 'detected'),"
+        " ('MSFT', '1h', 'correction', NULL, 1, 'restated')",
+    ):
         conn = psycopg2.connect(loaded_settings.database_url)
         with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE marketpipe.restatements")
-            cur.execute("DELETE FROM marketpipe.pipeline_runs WHERE component = 'restatement'")
+            # The run log's rows of the two: one re-fetching, one swapped in.
+            cur.execute(
+                "INSERT INTO marketpipe.pipeline_runs (run_id, component, status, symbol,"
+                " interval, windows, credits, rows_loaded, rows_removed, message, started_at)"
+                " VALUES ('restatement:901', 'restatement', 'running', 'AAPL', '1h', 3, 3, 0,"
+                " NULL, 'split #901: re-fetching', now()),"
+                " ('restatement:902', 'restatement', 'ok', 'MSFT', '1h', 1, 1, 1, 0,"
+                " '1 bars re-fetched, 1 written, 0 no longer served', now())"
+            )
         conn.close()
+        try:
+            app = open_app(loaded_settings, view="health")
+            assert any(
+                "1 series wait for a restatement" in w and "AAPL 1h (split)" in w
+                for w in warnings(app)
+            )
+            [listed] = [f.value for f in app.dataframe if "kind" in f.value.columns]
+            assert sorted(zip(listed["symbol"], listed["status"], strict=True)) == [
+                ("AAPL", "detected"),
+                ("MSFT", "restated"),
+            ]
+            assert "restatements" in downloads(app)
+            [runs] = [f.value for f in app.dataframe if "rows_replaced" in f.value.columns]
+            assert sorted(zip(runs["symbol"], runs["status"], runs["windows"], strict=True)) == [
+                ("AAPL", "running", 3),
+                ("MSFT", "ok", 1),
+            ]
+        finally:
+            conn = psycopg2.connect(loaded_settings.database_url)
+            with conn, conn.cursor() as cur:
+                cur.execute("DELETE FROM marketpipe.pipeline_runs WHERE component = 'restatement'")
+            conn.close()
+
+
+def test_health_page_shows_new_series_backfilling_and_removed_ones_inactive(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    with rows_for_the_test(
+        loaded_settings,
+        "configured_series",
+        "INSERT INTO marketpipe.configured_series (symbol, interval, status, backfill_since,"
+        " backfill_status, windows_done, windows_total) VALUES"
+        " ('MSFT', '1day', 'active', '2024-03-11', 'running', 2, 5),"
+        " ('DOGE/USD', '1h', 'inactive', '2024-03-11', 'done', 4, 4)",
+    ):
+        app = open_app(loaded_settings, view="health")
+        assert any(
+            "1 new series backfilling" in i and "MSFT 1day (2/5 windows)" in i for i in infos(app)
+        ), infos(app)
+        assert any("Inactive" in c.value and "DOGE/USD 1h" in c.value for c in app.caption)
+        [listed] = [f.value for f in app.dataframe if "windows_total" in f.value.columns]
+        assert sorted(zip(listed["symbol"], listed["status"], strict=True)) == [
+            ("DOGE/USD", "inactive"),
+            ("MSFT", "active"),
+        ]
+        assert "configured_series" in downloads(app)
