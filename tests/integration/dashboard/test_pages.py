@@ -18,9 +18,10 @@ from psycopg2 import sql
 from redis import Redis
 from streamlit.testing.v1 import AppTest
 
+from marketpipe.db import reader_engine
 from marketpipe.settings import Settings
 from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
-from services.dashboard import theme
+from services.dashboard import queries, theme
 from services.dashboard.live import BADGE_ICONS
 from services.sandbox.app import SandboxServer
 from tests.integration.conftest import OUTPUTSIZE, run_pipeline
@@ -443,3 +444,43 @@ def test_health_page_shows_new_series_backfilling_and_removed_ones_inactive(
             ("MSFT", "active"),
         ]
         assert "configured_series" in downloads(app)
+
+
+def test_instrument_daily_bars_come_from_the_api_when_stored(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    # The same sandbox's 1h and 1day series, one cycle: both stored whatever an earlier test
+    # did to the module's database (empty_settings empties the same database).
+    run_pipeline(loaded_settings.model_copy(update={"intervals": ("1h", "1day")}))
+    try:
+        app = open_app(loaded_settings, view="instrument", symbol="AAPL", interval="1day")
+        control = app.segmented_control(key="interval")
+        assert control.value == "1day" and list(control.options) == ["1h", "1day"]
+        assert any("daily bars from the API" in c.value for c in app.caption)
+        assert app.get("plotly_chart")
+        # What the page drew: the API's bars by their trading day, not the aggregate's.
+        engine = reader_engine(loaded_settings)
+        try:
+            since, until = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 3, 12, tzinfo=UTC)
+            drawn = queries.daily_bars(engine, "AAPL", since, until, from_api=True)
+            aggregated = queries.daily_bars(engine, "AAPL", since, until)
+        finally:
+            engine.dispose()
+        conn = psycopg2.connect(loaded_settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT bar_time_local::date, close FROM marketpipe.bars"
+                " WHERE symbol = 'AAPL' AND interval = '1day' ORDER BY bar_time"
+            )
+            api_days = cur.fetchall()
+        conn.close()
+        assert len(drawn) == len(api_days) > len(aggregated)  # 1day reaches further back
+        assert [(t.date(), c) for t, c in zip(drawn["bar_time"], drawn["close"], strict=True)] == [
+            (d, c) for d, c in api_days
+        ]
+    finally:
+        conn = psycopg2.connect(loaded_settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM marketpipe.bars WHERE interval = '1day'")
+            cur.execute("DELETE FROM marketpipe.watermarks WHERE interval = '1day'")
+        conn.close()
