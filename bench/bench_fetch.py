@@ -1,5 +1,6 @@
-"""Fetcher on a free plan: a day of hourly ticks, a two-year backfill, then the restatement of
-every series (as after a split of each), credits per minute.
+"""Fetcher on a free plan: a day of ticks of two intervals side by side (1h every tick, 1day once
+after each session close or UTC midnight), a two-year backfill, then the restatement of every
+series (as after a split of each), credits per minute.
 
 Run: .venv/bin/python -m bench.bench_fetch [--speed 60] [--symbols 20]
 
@@ -36,9 +37,9 @@ from services.fetcher.backfill import run_backfill
 from services.fetcher.restate import open_restatements, run_restatement
 from services.fetcher.schedule import run_schedule
 from services.sandbox.app import SandboxServer
-from services.sandbox.credits import CreditDecision, CreditLedger
 from services.sandbox.settings import SandboxSettings
 from tests.support.clock import InProcessClock
+from tests.support.credits import RecordingLedger
 from tests.support.scratch import scratch_database, scratch_redis
 
 SYMBOLS = [
@@ -48,19 +49,6 @@ SYMBOLS = [
 ]
 DAY_START = datetime(2026, 3, 9, 0, 5, tzinfo=UTC)  # a Monday, at the first tick
 PLAN = (8, 800)
-
-
-class RecordingLedger(CreditLedger):
-    """The sandbox's ledger, also remembering every charge: (API minute, cost, allowed)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.charges: list[tuple[int, int, bool]] = []
-
-    def charge(self, api_key: str, cost: int, now: datetime) -> CreditDecision:
-        decision = super().charge(api_key, cost, now)
-        self.charges.append((int(now.timestamp()) // 60, cost, decision.allowed))
-        return decision
 
 
 @contextmanager
@@ -116,7 +104,10 @@ def main() -> int:
             redis_url=redis_url,
             twelve_data_base_url=sandbox.url,
             symbols=tuple(symbols),
-            interval="1h",
+            # Hourly and daily bars side by side, sharing the plan (the backfill and the
+            # restatement below are of the hourly series: the first interval).
+            intervals=("1h", "1day"),
+            backfill_since="none",  # the backfill below is the measured one
             fetch_schedule="5 * * * *",
             api_credits_per_minute=PLAN[0],
             api_credits_per_day=PLAN[1],
@@ -138,6 +129,15 @@ def main() -> int:
         ticks = run_schedule(ctx, until=lambda: clock.now() >= day_end)
         day_real = time.monotonic() - real
         day_charges = list(ledger.charges)
+        conn = psycopg2.connect(db_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT interval, count(*), sum(symbols_asked), sum(credits)"
+                " FROM marketpipe.pipeline_runs WHERE component = 'fetcher'"
+                " GROUP BY interval ORDER BY interval DESC"
+            )
+            by_interval = cur.fetchall()
+        conn.close()
 
         sandbox.clock.set_speed(args.backfill_speed)
         ctx.limiter.guard = max(2.0, 0.1 * args.backfill_speed)
@@ -184,6 +184,13 @@ def main() -> int:
         f"{len(day_minutes)} active minutes ({day_real:.1f} s real)"
     )
     print(f"  credits per active minute: max {max(day_minutes)}; {histogram(day_minutes)}")
+    print(
+        "  by interval: "
+        + "; ".join(
+            f"{interval}: {cycles} cycles, {asked} series asked, {credits} credits"
+            for interval, cycles, asked, credits in by_interval
+        )
+    )
     print(
         f"backfill {args.years} years since {since}: {report.windows_done}/{report.windows_total}"
         f" windows, {report.enqueued} payloads, {credits_bf} credits in {len(bf_minutes)} minutes"

@@ -268,6 +268,34 @@ def bar_end(local_open: pd.Timestamp, interval: str, place: Venue) -> pd.Timesta
     return close if close is not None else nominal
 
 
+def _period_open(day: date, interval: str) -> date:
+    if interval == "1month":
+        return day.replace(day=1)
+    if interval == "1week":
+        return day - timedelta(days=day.weekday())
+    return day
+
+
+def latest_bar_end(interval: str, place: Venue, at: datetime) -> pd.Timestamp | None:
+    """When the newest bar of a calendar interval (1day, 1week, 1month) that ended by ``at``
+    ended: a stock's last session close (holidays skipped, early closes as they are), a
+    coin's or currency's last UTC midnight after a session day. None for intraday intervals
+    (they follow FETCH_SCHEDULE) and when no session ended in the last 400 days.
+    """
+    if interval not in CALENDAR_INTERVALS:
+        return None
+    moment = pd.Timestamp(at)
+    moment = moment.tz_localize("UTC") if moment.tzinfo is None else moment.tz_convert("UTC")
+    opened = _period_open(moment.tz_convert(place.timezone).date(), interval)
+    for _ in range(400):
+        if interval != "1day" or is_session(place, opened):
+            end = bar_end(pd.Timestamp(opened), interval, place)
+            if end <= moment:
+                return end
+        opened = _period_open(opened - timedelta(days=1), interval)
+    return None
+
+
 def bars_per_session(interval: str, place: Venue) -> float:
     """Bars in one trading day: a regular stock session (a partial last bar counts) or 24 h."""
     if interval in INTRADAY_MINUTES:

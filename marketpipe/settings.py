@@ -9,19 +9,27 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args
 
 from cronsim import CronSim, CronSimError
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
 Interval = Literal[
     "1min", "5min", "15min", "30min", "45min", "1h", "2h", "4h", "8h", "1day", "1week", "1month"
 ]
+INTERVAL_NAMES: tuple[str, ...] = get_args(Interval)
 
 REAL_API_BASE_URL = "https://api.twelvedata.com"
 DEFAULT_SANDBOX_URL = "http://127.0.0.1:8090"
@@ -41,6 +49,27 @@ FETCHER_ROLE = "marketpipe_fetcher"
 TRANSFORMER_ROLE = "marketpipe_transformer"
 STREAMER_ROLE = "marketpipe_streamer"
 ServiceRole = Literal["loader", "reader", "fetcher", "transformer", "streamer"]
+
+
+_DEPTH = re.compile(r"^(\d{1,3})\s*([yd])$")
+
+
+def parse_depth(raw: str) -> date | timedelta | None:
+    """BACKFILL_SINCE: a date (2024-01-01), a depth (2y, 90d) or none; ValueError otherwise."""
+    text = raw.strip().lower()
+    if text in ("", "none", "off"):
+        return None
+    if match := _DEPTH.fullmatch(text):
+        count, unit = int(match.group(1)), match.group(2)
+        if count == 0:
+            return None
+        return timedelta(days=count * (365 if unit == "y" else 1))
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"{raw!r}: expected a date (2024-01-01), a depth (2y, 90d) or none"
+        ) from None
 
 
 def validate_symbol(raw: str) -> str:
@@ -70,7 +99,13 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
 
     symbols: Annotated[tuple[str, ...], NoDecode] = DEFAULT_SYMBOLS
-    interval: Interval = "1h"
+    # INTERVALS=1h,1day (INTERVAL, the older single name, is read too): fetched side by side.
+    intervals: Annotated[tuple[Interval, ...], NoDecode] = Field(
+        default=("1h",), validation_alias=AliasChoices("intervals", "interval")
+    )
+    # How deep a series is backfilled when its symbol is configured: a date, "2y", "90d"; "none"
+    # turns the automatic backfill off.
+    backfill_since: str = "2y"
     fetch_schedule: str = "5 * * * *"
     fetch_outputsize: int = Field(default=300, ge=1, le=5000)
     # Stored bars asked again with the new ones: the still-open bar completes, restatements show.
@@ -128,6 +163,27 @@ class Settings(BaseSettings):
             raise ValueError("at least one symbol is required")
         return symbols
 
+    @field_validator("intervals", mode="before")
+    @classmethod
+    def _split_intervals(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        names = tuple(dict.fromkeys(str(i).strip() for i in items if str(i).strip()))
+        unknown = [n for n in names if n not in INTERVAL_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown interval {', '.join(unknown)} (expected some of"
+                f" {', '.join(INTERVAL_NAMES)}, comma-separated; INTERVAL is read as INTERVALS)"
+            )
+        if not names:
+            raise ValueError("at least one interval is required")
+        return names
+
+    @field_validator("backfill_since")
+    @classmethod
+    def _check_backfill_since(cls, value: str) -> str:
+        parse_depth(value)
+        return value.strip().lower()
+
     @field_validator("fetch_schedule")
     @classmethod
     def _check_cron(cls, value: str) -> str:
@@ -176,6 +232,31 @@ class Settings(BaseSettings):
                 " (TWELVE_DATA_API_KEY is set); choose your own"
             )
         return self
+
+    @property
+    def interval(self) -> str:
+        """The first of INTERVALS: the one a single-series command works on by default."""
+        return self.intervals[0]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; ``interval`` in ``update`` means ``intervals=(interval,)``, as INTERVAL does
+        in the environment (a copy is not validated: the property would silently stay)."""
+        if update and "interval" in update:
+            update = {k: v for k, v in update.items() if k != "interval"} | {
+                "intervals": (update["interval"],)
+            }
+        return super().model_copy(update=update, deep=deep)
+
+    def for_interval(self, interval: str) -> Settings:
+        """These settings narrowed to one interval (a cycle, backfill or restatement of it)."""
+        return self.model_copy(update={"intervals": (interval,)})
+
+    def backfill_start(self, today: date) -> date | None:
+        """The first day BACKFILL_SINCE asks for, seen on ``today``; None when it is off."""
+        depth = parse_depth(self.backfill_since)
+        if depth is None or isinstance(depth, date):
+            return depth
+        return today - depth
 
     @property
     def demo_mode(self) -> bool:

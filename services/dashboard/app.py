@@ -230,6 +230,8 @@ class Dashboard:
         self.quarantine = _cached(queries.quarantine, ttl)
         self.quarantine_reasons = _cached(queries.quarantine_reasons, ttl)
         self.restatements = _cached(queries.restatements, ttl)
+        self.configured_series = _cached(queries.configured_series, ttl)
+        self.stored_intervals = _cached(queries.stored_intervals, ttl)
 
     # -- controls (outside the fragment: a change reruns the page and rewrites the URL) --
 
@@ -282,7 +284,7 @@ class Dashboard:
     def controls(self, catalog: pd.DataFrame) -> ViewState:
         known = catalog["symbol"].tolist()
         if "url_loaded" not in st.session_state:
-            self._load_url(known, [self.settings.interval, DAILY])
+            self._load_url(known, [*self.settings.intervals, DAILY])
         with st.sidebar:
             st.radio("View", list(VIEWS), format_func=VIEWS.__getitem__, key="view")
             if known and st.session_state.view == "instrument":
@@ -338,7 +340,8 @@ class Dashboard:
         since, until = view_state.window_bounds(
             chosen, _newest(catalog, [symbol]), _first_bar(catalog, [symbol])
         )
-        options = view_state.intervals_for(since, until, self.settings.interval)
+        stored = self.stored_intervals(_engine(), symbol) or [self.settings.interval]
+        options = view_state.intervals_for(since, until, stored)
         if st.session_state.get("interval") not in options:
             st.session_state.interval = options[0]
         with st.container(horizontal=True, vertical_alignment="bottom"):
@@ -347,7 +350,8 @@ class Dashboard:
                 options,
                 key="interval",
                 required=True,
-                help="Hourly bars for windows up to a month; daily bars beyond.",
+                help="Stored intraday bars for windows up to a month; daily bars for any"
+                " window (the API's when stored, else aggregated from hourly bars).",
             )
             st.pills(
                 "Overlays", list(charts.OVERLAYS), selection_mode="multi", key="overlays", wrap=True
@@ -542,8 +546,10 @@ class Dashboard:
         quote = self.quote(engine, symbol, self.settings.interval, since, until)
         info = quote.iloc[0] if len(quote) else None
         daily = state.interval == DAILY
+        # Daily bars from the API (INTERVALS with 1day) when stored, else aggregated from 1h.
+        api_daily = daily and DAILY in self.stored_intervals(engine, symbol)
         if daily:
-            history = self.daily_bars(engine, symbol, since, until)
+            history = self.daily_bars(engine, symbol, since, until, from_api=api_daily)
         else:
             history = self.bars(engine, symbol, state.interval, since, until)
         if history.empty or info is None:
@@ -574,6 +580,7 @@ class Dashboard:
             f"Return over {view_state.label(state.window)}:"
             f" {display.signed_percent(info['window_return'])}"
             f" · times in {zone if not daily else 'trading days'}"
+            + (" · daily bars from the API" if api_daily else "")
         )
         self.key_figures_strip(engine, symbol, decimals)
         live_bar = pd.DataFrame()
@@ -747,6 +754,7 @@ class Dashboard:
         self.health_queues()
         self.health_quarantine(engine, now)
         self.restatements_section(engine)
+        self.configured_series_section(engine)
         live_prices.render_health(self.settings.redis_url)
 
     def health_freshness(
@@ -985,6 +993,48 @@ class Dashboard:
         st.dataframe(found, placeholder=theme.MISSING, hide_index=True)
         _csv_button(found, "restatements")
         self.restatement_runs_table(engine)
+
+    def configured_series_section(self, engine: Engine) -> None:
+        """Every configured series: a new one's automatic backfill, a removed one inactive."""
+        st.subheader("Configured series")
+        series = self.configured_series(engine)
+        if series.empty:
+            st.caption("No fetcher has recorded its SYMBOLS and INTERVALS yet.")
+            return
+        running = series[series["backfill_status"] == "running"]
+        if len(running):
+            st.info(
+                f"{len(running)} new series backfilling to BACKFILL_SINCE: "
+                + ", ".join(
+                    f"{r.symbol} {r.interval} ({r.windows_done}/{r.windows_total} windows)"
+                    for r in running.itertuples()
+                ),
+                icon=":material/downloading:",
+            )
+        inactive = series[series["status"] == "inactive"]
+        if len(inactive):
+            st.caption(
+                "Inactive (no longer in SYMBOLS or INTERVALS; not fetched, history kept): "
+                + ", ".join(f"{r.symbol} {r.interval}" for r in inactive.itertuples())
+            )
+        st.dataframe(
+            series,
+            hide_index=True,
+            column_config={
+                "status": "Status",
+                "symbol": "Symbol",
+                "interval": "Interval",
+                "configured_at": st.column_config.DatetimeColumn("Configured"),
+                "removed_at": st.column_config.DatetimeColumn("Removed"),
+                "backfill_since": st.column_config.DateColumn("Backfill since"),
+                "backfill_status": "Backfill",
+                "windows_done": st.column_config.NumberColumn("Windows done"),
+                "windows_total": st.column_config.NumberColumn("Windows"),
+                "backfill_message": "Message",
+                "updated_at": st.column_config.DatetimeColumn("Updated"),
+            },
+        )
+        _csv_button(series, "configured_series")
 
     # -- the refreshing body --
 

@@ -119,6 +119,16 @@ DAILY_SQL = text(
     " ORDER BY trading_date"
 )
 
+# The API's own daily bars (INTERVALS with 1day), shaped as DAILY_SQL: its trading day is the
+# bar's local date (the API dates a daily bar by its exchange's day, UTC for pairs).
+API_DAILY_SQL = text(
+    "SELECT bar_time_local::date AS bar_time, open, high, low, close, volume, sma_20, sma_50,"
+    " sma_200, ema_12, ema_26, bb_upper, bb_middle, bb_lower, rsi_14, macd, macd_signal,"
+    " macd_hist, is_complete, marketpipe.price_decimals(asset_class, close) AS price_decimals"
+    " FROM marketpipe.bars WHERE symbol = :symbol AND interval = '1day'"
+    " AND bar_time >= :since AND bar_time <= :until ORDER BY bar_time"
+)
+
 # Long windows compare trading days: each symbol's daily close (daily_bars, the last stored bar
 # of each trading day, rebuilt by the loader), one range scan of its primary key per symbol
 # instead of every hourly bar of the window; the zone from each symbol's newest bar.
@@ -191,6 +201,15 @@ RESTATEMENTS_SQL = text(
     "SELECT status, symbol, interval, kind, detected_at, ratio, max_difference, first_bar,"
     " last_bar, bars_affected, restated_at, bars_restated, bars_removed, message"
     " FROM marketpipe.restatements ORDER BY detected_at DESC LIMIT :limit"
+)
+
+CONFIGURED_SERIES_SQL = text(
+    "SELECT status, symbol, interval, configured_at, removed_at, backfill_since,"
+    " backfill_status, windows_done, windows_total, backfill_message, updated_at"
+    " FROM marketpipe.configured_series ORDER BY status, symbol, interval"
+)
+STORED_INTERVALS_SQL = text(
+    "SELECT DISTINCT interval FROM marketpipe.latest_quotes WHERE symbol = :symbol"
 )
 
 
@@ -290,9 +309,17 @@ def bars(
     return _read(engine, BARS_SQL, symbol=symbol, interval=interval, since=since, until=until)
 
 
-def daily_bars(engine: Engine, symbol: str, since: datetime, until: datetime) -> pd.DataFrame:
-    """One symbol's stored daily bars with their stored indicators; bar_time is the trading day."""
-    frame = _read(engine, DAILY_SQL, symbol=symbol, since=since.date(), until=until.date())
+def daily_bars(
+    engine: Engine, symbol: str, since: datetime, until: datetime, *, from_api: bool = False
+) -> pd.DataFrame:
+    """One symbol's daily bars with their stored indicators; bar_time is the trading day.
+
+    ``from_api``: the API's 1day bars (stored in bars), else daily_bars aggregated from 1h.
+    """
+    if from_api:
+        frame = _read(engine, API_DAILY_SQL, symbol=symbol, since=since, until=until)
+    else:
+        frame = _read(engine, DAILY_SQL, symbol=symbol, since=since.date(), until=until.date())
     frame["bar_time"] = pd.to_datetime(frame["bar_time"])
     return frame
 
@@ -363,3 +390,13 @@ def quarantine_reasons(engine: Engine, since: datetime) -> pd.DataFrame:
 def restatements(engine: Engine, limit: int = 50) -> pd.DataFrame:
     """The newest restatements (splits, corrections, requests) with their status."""
     return _read(engine, RESTATEMENTS_SQL, limit=limit)
+
+
+def configured_series(engine: Engine) -> pd.DataFrame:
+    """Every series the fetcher was configured with: active or inactive, backfill progress."""
+    return _read(engine, CONFIGURED_SERIES_SQL)
+
+
+def stored_intervals(engine: Engine, symbol: str) -> list[str]:
+    """The intervals one symbol has stored bars of (its latest quote per interval)."""
+    return sorted(_read(engine, STORED_INTERVALS_SQL, symbol=symbol)["interval"].tolist())

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 
+from marketpipe.market import CALENDAR_INTERVALS, INTRADAY_MINUTES
 from marketpipe.settings import validate_symbol
 
 VIEWS = {
@@ -196,6 +197,13 @@ def compare_weekly(since: datetime, until: datetime) -> bool:
     return until - since > COMPARE_WEEKLY_AFTER
 
 
-def intervals_for(since: datetime, until: datetime, native: str) -> list[str]:
-    """The instrument intervals worth drawing over [since, until]: the stored one only if short."""
-    return [native, DAILY] if until - since <= NATIVE_INTERVAL_UP_TO else [DAILY]
+def intervals_for(since: datetime, until: datetime, stored: Sequence[str]) -> list[str]:
+    """The instrument intervals worth drawing over [since, until]: the stored intraday ones
+    (shortest first) only if short, then daily bars (the API's, else aggregated), then the
+    stored weekly and monthly ones."""
+    intraday = sorted(
+        (i for i in stored if i in INTRADAY_MINUTES), key=INTRADAY_MINUTES.__getitem__
+    )
+    longer = [i for i in CALENDAR_INTERVALS if i in stored and i != DAILY]
+    short = until - since <= NATIVE_INTERVAL_UP_TO
+    return [*(intraday if short else []), DAILY, *longer]

@@ -2,7 +2,7 @@
 
 python -m services.fetcher                      # the schedule (one replica per tick)
 python -m services.fetcher --once               # one cycle and the open restatements, then exit
-python -m services.fetcher backfill --since 2024-01-01 [--symbols AAPL,BTC/USD]
+python -m services.fetcher backfill --since 2024-01-01 [--symbols AAPL,BTC/USD] [--interval 1day]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from types import FrameType
@@ -28,7 +29,7 @@ from marketpipe.reach import (
     exit_if_unreachable,
     wait_until_reachable,
 )
-from marketpipe.settings import Settings, load_settings, validate_symbol
+from marketpipe.settings import INTERVAL_NAMES, Settings, load_settings, validate_symbol
 from services.fetcher.backfill import (
     BackfillInterrupted,
     LoadStalled,
@@ -39,7 +40,7 @@ from services.fetcher.backfill import (
 from services.fetcher.client import TwelveDataClient
 from services.fetcher.clock import ApiDateClock, Clock
 from services.fetcher.context import FetchContext
-from services.fetcher.cycle import run_cycle
+from services.fetcher.cycle import run_intervals
 from services.fetcher.limiter import CreditLimiter
 from services.fetcher.restate import run_open_restatements
 from services.fetcher.schedule import run_schedule
@@ -141,6 +142,9 @@ def main(argv: list[str] | None = None) -> None:
     backfill.add_argument("--until", type=date.fromisoformat, help="YYYY-MM-DD (default: today)")
     backfill.add_argument("--symbols", type=_symbols, help="comma list (default: SYMBOLS)")
     backfill.add_argument(
+        "--interval", choices=INTERVAL_NAMES, help="one of INTERVALS (default: the first)"
+    )
+    backfill.add_argument(
         "--wait",
         action=argparse.BooleanOptionalAction,
         default=sys.stdout.isatty(),
@@ -177,6 +181,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"not in SYMBOLS: {', '.join(unconfigured)}; no schedule would refresh"
                 " its series. Add it to SYMBOLS first."
             )
+        interval = args.interval or settings.interval
+        if interval not in settings.intervals:
+            parser.error(
+                f"--interval {interval} is not in INTERVALS ({', '.join(settings.intervals)});"
+                " no schedule would refresh its series. Add it to INTERVALS first."
+            )
+        ctx = replace(ctx, settings=settings.for_interval(interval))
         try:
             report = run_backfill(
                 ctx, args.since, symbols=args.symbols, until=args.until, progress=ProgressBar
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(1)
         return
     if args.once:
-        run_cycle(ctx)
+        run_intervals(ctx)
         # Restatements recorded before this run (this cycle's are found when its loads run).
         run_open_restatements(ctx, check_database=True)
         return

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Final, TextIO
+from typing import Any, Final, Protocol, TextIO
 
 from marketpipe.db import transaction
 from marketpipe.market import MAX_OUTPUTSIZE, asset_class_of
@@ -108,6 +108,21 @@ class BackfillReport:
     payload_ids: list[str] = field(default_factory=list)  # of the windows with bars
     finished_early: dict[str, str] = field(default_factory=dict)  # symbol -> why
     errors: dict[str, str] = field(default_factory=dict)
+
+
+class ProgressSink(Protocol):
+    """Where a backfill reports its windows done: a terminal's bar, the health page's row."""
+
+    def update(
+        self,
+        done: int,
+        note: str = "",
+        *,
+        waited: float = 0.0,
+        credits_per_minute: int | None = None,
+    ) -> None: ...
+
+    def finish(self) -> None: ...
 
 
 class ProgressBar:
@@ -325,14 +340,16 @@ def run_backfill(
     *,
     symbols: Sequence[str] | None = None,
     until: date | None = None,
-    progress: Callable[[int], ProgressBar] | None = None,
+    progress: Callable[[int], ProgressSink] | None = None,
     key: str | None = None,
     hand_on: HandOn = land,
+    stop: Callable[[], bool] = lambda: False,
 ) -> BackfillReport:
     """Fetch and enqueue every window not done yet; ``progress`` builds a bar for a total.
 
     ``key`` names the Redis hash of the progress (default: per interval and ``since``);
-    ``hand_on`` is what happens to each window's answer (default: landed and enqueued).
+    ``hand_on`` is what happens to each window's answer (default: landed and enqueued);
+    ``stop()`` true before a window ends the run there (progress kept: the next run resumes).
     """
     interval = ctx.settings.interval
     wanted = list(symbols or ctx.settings.symbols)
@@ -347,7 +364,7 @@ def run_backfill(
     if bar:
         bar.update(state.windows_done(), "resuming" if any(state.done.values()) else "")
     taken_at_start, waited_at_start = ctx.limiter.taken, ctx.limiter.waited
-    while (window := state.next_window()) is not None:
+    while not stop() and (window := state.next_window()) is not None:
         (asset_class, start, end), members = window
         warm_start = start - timedelta(days=warmup_days(interval, asset_class))
         query = SeriesQuery(interval, MAX_OUTPUTSIZE, warm_start.isoformat(), end.isoformat())

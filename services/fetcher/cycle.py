@@ -12,11 +12,13 @@ retried by the request loop and are left for the next tick (no watermark moved, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from secrets import token_hex
 from typing import Any
 
+from marketpipe.market import asset_class_of, latest_bar_end, venue
 from services.fetcher.client import SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
 from services.fetcher.handoff import BAD_SYMBOL_PREFIX, land, record_error
@@ -25,7 +27,7 @@ from services.fetcher.reference import instruments
 from services.fetcher.request import fetch_series
 from services.fetcher.runlog import FetchRun, errors_text, outcome, record
 from services.fetcher.series import has_new_data, outputsize_for, view_series
-from services.fetcher.state import SeriesState, load_states, save_state
+from services.fetcher.state import SeriesState, load_states, save_asked, save_state
 
 log = logging.getLogger("marketpipe.fetcher")
 
@@ -38,6 +40,7 @@ class CycleReport:
     api_errors: dict[str, str] = field(default_factory=dict)
     deferred: dict[str, str] = field(default_factory=dict)  # transient; next tick tries again
     skipped: list[str] = field(default_factory=list)  # known-bad symbols
+    not_due: list[str] = field(default_factory=list)  # calendar series: no bar ended since
     asked: int = 0  # symbols the cycle asked the API for
     credits: int = 0  # taken from the budget: reference look-ups, series, retries
     waited_seconds: float = 0.0  # API seconds spent waiting for credits
@@ -60,6 +63,21 @@ def _not_refused_today(ctx: FetchContext, wanted: list[str], report: CycleReport
     return [s for s in wanted if s not in report.skipped]
 
 
+def bar_ends(
+    interval: str, symbols: Sequence[str], attrs: dict[str, dict[str, Any]], now: datetime
+) -> dict[str, datetime]:
+    """For a calendar interval, when each series' newest bar ended (its session's close, a
+    coin's UTC midnight); empty for an intraday interval, which every tick fetches."""
+    ends = {}
+    for s in symbols:
+        instrument = attrs.get(s) or {}
+        asset_class = asset_class_of(s, instrument=instrument) or "crypto"
+        end = latest_bar_end(interval, venue(asset_class, None, instrument.get("mic_code")), now)
+        if end is not None:
+            ends[s] = end.to_pydatetime()
+    return ends
+
+
 def _take(
     ctx: FetchContext,
     report: CycleReport,
@@ -67,9 +85,16 @@ def _take(
     request: dict[str, Any],
     state: SeriesState,
     instrument: dict[str, Any],
+    ended: datetime | None = None,
 ) -> None:
-    """Sort one answer into the report; hand it on when it holds something new."""
+    """Sort one answer into the report; hand it on when it holds something new.
+
+    ``ended``: a calendar series' newest bar end, remembered once answered, so the next ticks
+    skip it until another bar ends (a transient failure is asked again at the next tick).
+    """
     symbol, interval = answer.symbol, ctx.settings.interval
+    if ended is not None and not (answer.error is not None and is_transient(answer.error)):
+        save_asked(ctx.redis, symbol, interval, ended)
     if answer.error is not None:
         if is_transient(answer.error):
             report.deferred[symbol] = answer.error.message
@@ -90,16 +115,29 @@ def _take(
 def run_cycle(
     ctx: FetchContext, symbols: Sequence[str] | None = None, *, run_id: str | None = None
 ) -> CycleReport:
-    """Fetch what is new; one log line and one ``pipeline_runs`` row (``run_id``) say what."""
+    """Fetch what is new of the first interval of ``ctx`` (narrowed by the caller); one log
+    line and one ``pipeline_runs`` row (``run_id``) say what.
+
+    A calendar interval (1day, ...) asks only the series whose newest bar ended since they
+    were last asked (after a session close, a UTC midnight): a daily bar costs its credit once.
+    """
     settings, report = ctx.settings, CycleReport()
     interval = settings.interval
     started_at = ctx.clock.now()
     taken_before, waited_before = ctx.limiter.taken, ctx.limiter.waited
     wanted = _not_refused_today(ctx, list(symbols or settings.symbols), report)
-    report.asked = len(wanted)
     attrs = instruments(ctx, wanted)
     states = load_states(settings, ctx.redis, wanted, interval)
     now = ctx.clock.now()
+    ends = bar_ends(interval, wanted, attrs, now)
+    if ends:
+        report.not_due = [
+            s for s in wanted if (seen := states[s].asked_after) is not None and ends[s] <= seen
+        ]
+        wanted = [s for s in wanted if s not in report.not_due]
+        if not wanted:
+            return report  # no bar ended since the last ask: nothing to fetch, nothing to log
+    report.asked = len(wanted)
     sizes = {
         s: outputsize_for(
             states[s].fetch_from,
@@ -123,7 +161,8 @@ def run_cycle(
             "watermark": state.fetch_from.isoformat() if state.fetch_from else None,
             "overlap_bars": settings.fetch_overlap_bars if state.fetch_from else 0,
         }
-        _take(ctx, report, answer, request, state, attrs.get(answer.symbol, {}))
+        instrument = attrs.get(answer.symbol, {})
+        _take(ctx, report, answer, request, state, instrument, ends.get(answer.symbol))
     report.credits = ctx.limiter.taken - taken_before
     report.waited_seconds = ctx.limiter.waited - waited_before
     # A scheduled tick names its run (a retried tick rewrites its row); any other gets its own.
@@ -148,3 +187,14 @@ def run_cycle(
         ),
     )
     return report
+
+
+def run_intervals(
+    ctx: FetchContext, *, run_id: Callable[[str], str | None] = lambda interval: None
+) -> dict[str, CycleReport]:
+    """One cycle per configured interval, sharing the one credit budget; reports by interval."""
+    reports: dict[str, CycleReport] = {}
+    for interval in ctx.settings.intervals:
+        narrowed = replace(ctx, settings=ctx.settings.for_interval(interval))
+        reports[interval] = run_cycle(narrowed, run_id=run_id(interval))
+    return reports

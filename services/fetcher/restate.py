@@ -127,9 +127,7 @@ def run_restatement(ctx: FetchContext, restatement: OpenRestatement) -> bool:
             restatement.interval,
         )
         return False
-    series_ctx = replace(
-        ctx, settings=ctx.settings.model_copy(update={"interval": restatement.interval})
-    )
+    series_ctx = replace(ctx, settings=ctx.settings.for_interval(restatement.interval))
     since = restatement.history_from.date()
     log.warning(
         "restating %s %s since %s (restatement %d, %s)",

@@ -13,14 +13,17 @@ import logging
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Final
 
 from cronsim import CronSim
 
+from marketpipe.market import INTRADAY_MINUTES
 from marketpipe.reach import SERVER_LOST, outage_line
 from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
 from services.fetcher.context import FetchContext
-from services.fetcher.cycle import CycleReport, run_cycle
+from services.fetcher.cycle import CycleReport, run_intervals
+from services.fetcher.onboard import run_pending_backfills
 from services.fetcher.restate import run_open_restatements
 from services.fetcher.runlog import FetchRun, record
 from services.fetcher.series import parse_utc
@@ -74,18 +77,24 @@ def missed_ticks(expression: str, last_done: datetime, tick: datetime) -> list[d
 
 
 def _record_skipped(ctx: FetchContext, missed: list[datetime], tick: datetime) -> None:
-    for when in missed:
-        record(
-            ctx.settings,
-            FetchRun(
-                run_id=tick_run_id(ctx.settings.interval, when),
-                component="fetcher",
-                status="skipped",
-                interval=ctx.settings.interval,
-                started_at=when,
-                message=f"no fetcher ran it; the catch-up at {tick_text(tick)} fetched its bars",
-            ),
-        )
+    # Intraday series only: a calendar interval's tick without a bar end asks nothing anyway.
+    for interval in ctx.settings.intervals:
+        if interval not in INTRADAY_MINUTES:
+            continue
+        for when in missed:
+            record(
+                ctx.settings,
+                FetchRun(
+                    run_id=tick_run_id(interval, when),
+                    component="fetcher",
+                    status="skipped",
+                    interval=interval,
+                    started_at=when,
+                    message=(
+                        f"no fetcher ran it; the catch-up at {tick_text(tick)} fetched its bars"
+                    ),
+                ),
+            )
 
 
 def _record_failed(ctx: FetchContext, tick: datetime, exc: BaseException) -> None:
@@ -106,8 +115,13 @@ def _record_failed(ctx: FetchContext, tick: datetime, exc: BaseException) -> Non
         log.warning("could not record the failed tick: %s", outage_line(write_error))
 
 
-def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None]:
-    """Run the due tick if this replica wins it: (tick, report); (tick, None) if another won."""
+TickReports = dict[str, CycleReport]
+
+
+def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, TickReports | None]:
+    """Run the due tick if this replica wins it: (tick, reports by interval); (tick, None) if
+    another won. Every interval of INTERVALS is fetched in the tick (market.py's calendar
+    intervals only for the series whose bar ended since; services/fetcher/cycle.py)."""
     expression = ctx.settings.fetch_schedule
     last_done = parse_utc(ctx.redis.get(LAST_TICK_KEY))
     tick = due_tick(expression, last_done, ctx.clock.now())
@@ -126,7 +140,7 @@ def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None
     try:
         if missed:
             _record_skipped(ctx, missed, tick)
-        report = run_cycle(ctx, run_id=tick_run_id(ctx.settings.interval, tick))
+        report = run_intervals(ctx, run_id=lambda interval: tick_run_id(interval, tick))
     except BaseException as exc:
         ctx.redis.delete(claim)  # let this or another replica try the tick again
         if isinstance(exc, Exception):
@@ -136,12 +150,17 @@ def run_due_tick(ctx: FetchContext) -> tuple[datetime | None, CycleReport | None
     return tick, report
 
 
+def _due(ctx: FetchContext, tick: datetime) -> bool:
+    return ctx.clock.now() >= tick
+
+
 def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False) -> int:
     """Tick for ever (or until ``until()``); returns how many ticks this replica ran.
 
     Between ticks it wakes every RESTATEMENT_POLL_SECONDS (a setting) for restatements the
     loader flagged (one Redis GET), so a series found restated is re-fetched before the next
-    tick (services/fetcher/restate.py).
+    tick (services/fetcher/restate.py), and backfills newly configured series until the next
+    tick is due (services/fetcher/onboard.py).
     """
     ran = 0
     # Before the first tick is named: our wall clock is not the API's (a restarted fetcher on
@@ -165,6 +184,14 @@ def run_schedule(ctx: FetchContext, *, until: Callable[[], bool] = lambda: False
             run_open_restatements(ctx, check_database=report is not None)
         except Exception:
             log.exception("restatements failed; trying again at the next wake-up")
+        upcoming = next_tick(ctx.settings.fetch_schedule, ctx.clock.now())
+        try:
+            # New symbols' history, between ticks: it stops (resumably) when the tick is due.
+            run_pending_backfills(ctx, stop=partial(_due, ctx, upcoming))
+        except SERVER_LOST as exc:
+            log.error("backfills of new series wait: %s", outage_line(exc))
+        except Exception:
+            log.exception("backfills of new series failed; trying again at the next wake-up")
         now = ctx.clock.now()
         upcoming = next_tick(ctx.settings.fetch_schedule, now)
         if report is not None:

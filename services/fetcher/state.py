@@ -33,6 +33,8 @@ class SeriesState:
     stored: datetime | None  # Postgres watermark: the last complete bar loaded
     enqueued: datetime | None  # Redis: the newest complete bar handed to the transformer
     open_signature: str | None  # Redis: digest of the open bar last enqueued
+    # Redis, calendar intervals: the bar end (session close, UTC midnight) last fetched after.
+    asked_after: datetime | None = None
 
     @property
     def seen(self) -> datetime | None:
@@ -84,16 +86,26 @@ def load_states(
     stored = stored_watermarks(settings, symbols, interval)
     with redis.pipeline(transaction=False) as pipe:
         for symbol in symbols:
-            pipe.hmget(_series_key(symbol, interval), ["enqueued", "open_signature"])
+            pipe.hmget(_series_key(symbol, interval), ["enqueued", "open_signature", "asked"])
         rows = pipe.execute()
     states = {}
-    for symbol, (enqueued, signature) in zip(symbols, rows, strict=True):
+    for symbol, (enqueued, signature, asked) in zip(symbols, rows, strict=True):
         states[symbol] = SeriesState(
             stored=stored.get(symbol),
             enqueued=parse_utc(enqueued),
             open_signature=signature.decode() if signature else None,
+            asked_after=parse_utc(asked),
         )
     return states
+
+
+def save_asked(redis: Redis, symbol: str, interval: str, bar_end: datetime) -> None:
+    """A calendar series was fetched after the bar that ended at ``bar_end``."""
+    key = _series_key(symbol, interval)
+    with redis.pipeline() as pipe:
+        pipe.hset(key, "asked", bar_end.isoformat())
+        pipe.expire(key, SERIES_TTL_SECONDS)
+        pipe.execute()
 
 
 def save_state(

@@ -16,7 +16,13 @@ from redis import Redis
 
 from marketpipe import broker
 from marketpipe.reach import check_postgres, check_redis, exit_if_unreachable
-from marketpipe.settings import ServiceRole, Settings, load_settings, validate_symbol
+from marketpipe.settings import (
+    INTERVAL_NAMES,
+    ServiceRole,
+    Settings,
+    load_settings,
+    validate_symbol,
+)
 from services.ops.commands import (
     QUEUES,
     NothingToRestate,
@@ -69,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         help="re-fetch a series' whole stored history and swap it in (the fetcher does it)",
     )
     restate.add_argument("--symbol", type=validate_symbol, required=True)
-    restate.add_argument("--interval", help="default: INTERVAL")
+    restate.add_argument(
+        "--interval", choices=INTERVAL_NAMES, help="default: the first of INTERVALS"
+    )
     restate.add_argument(
         "--wait", type=float, default=0.0, help="seconds to wait for it to be restated"
     )

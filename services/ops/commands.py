@@ -76,7 +76,11 @@ def replay(
     transform = broker.queue(TRANSFORM_QUEUE, redis, settings)
     # The loader role reads raw_payloads (compose: ops runs in a loader container).
     loader = settings.role_url("loader")
-    landed = raw.landed_payloads(loader, since, until, settings.interval, symbols)
+    landed = [
+        payload
+        for interval in settings.intervals
+        for payload in raw.landed_payloads(loader, since, until, interval, symbols)
+    ]
     for payload in landed:
         report.enqueued.append(payload.payload_id)
         report.symbols[payload.symbol] = report.symbols.get(payload.symbol, 0) + 1

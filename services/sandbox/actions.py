@@ -149,6 +149,13 @@ class CorporateActions:
             key=lambda s: s.ex_date,
         )
 
+    def ratio_at(self, symbol: str, moment: datetime) -> float:
+        """What the model's price is divided by at ``moment``: the splits made by then (a live
+        price after a 4-for-1 split is a quarter of the unsplit model's, as the raw bars are)."""
+        if not self.splits(symbol):
+            return 1.0
+        return float(np.prod([s.ratio for s in self.effective_splits(symbol, moment)]))
+
     def apply(self, bars: BarSeries, now: datetime, adjust: str = "splits") -> BarSeries:
         """``bars`` of the model as the API serves them at ``now`` (see the module docstring)."""
         splits = self.effective_splits(bars.instrument.symbol, now)

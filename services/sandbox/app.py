@@ -134,7 +134,7 @@ class SandboxServer:
         self.api = SandboxApi(self.settings)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self.stream = StreamServer(self.settings, self.api.clock, self.api.faults)
+        self.stream = StreamServer(self.settings, self.api.clock, self.api.faults, self.api.actions)
 
     @property
     def stream_url(self) -> str:

@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from services.sandbox.actions import CorporateActions
 from services.sandbox.clock import SandboxClock
 from services.sandbox.faults import STREAM_ENDPOINT, FaultInjector
 from services.sandbox.market import Instrument, get_instrument
@@ -81,10 +83,17 @@ class _Connection:
 class StreamServer:
     """The stream on ``settings.stream_port`` (0: ephemeral), run by a background thread."""
 
-    def __init__(self, settings: SandboxSettings, clock: SandboxClock, faults: FaultInjector):
+    def __init__(
+        self,
+        settings: SandboxSettings,
+        clock: SandboxClock,
+        faults: FaultInjector,
+        actions: CorporateActions | None = None,
+    ):
         self.settings = settings
         self.clock = clock
         self.faults = faults
+        self.actions = actions or CorporateActions()
         self._refused: set[str] = set(settings.stream_refused_symbols)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,15 +265,18 @@ class StreamServer:
                 if await self._inject(connection, fault, now):
                     return
             events: list[tuple[int, str]] = []
+            moment = datetime.fromtimestamp(now, UTC)
             for subscription in list(connection.subscriptions.values()):
                 if now <= subscription.last_emitted:
                     continue
+                # After a split the stream trades at the split price, as the raw bars do.
+                ratio = self.actions.ratio_at(subscription.instrument.symbol, moment)
                 for timestamp, price, volume in subscription.source.between(
                     subscription.last_emitted, now
                 ):
-                    events.append(
-                        (timestamp, price_event(subscription.instrument, timestamp, price, volume))
-                    )
+                    shares = None if volume is None else round(volume * ratio)
+                    event = price_event(subscription.instrument, timestamp, price / ratio, shares)
+                    events.append((timestamp, event))
                 subscription.last_emitted = now
             events.sort(key=lambda item: item[0])
             for _, text in events:

@@ -157,6 +157,8 @@ def stack() -> Iterator[Stack]:
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWELVE_DATA", "COMPOSE_"))}
     env |= demo_env() | {name: str(port) for name, port in ports.items()}
+    # The tests load what they ask for (their own backfills), not two years of every symbol.
+    env["BACKFILL_SINCE"] = "none"
     stack = Stack(project=f"mptest{secrets.token_hex(4)}", ports=ports, env=env)
     try:
         started = time.monotonic()

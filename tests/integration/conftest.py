@@ -36,6 +36,7 @@ OUR_TABLES = (
     "watermarks",
     "raw_payloads",
     "restatements",
+    "configured_series",
 )
 
 
@@ -90,7 +91,8 @@ def redis_url(server_urls: tuple[str, str]) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def base_settings(database_url: str, redis_url: str) -> Settings:
-    settings = Settings(database_url=database_url, redis_url=redis_url)
+    # No automatic two-year backfill of every configured symbol unless a test asks for one.
+    settings = Settings(database_url=database_url, redis_url=redis_url, backfill_since="none")
     migrate(settings)
     return settings
 
@@ -125,7 +127,8 @@ def settings_env(settings: Settings, **extra: Any) -> dict[str, str]:
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         SYMBOLS=",".join(settings.symbols),
-        INTERVAL=settings.interval,
+        INTERVALS=",".join(settings.intervals),
+        BACKFILL_SINCE=settings.backfill_since,
         FETCH_OUTPUTSIZE=str(settings.fetch_outputsize),
         TWELVE_DATA_BASE_URL=settings.twelve_data_base_url,
         LOG_LEVEL="INFO",

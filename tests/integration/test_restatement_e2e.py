@@ -27,6 +27,7 @@ from services.sandbox.settings import SandboxSettings
 from tests.integration.conftest import run_service, settings_env
 from tests.support.processes import service_process, stop_with_sigterm, wait_while_running
 from tests.support.scratch import empty_claimed_redis, scratch_database
+from tests.support.sql import query
 
 BEFORE_SPLIT = datetime(2026, 3, 11, 18, 45, tzinfo=UTC)  # Wednesday, New York mid-session
 SPLIT_DAY = date(2026, 3, 12)
@@ -35,15 +36,6 @@ AFTER_SPLIT = datetime(2026, 3, 12, 17, 50, tzinfo=UTC)  # Thursday 13:50 New Yo
 SYMBOLS = ("AAPL", "BTC/USD")
 # Lineage: which payload and when (an unchanged bar keeps the payload that last wrote it).
 LINEAGE = ("loaded_at", "transformed_at", "payload_id")
-
-
-def query(url: str, statement: str, *params: Any) -> list[tuple]:
-    conn = psycopg2.connect(url)
-    with conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
 
 
 def series(url: str) -> dict[str, list[dict[str, Any]]]:

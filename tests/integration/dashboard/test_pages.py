@@ -7,18 +7,21 @@ is filled at its first use and kept to the end of the module.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 from redis import Redis
 from streamlit.testing.v1 import AppTest
 
+from marketpipe.db import reader_engine
 from marketpipe.settings import Settings
 from marketpipe.ticks import LAST_TICK_KEY, claim_key, tick_text
-from services.dashboard import theme
+from services.dashboard import queries, theme
 from services.dashboard.live import BADGE_ICONS
 from services.sandbox.app import SandboxServer
 from tests.integration.conftest import OUTPUTSIZE, run_pipeline
@@ -63,6 +66,22 @@ def trace_names(app: AppTest, index: int = 0) -> set[str]:
 def param(app: AppTest, name: str) -> str:
     value = app.query_params[name]
     return value[0] if isinstance(value, list) else value
+
+
+@contextmanager
+def rows_for_the_test(settings: Settings, table: str, insert: str) -> Iterator[None]:
+    """``insert`` into the module's loaded database; ``table`` emptied again afterwards."""
+    conn = psycopg2.connect(settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(insert)
+    conn.close()
+    try:
+        yield
+    finally:
+        conn = psycopg2.connect(settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("marketpipe", table)))
+        conn.close()
 
 
 def statuses(app: AppTest) -> set[str]:
@@ -360,42 +379,108 @@ def test_an_unreachable_database_is_a_short_notice_not_a_traceback(
 def test_health_page_lists_restatements_and_warns_of_open_ones(
     loaded_settings: Settings, open_app: OpenApp
 ) -> None:
-    conn = psycopg2.connect(loaded_settings.database_url)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO marketpipe.restatements (symbol, interval, kind, ratio, bars_affected,"
-            " status) VALUES ('AAPL', '1h', 'split', 4, 120, 'detected'),"
-            " ('MSFT', '1h', 'correction', NULL, 1, 'restated')"
-        )
-        # The run log's rows of the two: one re-fetching, one swapped in.
-        cur.execute(
-            "INSERT INTO marketpipe.pipeline_runs (run_id, component, status, symbol, interval,"
-            " windows, credits, rows_loaded, rows_removed, message, started_at) VALUES"
-            " ('restatement:901', 'restatement', 'running', 'AAPL', '1h', 3, 3, 0, NULL,"
-            " 'split #901: re-fetching', now()),"
-            " ('restatement:902', 'restatement', 'ok', 'MSFT', '1h', 1, 1, 1, 0,"
-            " '1 bars re-fetched, 1 written, 0 no longer served', now())"
-        )
-    conn.close()
-    try:
+    with rows_for_the_test(
+        loaded_settings,
+        "restatements",
+        "INSERT INTO marketpipe.restatements (symbol, interval, kind, ratio, bars_affected,"
+        " status) VALUES ('AAPL', '1h', 'split', 4, 120, 'detected'),"
+        " ('MSFT', '1h', 'correction', NULL, 1, 'restated')",
+    ):
+        conn = psycopg2.connect(loaded_settings.database_url)
+        with conn, conn.cursor() as cur:
+            # The run log's rows of the two: one re-fetching, one swapped in.
+            cur.execute(
+                "INSERT INTO marketpipe.pipeline_runs (run_id, component, status, symbol,"
+                " interval, windows, credits, rows_loaded, rows_removed, message, started_at)"
+                " VALUES ('restatement:901', 'restatement', 'running', 'AAPL', '1h', 3, 3, 0,"
+                " NULL, 'split #901: re-fetching', now()),"
+                " ('restatement:902', 'restatement', 'ok', 'MSFT', '1h', 1, 1, 1, 0,"
+                " '1 bars re-fetched, 1 written, 0 no longer served', now())"
+            )
+        conn.close()
+        try:
+            app = open_app(loaded_settings, view="health")
+            assert any(
+                "1 series wait for a restatement" in w and "AAPL 1h (split)" in w
+                for w in warnings(app)
+            )
+            [listed] = [f.value for f in app.dataframe if "kind" in f.value.columns]
+            assert sorted(zip(listed["symbol"], listed["status"], strict=True)) == [
+                ("AAPL", "detected"),
+                ("MSFT", "restated"),
+            ]
+            assert "restatements" in downloads(app)
+            [runs] = [f.value for f in app.dataframe if "rows_replaced" in f.value.columns]
+            assert sorted(zip(runs["symbol"], runs["status"], runs["windows"], strict=True)) == [
+                ("AAPL", "running", 3),
+                ("MSFT", "ok", 1),
+            ]
+        finally:
+            conn = psycopg2.connect(loaded_settings.database_url)
+            with conn, conn.cursor() as cur:
+                cur.execute("DELETE FROM marketpipe.pipeline_runs WHERE component = 'restatement'")
+            conn.close()
+
+
+def test_health_page_shows_new_series_backfilling_and_removed_ones_inactive(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    with rows_for_the_test(
+        loaded_settings,
+        "configured_series",
+        "INSERT INTO marketpipe.configured_series (symbol, interval, status, backfill_since,"
+        " backfill_status, windows_done, windows_total) VALUES"
+        " ('MSFT', '1day', 'active', '2024-03-11', 'running', 2, 5),"
+        " ('DOGE/USD', '1h', 'inactive', '2024-03-11', 'done', 4, 4)",
+    ):
         app = open_app(loaded_settings, view="health")
         assert any(
-            "1 series wait for a restatement" in w and "AAPL 1h (split)" in w for w in warnings(app)
-        )
-        [listed] = [f.value for f in app.dataframe if "kind" in f.value.columns]
+            "1 new series backfilling" in i and "MSFT 1day (2/5 windows)" in i for i in infos(app)
+        ), infos(app)
+        assert any("Inactive" in c.value and "DOGE/USD 1h" in c.value for c in app.caption)
+        [listed] = [f.value for f in app.dataframe if "windows_total" in f.value.columns]
         assert sorted(zip(listed["symbol"], listed["status"], strict=True)) == [
-            ("AAPL", "detected"),
-            ("MSFT", "restated"),
+            ("DOGE/USD", "inactive"),
+            ("MSFT", "active"),
         ]
-        assert "restatements" in downloads(app)
-        [runs] = [f.value for f in app.dataframe if "rows_replaced" in f.value.columns]
-        assert sorted(zip(runs["symbol"], runs["status"], runs["windows"], strict=True)) == [
-            ("AAPL", "running", 3),
-            ("MSFT", "ok", 1),
+        assert "configured_series" in downloads(app)
+
+
+def test_instrument_daily_bars_come_from_the_api_when_stored(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    # The same sandbox's 1h and 1day series, one cycle: both stored whatever an earlier test
+    # did to the module's database (empty_settings empties the same database).
+    run_pipeline(loaded_settings.model_copy(update={"intervals": ("1h", "1day")}))
+    try:
+        app = open_app(loaded_settings, view="instrument", symbol="AAPL", interval="1day")
+        control = app.segmented_control(key="interval")
+        assert control.value == "1day" and list(control.options) == ["1h", "1day"]
+        assert any("daily bars from the API" in c.value for c in app.caption)
+        assert app.get("plotly_chart")
+        # What the page drew: the API's bars by their trading day, not the aggregate's.
+        engine = reader_engine(loaded_settings)
+        try:
+            since, until = datetime(2025, 1, 1, tzinfo=UTC), datetime(2026, 3, 12, tzinfo=UTC)
+            drawn = queries.daily_bars(engine, "AAPL", since, until, from_api=True)
+            aggregated = queries.daily_bars(engine, "AAPL", since, until)
+        finally:
+            engine.dispose()
+        conn = psycopg2.connect(loaded_settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT bar_time_local::date, close FROM marketpipe.bars"
+                " WHERE symbol = 'AAPL' AND interval = '1day' ORDER BY bar_time"
+            )
+            api_days = cur.fetchall()
+        conn.close()
+        assert len(drawn) == len(api_days) > len(aggregated)  # 1day reaches further back
+        assert [(t.date(), c) for t, c in zip(drawn["bar_time"], drawn["close"], strict=True)] == [
+            (d, c) for d, c in api_days
         ]
     finally:
         conn = psycopg2.connect(loaded_settings.database_url)
         with conn, conn.cursor() as cur:
-            cur.execute("TRUNCATE marketpipe.restatements")
-            cur.execute("DELETE FROM marketpipe.pipeline_runs WHERE component = 'restatement'")
+            cur.execute("DELETE FROM marketpipe.bars WHERE interval = '1day'")
+            cur.execute("DELETE FROM marketpipe.watermarks WHERE interval = '1day'")
         conn.close()

@@ -45,7 +45,7 @@ def test_missed_ticks_are_caught_up_once(
     redis.set(LAST_TICK_KEY, "2026-03-11T13:05:00Z")
     tick, report = run_due_tick(ctx)
     assert tick == datetime(2026, 3, 11, 18, 5, tzinfo=UTC)  # the latest due tick, once
-    assert report is not None and report.enqueued == ["BTC/USD"]
+    assert report is not None and report["1h"].enqueued == ["BTC/USD"]
     assert run_due_tick(ctx) == (None, None)
     # The one catch-up fetched every missed hour: the gap since nothing was stored is the
     # initial history, which spans them.

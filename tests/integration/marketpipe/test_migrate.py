@@ -285,6 +285,8 @@ def test_the_fetcher_and_transformer_roles_hold_exactly_what_they_need(
         "restatements": {"SELECT"},  # which series wait for a restate
         # Its own run rows (0010), and the loader's for `backfill --wait`.
         "pipeline_runs": {"SELECT", "INSERT", "UPDATE"},
+        # The series it was configured with and their automatic backfills (0013).
+        "configured_series": {"SELECT", "INSERT", "UPDATE"},
     }
     # The transformer reads the payload and the stored series its bars continue (0008).
     assert table_privileges(clean_db, "marketpipe_transformer") == {

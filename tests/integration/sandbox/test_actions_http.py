@@ -1,13 +1,18 @@
-"""Corporate actions over HTTP: adjust=splits / none, /splits, the admin calls, correct_bar."""
+"""Corporate actions over HTTP: adjust=splits / none, /splits, the admin calls, correct_bar;
+and on the WebSocket stream, which trades at the split price after a split."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from datetime import timedelta
 
+import pytest
 import requests
+from websockets.sync.client import connect
 
 from services.sandbox.app import SandboxServer
-from tests.integration.sandbox.conftest import API_KEY
+from tests.integration.sandbox.conftest import API_KEY, MARKET_OPEN_NOW
 
 
 def get(http: requests.Session, sandbox: SandboxServer, path: str, **params: object) -> dict:
@@ -112,3 +117,37 @@ def test_the_correct_bar_fault_fixes_one_bar_for_good(
     changed = [i for i, (b, d) in enumerate(zip(before, during, strict=True)) if b != d]
     assert len(changed) == 1
     assert later == during  # the vendor's fix stays
+
+
+def live_prices(sandbox: SandboxServer, symbol: str) -> list[dict]:
+    """The price events the stream sends for ``symbol`` over the next few API seconds."""
+    with connect(f"{sandbox.stream_url}?apikey={API_KEY}", open_timeout=10) as ws:
+        ws.send(json.dumps({"action": "subscribe", "params": {"symbols": symbol}}))
+        assert json.loads(ws.recv(timeout=10))["status"] == "ok"
+        sandbox.clock.advance(5)
+        events = [json.loads(ws.recv(timeout=10))]
+        while events[-1]["timestamp"] < int(sandbox.clock.now().timestamp()):
+            events.append(json.loads(ws.recv(timeout=10)))
+    return events
+
+
+def test_the_stream_trades_at_the_split_price_after_a_split(
+    start_sandbox: Callable[..., SandboxServer],
+) -> None:
+    thursday = (MARKET_OPEN_NOW + timedelta(days=2)).isoformat()  # after the ex-date
+    split = start_sandbox(splits="AAPL@2026-03-12=4:1", clock_start=thursday)
+    unsplit = start_sandbox(clock_start=thursday)
+    after, model = live_prices(split, "AAPL"), live_prices(unsplit, "AAPL")
+    pairs = {e["timestamp"]: e for e in model}
+    common = [(e, pairs[e["timestamp"]]) for e in after if e["timestamp"] in pairs]
+    assert common
+    for ours, theirs in common:
+        assert ours["price"] == pytest.approx(theirs["price"] / 4, abs=0.006)
+        assert ours.get("day_volume") == (
+            None if theirs.get("day_volume") is None else theirs["day_volume"] * 4
+        )
+    # Before the ex-date nothing changes.
+    early = start_sandbox(splits="AAPL@2026-03-12=4:1")
+    plain = start_sandbox()
+    before = {e["timestamp"]: e["price"] for e in live_prices(early, "AAPL")}
+    assert before and before == {e["timestamp"]: e["price"] for e in live_prices(plain, "AAPL")}

@@ -99,7 +99,12 @@ def test_horizons_end_at_the_newest_bar() -> None:
 
 def test_hourly_bars_only_for_windows_up_to_a_month() -> None:
     day = datetime(2026, 1, 1, tzinfo=UTC)
-    assert view_state.intervals_for(day, day + timedelta(days=30), "1h") == ["1h", DAILY]
-    assert view_state.intervals_for(day, day + timedelta(days=91), "1h") == [DAILY]
+    assert view_state.intervals_for(day, day + timedelta(days=30), ["1h"]) == ["1h", DAILY]
+    assert view_state.intervals_for(day, day + timedelta(days=91), ["1h"]) == [DAILY]
+    # Every stored interval is offered: intraday shortest first, the API's 1day once.
+    stored = ["1h", "1day", "15min", "1week"]
+    month = day + timedelta(days=30)
+    assert view_state.intervals_for(day, month, stored) == ["15min", "1h", DAILY, "1week"]
+    assert view_state.intervals_for(day, day + timedelta(days=91), stored) == [DAILY, "1week"]
     assert view_state.compare_daily(day, day + timedelta(days=7)) is False
     assert view_state.compare_daily(day, day + timedelta(days=30)) is True

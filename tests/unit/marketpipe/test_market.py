@@ -13,6 +13,7 @@ from marketpipe.market import (
     asset_class_of,
     bar_end,
     bars_per_year,
+    latest_bar_end,
     market_open,
     settle_bars,
     venue,
@@ -157,3 +158,33 @@ def test_crypto_never_closes_and_forex_rests_at_the_weekend() -> None:
         False,
         pd.Timestamp("2026-03-16", tz="UTC"),
     )
+
+
+@pytest.mark.parametrize(
+    ("at", "interval", "zone", "ended"),
+    [
+        # Mid-session Wednesday: the stock's newest daily bar is Tuesday's, ended at its close.
+        ("2026-03-11T18:45", "1day", "America/New_York", "2026-03-10T20:00"),
+        ("2026-03-11T20:00", "1day", "America/New_York", "2026-03-11T20:00"),
+        # Saturday: Friday's close; the week's bar ended then too.
+        ("2026-03-14T12:00", "1day", "America/New_York", "2026-03-13T20:00"),
+        ("2026-03-14T12:00", "1week", "America/New_York", "2026-03-13T20:00"),
+        # The day after Thanksgiving closes early (13:00 New York).
+        ("2026-11-27T19:00", "1day", "America/New_York", "2026-11-27T18:00"),
+        # Thanksgiving itself holds no session: Wednesday's close.
+        ("2026-11-26T23:00", "1day", "America/New_York", "2026-11-25T21:00"),
+        # A coin's day and month end at UTC midnight.
+        ("2026-03-11T18:45", "1day", None, "2026-03-11T00:00"),
+        ("2026-03-11T18:45", "1month", None, "2026-03-01T00:00"),
+    ],
+)
+def test_latest_bar_end_of_calendar_intervals(
+    at: str, interval: str, zone: str | None, ended: str
+) -> None:
+    place = venue("stock" if zone else "crypto", zone)
+    moment = datetime.fromisoformat(at).replace(tzinfo=UTC)
+    assert latest_bar_end(interval, place, moment) == pd.Timestamp(ended, tz="UTC")
+
+
+def test_intraday_intervals_have_no_calendar_bar_end() -> None:
+    assert latest_bar_end("1h", venue("crypto", None), datetime(2026, 3, 11, tzinfo=UTC)) is None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import date
 
 import pytest
 from pydantic import ValidationError
@@ -22,6 +23,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "TWELVE_DATA_BASE_URL",
         "SYMBOLS",
         "INTERVAL",
+        "INTERVALS",
+        "BACKFILL_SINCE",
         "FETCH_SCHEDULE",
         "DASHBOARD_REFRESH_SECONDS",
         "DATABASE_URL",
@@ -81,6 +84,8 @@ def test_role_urls_swap_credentials_only(monkeypatch: pytest.MonkeyPatch) -> Non
     [
         ("SYMBOLS", "AAPL,DROP TABLE"),
         ("INTERVAL", "7min"),
+        ("INTERVALS", "1h,2d"),
+        ("BACKFILL_SINCE", "two years"),
         ("DASHBOARD_REFRESH_SECONDS", "soon"),
         ("FETCH_SCHEDULE", "every hour"),
         ("DATABASE_URL", "mysql://root@localhost/pagila"),
@@ -140,3 +145,36 @@ def test_the_refusal_stops_a_service_with_a_message(monkeypatch: pytest.MonkeyPa
     assert done.returncode == 2
     assert "READER_DB_PASSWORD: the demo password is refused outside demo mode" in done.stderr
     assert "k" * 32 not in done.stderr
+
+
+def test_intervals_are_a_list_and_interval_is_read_as_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().intervals == ("1h",)
+    monkeypatch.setenv("INTERVAL", "1day")  # the older single name
+    assert Settings().intervals == ("1day",) and Settings().interval == "1day"
+    monkeypatch.setenv("INTERVALS", " 1h, 1day,1h")
+    settings = Settings()
+    assert settings.intervals == ("1h", "1day")  # INTERVALS wins; split and deduplicated
+    assert settings.interval == "1h"  # the first: single-series commands' default
+    assert settings.for_interval("1day").intervals == ("1day",)
+    monkeypatch.setenv("INTERVALS", " , ")
+    with pytest.raises(ValidationError, match="at least one interval"):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "first_day"),
+    [
+        ("2y", date(2024, 3, 11)),  # 730 days
+        ("90d", date(2025, 12, 11)),
+        ("2025-01-02", date(2025, 1, 2)),
+        ("none", None),
+        ("0d", None),
+    ],
+)
+def test_backfill_since_is_a_depth_or_a_date(value: str, first_day: date | None) -> None:
+    settings = Settings(backfill_since=value)
+    assert settings.backfill_start(date(2026, 3, 11)) == first_day
+
+
+def test_the_backfill_reaches_two_years_back_by_default() -> None:
+    assert Settings().backfill_start(date(2026, 3, 11)) == date(2024, 3, 11)
