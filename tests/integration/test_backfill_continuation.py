@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
-import psycopg2
 import pytest
-from psycopg2 import sql
 from redis import Redis
 
 from marketpipe.settings import Settings
@@ -23,12 +21,10 @@ from services.fetcher.__main__ import build_context
 from services.fetcher.backfill import run_backfill
 from services.fetcher.cycle import run_cycle
 from services.sandbox.app import SandboxServer
-from services.sandbox.settings import SandboxSettings
-from tests.integration.conftest import OUR_TABLES
+from tests.integration.conftest import empty_our_tables, unlimited_sandbox
 from tests.support.clock import InProcessClock
 from tests.support.compare import compare_snapshots, snapshot
 from tests.support.pipeline import drain
-from tests.support.scratch import empty_claimed_redis
 from tests.support.series import assert_matches_one_pass, stored_series
 
 SYMBOLS = ("AAPL", "BTC/USD")
@@ -40,24 +36,8 @@ STEPS = (60, 14 * 60, 120, 60)
 
 @pytest.fixture
 def day_sandbox() -> Iterator[SandboxServer]:
-    plan = SandboxSettings(
-        port=0,
-        clock_start=START.isoformat(),
-        clock_speed=0,
-        credits_per_minute=100_000,
-        credits_per_day=10_000_000,
-    )
-    with SandboxServer(plan) as server:
+    with unlimited_sandbox(START) as server:
         yield server
-
-
-def empty_tables(settings: Settings, redis: Redis) -> None:
-    conn = psycopg2.connect(settings.database_url)
-    with conn, conn.cursor() as cur:
-        tables = [sql.Identifier("marketpipe", t) for t in (*OUR_TABLES, "series_versions")]
-        cur.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(tables)))
-    conn.close()
-    empty_claimed_redis(redis)
 
 
 def test_ticks_after_a_one_day_backfill_store_what_a_clean_backfill_does(
@@ -82,7 +62,7 @@ def test_ticks_after_a_one_day_backfill_store_what_a_clean_backfill_does(
     assert soaked["bars"], "nothing stored"
 
     # The clean reference, as the soak takes it: the same span backfilled into empty tables.
-    empty_tables(settings, redis)
+    empty_our_tables(settings, redis)
     until = (day_sandbox.clock.now() + timedelta(days=1)).date()
     run_backfill(ctx, SINCE, until=until)
     drain(settings, redis)
