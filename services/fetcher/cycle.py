@@ -156,7 +156,8 @@ def run_cycle(
             "symbol": answer.symbol,
             "interval": interval,
             "outputsize": asked.outputsize,
-            # What the request continued from; every bar of the answer is stored.
+            # What the request continued from; every bar of the answer from the stored series'
+            # first on is stored (services/transformer/warmup.py).
             "watermark": state.fetch_from.isoformat() if state.fetch_from else None,
             "overlap_bars": settings.fetch_overlap_bars if state.fetch_from else 0,
         }

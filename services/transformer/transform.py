@@ -2,7 +2,8 @@
 
 ``transform_series`` runs one series (one symbol, one interval: every transform job carries
 exactly one payload) through flatten -> validate (quarantining what fails) -> drop the warm-up
-bars -> enrich, continuing the stored series that ``history`` returns (the one place it reads
+bars (and a tick's bars from before the stored series' first, services/transformer/warmup.py)
+-> enrich, continuing the stored series that ``history`` returns (the one place it reads
 the database, injected by the job; marketpipe/history.py). No I/O of its own. Daily bars are
 built by the loader from the stored bars (services/loader/daily.py), so no daily row ever
 comes from a bar that is not stored.
@@ -29,7 +30,7 @@ from marketpipe.indicators import StoredHistory
 from services.transformer.enrich import contract_frame, empty_frame, enrich, observed
 from services.transformer.flatten import PayloadRejection, flatten
 from services.transformer.validate import QuarantineRecord, rejection_record, validate
-from services.transformer.warmup import drop_warmup
+from services.transformer.warmup import drop_before_series, drop_warmup
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ def utc_timestamp(now: datetime) -> pd.Timestamp:
     if stamp.tzinfo is None:
         raise ValueError("now must be timezone-aware (UTC)")
     return stamp.tz_convert("UTC").as_unit("us")
+
+
+def first_time(bars: pd.DataFrame) -> datetime:
+    """The first bar's time (validate's naive UTC) as an aware datetime."""
+    stamp = pd.Timestamp(bars["bar_time"].iloc[0])
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).to_pydatetime()
 
 
 def transform_series(
@@ -74,8 +81,12 @@ def transform_series(
     kept = drop_warmup(checked.bars, payload)
     stored, version = None, 0
     if history is not None and len(kept):
-        first = pd.Timestamp(kept["bar_time"].iloc[0]).tz_localize("UTC").to_pydatetime()
-        stored, version = history(first)
+        stored, version = history(first_time(kept))
+        continued = drop_before_series(kept, payload, stored.series_start)
+        if len(continued) < len(kept):
+            kept = continued
+            if len(kept):
+                stored, version = history(first_time(kept))
     bars = enrich(kept, flat, transformed_at=transformed_at, history=stored)
     return TransformResult(
         bars=bars.reset_index(drop=True),

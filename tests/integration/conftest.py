@@ -106,6 +106,28 @@ def redis(base_settings: Settings) -> Iterator[Redis]:
     client.close()
 
 
+def unlimited_sandbox(clock_start: datetime) -> SandboxServer:
+    """A sandbox on a frozen clock at ``clock_start`` with credits no test runs out of."""
+    plan = SandboxSettings(
+        port=0,
+        clock_start=clock_start.isoformat(),
+        clock_speed=0,
+        credits_per_minute=100_000,
+        credits_per_day=10_000_000,
+    )
+    return SandboxServer(plan)
+
+
+def empty_our_tables(settings: Settings, redis: Redis) -> None:
+    """Our tables and the series versions emptied, and the claimed Redis db (within a test)."""
+    conn = psycopg2.connect(settings.database_url)
+    with conn, conn.cursor() as cur:
+        tables = [sql.Identifier("marketpipe", t) for t in (*OUR_TABLES, "series_versions")]
+        cur.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(tables)))
+    conn.close()
+    empty_claimed_redis(redis)
+
+
 @pytest.fixture
 def clean_db(base_settings: Settings) -> Settings:
     """Our tables emptied before the test (the schema and roles stay)."""

@@ -20,7 +20,6 @@ import pytest
 import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from psycopg2 import sql
 from redis import Redis
 
 from marketpipe.history import read_history
@@ -28,11 +27,9 @@ from marketpipe.settings import Settings
 from services.fetcher.__main__ import build_context
 from services.fetcher.cycle import run_cycle
 from services.sandbox.app import SandboxServer
-from services.sandbox.settings import SandboxSettings
-from tests.integration.conftest import OUR_TABLES
+from tests.integration.conftest import empty_our_tables, unlimited_sandbox
 from tests.support.clock import InProcessClock
 from tests.support.pipeline import drain
-from tests.support.scratch import empty_claimed_redis
 from tests.support.series import assert_matches_one_pass, stored_series
 
 SYMBOLS = ("AAPL", "BTC/USD")
@@ -54,24 +51,8 @@ STATE_COLUMNS = ("rsi_avg_gain", "rsi_avg_loss")
 
 @pytest.fixture(scope="module")
 def tick_sandbox() -> Iterator[SandboxServer]:
-    plan = SandboxSettings(
-        port=0,
-        clock_start=EVENTS[0].isoformat(),
-        clock_speed=0,
-        credits_per_minute=100_000,
-        credits_per_day=10_000_000,
-    )
-    with SandboxServer(plan) as server:
+    with unlimited_sandbox(EVENTS[0]) as server:
         yield server
-
-
-def reset(settings: Settings, redis: Redis) -> None:
-    conn = psycopg2.connect(settings.database_url)
-    with conn, conn.cursor() as cur:
-        tables = [sql.Identifier("marketpipe", t) for t in (*OUR_TABLES, "series_versions")]
-        cur.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(tables)))
-    conn.close()
-    empty_claimed_redis(redis)
 
 
 def watermarks(settings: Settings) -> dict[str, datetime]:
@@ -137,7 +118,7 @@ def test_gap_ticks_store_what_one_pass_over_the_series_gives(
     lead_hours: int,
     steps: list[int],
 ) -> None:
-    reset(base_settings, redis)
+    empty_our_tables(base_settings, redis)
     settings_ = base_settings.model_copy(
         update={
             "twelve_data_base_url": tick_sandbox.url,

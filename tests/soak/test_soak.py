@@ -32,7 +32,6 @@ The table `make soak` prints (and writes to .soak/results.md) goes into the READ
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import subprocess
@@ -55,7 +54,8 @@ from marketpipe.settings import Settings
 from marketpipe.ticks import LAST_TICK_KEY
 from services.fetcher.series import parse_utc
 from tests.integration.conftest import REPO_ROOT, run_service, server_urls, settings_env  # noqa: F401
-from tests.integration.reliability.conftest import LINEAGE, drained
+from tests.integration.reliability.conftest import drained
+from tests.support.compare import compare
 from tests.support.processes import service_process, stop_with_sigterm
 from tests.support.scratch import empty_claimed_redis, scratch_database, scratch_redis
 
@@ -74,7 +74,6 @@ RSS_GROWTH = 0.10
 FD_SLACK = 16
 REDIS_MAX_BYTES = 64 * 2**20
 REDIS_MAX_KEYS = 20_000
-COMPARED = ("bars", "daily_bars", "watermarks")
 REPORT = REPO_ROOT / ".soak" / "results.md"
 STACK = ("transformer", "loader", "fetcher", "streamer", "dashboard")
 
@@ -186,73 +185,6 @@ def query(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
         rows = cur.fetchall()
     conn.close()
     return rows
-
-
-def keyed_rows(url: str, table: str) -> dict[tuple[Any, ...], dict[str, Any]]:
-    """A table's rows by primary key, lineage columns left out."""
-    conn = psycopg2.connect(url)
-    with conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
-            " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
-            (f"marketpipe.{table}",),
-        )
-        key = [c for (c,) in cur.fetchall()]
-        cur.execute(f"SELECT * FROM marketpipe.{table}")
-        names = [d[0] for d in cur.description]
-        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-        duplicated = 0
-        for values in cur:
-            row = {n: v for n, v in zip(names, values, strict=True) if n not in LINEAGE}
-            k = tuple(row[c] for c in key)
-            duplicated += k in rows
-            rows[k] = row
-    conn.close()
-    assert key and not duplicated, (table, key, duplicated)
-    return rows
-
-
-def same_row(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
-    """Every column equal; floats within 1e-9 relative (NaN equal to NaN)."""
-    if ours.keys() != theirs.keys():
-        return False
-    for column, value in ours.items():
-        other = theirs[column]
-        if isinstance(value, float) and isinstance(other, float):
-            if not (
-                math.isclose(value, other, rel_tol=1e-9) or (value != value and other != other)
-            ):
-                return False
-        elif value != other:
-            return False
-    return True
-
-
-def compare(soaked: str, clean: str) -> tuple[dict[str, int], list[str]]:
-    """Row for row: lost (in the clean backfill only), duplicated (in the soak only), different."""
-    counts = {"rows": 0, "lost": 0, "duplicated": 0, "different": 0}
-    examples: list[str] = []
-    for table in COMPARED:
-        ours, theirs = keyed_rows(soaked, table), keyed_rows(clean, table)
-        counts["rows"] += len(theirs)
-        lost, surplus = theirs.keys() - ours.keys(), ours.keys() - theirs.keys()
-        different = [k for k in theirs.keys() & ours.keys() if not same_row(ours[k], theirs[k])]
-        counts["lost"] += len(lost)
-        counts["duplicated"] += len(surplus)
-        counts["different"] += len(different)
-        for label, keys in (("lost", lost), ("surplus", surplus), ("different", different)):
-            for k in sorted(keys, key=repr)[:3]:
-                detail = ""
-                if label == "different":
-                    detail = str(
-                        {
-                            c: (ours[k][c], theirs[k][c])
-                            for c in ours[k]
-                            if ours[k][c] != theirs[k][c]
-                        }
-                    )
-                examples.append(f"{table} {label} {k} {detail}")
-    return counts, examples
 
 
 def admin(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:

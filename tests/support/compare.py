@@ -1,0 +1,93 @@
+"""The stored tables of two databases row for row: what the soak and the continuation tests
+compare against a clean backfill of the same span."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import psycopg2
+
+from tests.integration.reliability.conftest import LINEAGE
+
+COMPARED = ("bars", "daily_bars", "watermarks")
+Rows = dict[tuple[Any, ...], dict[str, Any]]
+
+
+def keyed_rows(url: str, table: str) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """A table's rows by primary key, lineage columns left out."""
+    conn = psycopg2.connect(url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
+            (f"marketpipe.{table}",),
+        )
+        key = [c for (c,) in cur.fetchall()]
+        cur.execute(f"SELECT * FROM marketpipe.{table}")
+        names = [d[0] for d in cur.description]
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        duplicated = 0
+        for values in cur:
+            row = {n: v for n, v in zip(names, values, strict=True) if n not in LINEAGE}
+            k = tuple(row[c] for c in key)
+            duplicated += k in rows
+            rows[k] = row
+    conn.close()
+    assert key and not duplicated, (table, key, duplicated)
+    return rows
+
+
+def same_row(ours: dict[str, Any], theirs: dict[str, Any]) -> bool:
+    """Every column equal; floats within 1e-9 relative (NaN equal to NaN)."""
+    if ours.keys() != theirs.keys():
+        return False
+    for column, value in ours.items():
+        other = theirs[column]
+        if isinstance(value, float) and isinstance(other, float):
+            if not (
+                math.isclose(value, other, rel_tol=1e-9) or (value != value and other != other)
+            ):
+                return False
+        elif value != other:
+            return False
+    return True
+
+
+def snapshot(url: str) -> dict[str, Rows]:
+    """The COMPARED tables of a database by primary key, lineage left out."""
+    return {table: keyed_rows(url, table) for table in COMPARED}
+
+
+def compare(soaked: str, clean: str) -> tuple[dict[str, int], list[str]]:
+    """Row for row: lost (in the clean backfill only), duplicated (in the soak only), different."""
+    return compare_snapshots(snapshot(soaked), snapshot(clean))
+
+
+def compare_snapshots(
+    soaked: dict[str, Rows], clean: dict[str, Rows]
+) -> tuple[dict[str, int], list[str]]:
+    """:func:`compare` of two :func:`snapshot` results."""
+    counts = {"rows": 0, "lost": 0, "duplicated": 0, "different": 0}
+    examples: list[str] = []
+    for table in COMPARED:
+        ours, theirs = soaked[table], clean[table]
+        counts["rows"] += len(theirs)
+        lost, surplus = theirs.keys() - ours.keys(), ours.keys() - theirs.keys()
+        different = [k for k in theirs.keys() & ours.keys() if not same_row(ours[k], theirs[k])]
+        counts["lost"] += len(lost)
+        counts["duplicated"] += len(surplus)
+        counts["different"] += len(different)
+        for label, keys in (("lost", lost), ("surplus", surplus), ("different", different)):
+            for k in sorted(keys, key=repr)[:3]:
+                detail = ""
+                if label == "different":
+                    detail = str(
+                        {
+                            c: (ours[k][c], theirs[k][c])
+                            for c in ours[k]
+                            if ours[k][c] != theirs[k][c]
+                        }
+                    )
+                examples.append(f"{table} {label} {k} {detail}")
+    return counts, examples
