@@ -224,6 +224,9 @@ def soak_settings(database_url: str, redis_url: str, port: int) -> Settings:
         sandbox_url=f"http://127.0.0.1:{port}",
         sandbox_stream_url=f"ws://127.0.0.1:{port + 1}",
         symbols=SYMBOLS,
+        # The operator backfills the phase's first day by hand, and the clean reference covers
+        # the same span: no automatic backfill of new series to BACKFILL_SINCE (two years).
+        backfill_since="none",
     )
 
 
