@@ -18,6 +18,7 @@ from marketpipe.settings import DEFAULT_SYMBOLS, Settings
 from services.sandbox.app import SandboxServer
 from services.transformer.jobs import load_job_id
 from tests.integration.conftest import OUTPUTSIZE, run_pipeline, run_service, settings_env
+from tests.support.sql import query as run_query
 
 TABLES = ("bars", "daily_bars", "raw_payloads", "quarantine", "pipeline_runs", "watermarks")
 
@@ -36,12 +37,7 @@ def snapshot(settings: Settings) -> dict[str, list[tuple]]:
 
 
 def query(settings: Settings, statement: str, *params: object) -> list[tuple]:
-    conn = psycopg2.connect(settings.database_url)
-    with conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
+    return run_query(settings.database_url, statement, *params)
 
 
 def test_one_cycle_lands_exact_rows_and_a_replay_changes_nothing(

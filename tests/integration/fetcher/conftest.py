@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import psycopg2
 import pytest
 from redis import Redis
 from rq.job import Job
@@ -25,6 +24,7 @@ from services.sandbox.app import SandboxServer
 from services.sandbox.settings import SandboxSettings
 from tests.integration.conftest import FROZEN_AT
 from tests.support.clock import InProcessClock
+from tests.support.sql import query as run_query
 
 SECRET_KEY = "td-secret-7f3a9c2e51b84d60"
 FREE_PLAN = (8, 800)
@@ -79,9 +79,4 @@ def queued_payloads(redis: Redis, settings: Settings) -> list[RawPayload]:
 
 
 def query(settings: Settings, statement: str, *params: object) -> list[tuple]:
-    conn = psycopg2.connect(settings.database_url)
-    with conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
+    return run_query(settings.database_url, statement, *params)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg2
 import pytest
 from redis import Redis
 
@@ -16,6 +15,7 @@ from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
 from services.loader.jobs import load, load_restated
 from services.transformer.transform import transform_series
+from tests.support.sql import query as run_query
 from tests.unit.transformer.payloads import STOCK_META, bar, payload, stock_session_times
 
 FIRST_DAY = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
@@ -45,12 +45,7 @@ def land(redis: Redis, settings: Settings, rows: list[dict[str, str]]) -> RawPay
 
 
 def query(settings: Settings, statement: str, *params: Any) -> list[tuple]:
-    conn = psycopg2.connect(settings.database_url)
-    with conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
+    return run_query(settings.database_url, statement, *params)
 
 
 def bars(settings: Settings) -> list[tuple]:

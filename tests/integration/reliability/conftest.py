@@ -27,6 +27,7 @@ from marketpipe.settings import Settings
 from tests.integration.conftest import OUR_TABLES, REPO_ROOT, run_service, settings_env
 from tests.integration.loader.conftest import wait_for
 from tests.support.processes import die_with_test_run
+from tests.support.sql import query as run_query
 
 QUEUES = (TRANSFORM_QUEUE, LOAD_QUEUE)
 # Columns that record *when* or *from which answer* a row was written: a replay or a retry
@@ -68,12 +69,7 @@ def drained(redis: Redis, settings: Settings) -> bool:
 
 
 def query(settings: Settings, statement: str, *params: object) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(settings.database_url)
-    with conn, conn.cursor() as cur:
-        cur.execute(statement, params)
-        rows = cur.fetchall()
-    conn.close()
-    return rows
+    return run_query(settings.database_url, statement, *params)
 
 
 def table_rows(settings: Settings, table: str) -> list[tuple[Any, ...]]:
