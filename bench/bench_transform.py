@@ -153,7 +153,11 @@ class Job:
     history: HistoryReader | None = None
     baseline_payload: RawPayload | None = None  # the whole series, when the job continues one
 
-    def ours(self) -> pd.DataFrame:
+    def ours(self) -> dict[str, pa.Table]:
+        """What the job sends to the loader: the batch's tables."""
+        return transform_series(self.payload, now=NOW, history=self.history).tables()
+
+    def ours_frame(self) -> pd.DataFrame:
         return transform_series(self.payload, now=NOW, history=self.history).bars
 
     def baseline(self) -> pd.DataFrame:
@@ -272,7 +276,7 @@ def best_of(repeats: int, func: Callable[[], object]) -> Timing:
 
 def check_like_for_like(job: Job) -> None:
     """The baseline and transform_series agree on the indicators of the emitted bars."""
-    ours, theirs = job.ours(), job.baseline()
+    ours, theirs = job.ours_frame(), job.baseline()
     assert len(ours) == len(theirs), (len(ours), len(theirs))
     for name in CHECKED_COLUMNS:
         np.testing.assert_allclose(
