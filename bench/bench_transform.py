@@ -1,6 +1,6 @@
 """Transformer on the shapes production sends, against a plain per-series pandas baseline.
 
-Run: .venv/bin/python bench/bench_transform.py [--quick]
+Run: .venv/bin/python -m bench.bench_transform [--quick] [--jobs-only]
 
 Every transform job carries one payload (one symbol, one interval), so every shape is a loop of
 ``transform_series`` calls, one per payload, as the workers run them:
@@ -20,6 +20,12 @@ the DST rule for repeated hours or the completeness flag. For the tick it recomp
 stored series plus the new bars and keeps the new ones: the plain way to continue a series.
 Before timing, the bench checks that the baseline computes the same indicators (1e-9), so the
 comparison is like for like.
+
+Ours is ``transform_series`` and the batch's Arrow tables it hands the job (what the loader
+reads). Last, the whole job (``services.transformer.jobs.transform``) runs in this process on a
+scratch database and Redis db (TEST_DATABASE_URL / TEST_REDIS_URL, as the tests): the tick's 50
+jobs, each reading its payload and stored history from Postgres and writing its batch to Redis,
+with the CPU and wall time of each step (``--jobs-only``: that part alone).
 
 Figures: best of several repeats, wall-clock and process CPU time (on a shared, loaded machine
 the CPU figure is the honest one; wall time then includes waiting for a core).
