@@ -56,10 +56,21 @@ class ContractColumns:
         """The same columns as Arrow, NaN and NaT as NULL (as ``Table.from_pandas`` gives)."""
         schema = pa.schema([(name, BATCH_ARROW_TYPES[sql]) for name, sql in self.columns])
         arrays = [
-            pa.array(self._filled(name, sql), type=field.type, from_pandas=True)
+            self._constant(name, field.type)
+            if _is_text_constant(self.values[name])
+            else pa.array(self._filled(name, sql), type=field.type, from_pandas=True)
             for (name, sql), field in zip(self.columns, schema, strict=True)
         ]
         return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _constant(self, name: str, arrow_type: pa.DataType) -> pa.Array:
+        # Repeated in C: converting a column of 5,000 Python strings costs ~0.3 ms each.
+        value = self.values[name]
+        return (
+            pa.nulls(self.size, arrow_type)
+            if value is None
+            else pa.repeat(pa.scalar(value, arrow_type), self.size)
+        )
 
     def _filled(self, name: str, sql: str) -> np.ndarray:
         value = self.values[name]
@@ -68,6 +79,10 @@ class ContractColumns:
         column = np.empty(self.size, dtype=NUMPY_DTYPES[sql])
         column[:] = value
         return column
+
+
+def _is_text_constant(value: Any) -> bool:
+    return value is None or isinstance(value, str)
 
 
 def _frame_column(column: np.ndarray, sql: str) -> Any:
