@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -56,7 +55,7 @@ from services.fetcher.series import parse_utc
 from tests.integration.conftest import REPO_ROOT, run_service, server_urls, settings_env  # noqa: F401
 from tests.integration.reliability.conftest import drained
 from tests.support.compare import compare
-from tests.support.processes import service_process, stop_with_sigterm
+from tests.support.processes import free_port, service_process, stop_with_sigterm
 from tests.support.scratch import empty_claimed_redis, scratch_database, scratch_redis
 
 SPEED = 3600.0  # API seconds per real second: a simulated hour each second
@@ -123,12 +122,6 @@ class PhaseResult:
     comparison: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)  # of rows lost, surplus or different
     samples: list[Sample] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def proc_rss(pid: int) -> int:

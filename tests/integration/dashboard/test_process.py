@@ -4,7 +4,6 @@ Streamlit's banner and Streamlit's own log records included (services/dashboard/
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,14 @@ import requests
 
 from marketpipe.settings import Settings
 from tests.integration.conftest import settings_env
-from tests.support.processes import service_process, stop_with_sigterm, wait_while_running
+from tests.support.processes import (
+    free_port,
+    service_process,
+    stop_with_sigterm,
+    wait_while_running,
+)
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_under_log_format_json_every_line_of_the_dashboard_is_a_json_object(
