@@ -271,7 +271,7 @@ def run_phase(phase: Phase, pg_url: str, redis_base: str, tmp_path: Path) -> Pha
         def sandbox_up() -> bool:
             try:
                 return requests.get(f"{sandbox_url}/__sandbox/health", timeout=2).ok
-            except requests.ConnectionError:
+            except requests.RequestException:  # not up yet: refused, or too busy to answer
                 return False
 
         wait_until(sandbox_up, 30, "the sandbox", processes)

@@ -31,7 +31,7 @@ def test_under_log_format_json_every_line_of_the_dashboard_is_a_json_object(
     def answers() -> bool:
         try:
             return requests.get(health, timeout=2).ok
-        except requests.ConnectionError:
+        except requests.RequestException:  # not up yet: refused, or too busy to answer
             return False
 
     args = (f"--server.port={port}", "--server.address=127.0.0.1", "--server.headless=true")
