@@ -6,7 +6,9 @@ waits by polling the DOM against a deadline, and saves a screenshot of every pag
 width (and the overview in the dark theme) under artifacts/screenshots/. Each page must draw
 without an exception box, without a metric cut short (text wider than its box, or "…"),
 without two Plotly labels (titles, legend, annotations, tick labels of one axis) overlapping or
-leaving the figure, and without the page growing wider than the window. The time from
+leaving the figure, without a table cut off at desktop width, and without the page growing
+wider than the window. docs/dashboard-checks.md maps each point the issue saw on screen to its
+check. The time from
 navigation to drawn charts is recorded per page and width in artifacts/screenshots/timings.json,
 after one untimed page load that warms the server (its first run imports the libraries).
 """
