@@ -1,6 +1,6 @@
 """Transformer on the shapes production sends, against a plain per-series pandas baseline.
 
-Run: .venv/bin/python bench/bench_transform.py [--quick]
+Run: .venv/bin/python -m bench.bench_transform [--quick] [--jobs-only]
 
 Every transform job carries one payload (one symbol, one interval), so every shape is a loop of
 ``transform_series`` calls, one per payload, as the workers run them:
@@ -21,6 +21,12 @@ stored series plus the new bars and keeps the new ones: the plain way to continu
 Before timing, the bench checks that the baseline computes the same indicators (1e-9), so the
 comparison is like for like.
 
+Ours is ``transform_series`` and the batch's Arrow tables it hands the job (what the loader
+reads). Last, the whole job (``services.transformer.jobs.transform``) runs in this process on a
+scratch database and Redis db (TEST_DATABASE_URL / TEST_REDIS_URL, as the tests): the tick's 50
+jobs, each reading its payload and stored history from Postgres and writing its batch to Redis,
+with the CPU and wall time of each step (``--jobs-only``: that part alone).
+
 Figures: best of several repeats, wall-clock and process CPU time (on a shared, loaded machine
 the CPU figure is the honest one; wall time then includes waiting for a core).
 """
@@ -28,22 +34,31 @@ the CPU figure is the honest one; wall time then includes waiting for a core).
 from __future__ import annotations
 
 import argparse
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from redis import Redis
+from rq import Queue
 
+from marketpipe import broker, raw
 from marketpipe.contract import RawPayload
 from marketpipe.history import history_from
 from marketpipe.indicators import STATE_COLUMNS
 from marketpipe.market import bars_per_year, venue
+from marketpipe.migrate import migrate
 from marketpipe.settings import Settings
+from services.loader.jobs import load
+from services.transformer import jobs as transformer_jobs
 from services.transformer.transform import HistoryReader, transform_series
+from tests.support.scratch import scratch_database, scratch_redis
 
 OVERLAP_BARS: int = Settings.model_fields["fetch_overlap_bars"].default
 
@@ -144,7 +159,11 @@ class Job:
     history: HistoryReader | None = None
     baseline_payload: RawPayload | None = None  # the whole series, when the job continues one
 
-    def ours(self) -> pd.DataFrame:
+    def ours(self) -> dict[str, pa.Table]:
+        """What the job sends to the loader: the batch's tables."""
+        return transform_series(self.payload, now=NOW, history=self.history).tables()
+
+    def ours_frame(self) -> pd.DataFrame:
         return transform_series(self.payload, now=NOW, history=self.history).bars
 
     def baseline(self) -> pd.DataFrame:
@@ -173,8 +192,7 @@ def tick_job(k: int, stored_bars: int, tick_bars: int) -> Job:
 
 def seeded_ewm(x: pd.Series, n: int, alpha: float) -> pd.Series:
     """EWM seeded with the mean of the first n defined values (the TA-Lib convention)."""
-    first = x.first_valid_index()
-    position = 0 if first is None else int(x.index.get_loc(first))
+    position = int(x.notna().to_numpy().argmax())  # the first defined value (0 if none)
     y = x.copy()
     y.iloc[position + n - 1] = x.iloc[position : position + n].mean()
     y.iloc[: position + n - 1] = np.nan
@@ -264,7 +282,7 @@ def best_of(repeats: int, func: Callable[[], object]) -> Timing:
 
 def check_like_for_like(job: Job) -> None:
     """The baseline and transform_series agree on the indicators of the emitted bars."""
-    ours, theirs = job.ours(), job.baseline()
+    ours, theirs = job.ours_frame(), job.baseline()
     assert len(ours) == len(theirs), (len(ours), len(theirs))
     for name in CHECKED_COLUMNS:
         np.testing.assert_allclose(
@@ -289,11 +307,129 @@ def run_shape(label: str, jobs: list[Job], repeats: int) -> Timing:
     return ours
 
 
+# --- the whole job: Postgres in, Redis out, in this process -----------------------------------
+
+
+@dataclass
+class Breakdown:
+    """Exclusive CPU and wall time of the job's steps (without the steps each one calls)."""
+
+    cpu: dict[str, float] = field(default_factory=dict)
+    wall: dict[str, float] = field(default_factory=dict)
+    _stack: list[list[float]] = field(default_factory=list)
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        inner = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._stack.append([0.0, 0.0])
+            cpu, wall = time.process_time(), time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                nested_cpu, nested_wall = self._stack.pop()
+                self.cpu[label] = self.cpu.get(label, 0.0) + cpu - nested_cpu
+                self.wall[label] = self.wall.get(label, 0.0) + wall - nested_wall
+                if self._stack:
+                    self._stack[-1][0] += cpu
+                    self._stack[-1][1] += wall
+
+        setattr(owner, name, timed)
+
+
+@contextmanager
+def job_stack() -> Iterator[Settings]:
+    """A migrated scratch database and a scratch Redis db, with settings pointing at them."""
+    pg = os.environ.get("TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    redis_base = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    with ExitStack() as stack:
+        db_url = stack.enter_context(scratch_database(pg, prefix="marketpipe_bench"))
+        migrate(Settings(database_url=db_url))
+        redis_url = stack.enter_context(scratch_redis(redis_base))
+        yield Settings(database_url=db_url, redis_url=redis_url, log_level="WARNING")
+
+
+def run_jobs(tick_payloads: int, tick_bars: int, repeats: int) -> Timing:
+    """The tick's transform jobs (``services.transformer.jobs.transform``) end to end.
+
+    Each series' older bars are stored through the loader's own job first; the timed part is
+    what a work horse does for a job after RQ hands it over: read the payload by id and the
+    stored history from Postgres, transform, write the batch to Redis, enqueue the load.
+    """
+    with job_stack() as settings:
+        ids = []
+        for k in range(tick_payloads):
+            kind = "stock" if k % 2 == 0 else "crypto"
+            whole = make_payload(
+                k,
+                kind,
+                2_000 + 7 * k + tick_bars,
+                first_day="2025-06-02",
+                warmup=None,
+                seed=100 + k,
+            )
+            values = whole.body["values"]
+            before = RawPayload.build(
+                source="demo",
+                symbol=whole.symbol,
+                interval="1h",
+                body={**whole.body, "values": values[tick_bars:]},
+                request=whole.request,
+                fetched_at=whole.fetched_at,
+            )
+            tick = RawPayload.build(
+                source="demo",
+                symbol=whole.symbol,
+                interval="1h",
+                body={**whole.body, "values": values[:tick_bars]},
+                request={**whole.request, "outputsize": tick_bars, "watermark": "stored"},
+                fetched_at=whole.fetched_at,
+            )
+            for payload in (before, tick):
+                raw.land_payload(settings.role_url("fetcher"), payload)
+            transformer_jobs.transform(settings, before.payload_id)
+            load(settings, before.payload_id)
+            ids.append(tick.payload_id)
+        redis = Redis.from_url(settings.redis_url)
+        print(f"\n== the tick's transform jobs in-process: {len(ids)} jobs x {tick_bars} bars")
+        # Warm the process (imports, the ADBC database object) as a worker is before its jobs.
+        transformer_jobs.transform(settings, ids[0])
+        steps = Breakdown()
+        steps.wrap(raw, "read_payload", "read payload (psycopg2 connect + SELECT)")
+        steps.wrap(transformer_jobs, "adbc_connect", "connect (ADBC)")
+        steps.wrap(transformer_jobs, "read_history", "read history (SELECT)")
+        steps.wrap(transformer_jobs, "transform_series", "transform_series")
+        steps.wrap(broker, "put_batch", "serialise + write the batch (Redis)")
+        steps.wrap(Queue, "enqueue", "enqueue the load (RQ)")
+        timing = best_of(repeats, lambda: [transformer_jobs.transform(settings, i) for i in ids])
+        rounds = repeats
+        print(
+            f"   best of {repeats}: {timing.wall:.3f} s wall, {timing.cpu:.3f} s cpu;"
+            f" {timing.cpu / len(ids) * 1e3:.1f} ms cpu a job"
+        )
+        print("   step (mean a job over all rounds)          cpu ms   wall ms")
+        total_cpu = sum(steps.cpu.values())
+        per_job_ms = 1e3 / rounds / len(ids)
+        for label, cpu in steps.cpu.items():
+            print(f"   {label:<42} {cpu * per_job_ms:7.2f} {steps.wall[label] * per_job_ms:8.2f}")
+        rest = timing.cpu - total_cpu / rounds
+        print(
+            f"   {'the rest of the job (cpu of the best round)':<42} {rest / len(ids) * 1e3:7.2f}"
+        )
+        redis.close()
+        return timing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller shapes, one repeat")
+    parser.add_argument("--jobs-only", action="store_true", help="only the whole-job figures")
     args = parser.parse_args()
     tick_payloads, symbols, windows, repeats = (10, 2, 3, 1) if args.quick else (50, 20, 12, 3)
+    if args.jobs_only:
+        run_jobs(tick_payloads, 3 + OVERLAP_BARS, repeats)
+        return
     start = time.perf_counter()
     single = [Job(make_payload(0, "stock", 5_000, first_day="2022-01-03", warmup=None, seed=1))]
     tick_bars = 3 + OVERLAP_BARS  # three hours of gap plus the overlap
@@ -318,6 +454,7 @@ def main() -> None:
         f"hourly tick, {tick_payloads} payloads x {tick_bars} bars on ~2,000 stored", tick, repeats
     )
     run_shape(f"backfill, {symbols} symbols x {windows} windows of 5,000 bars", backfill, 1)
+    run_jobs(tick_payloads, tick_bars, repeats)
     if not args.quick:
         verdict = "met" if tick_time.cpu < 1.0 else "NOT met"
         print(f"\ngoal: the tick in < 1 s of CPU: {tick_time.cpu:.3f} s, {verdict}")

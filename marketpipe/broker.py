@@ -8,6 +8,7 @@ payload's id) with a TTL, so a job's arguments stay small JSON.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from typing import Final
 
 import pandas as pd
@@ -55,8 +56,11 @@ def _batch_key(batch_id: str) -> str:
     return f"{KEY_PREFIX}:batch:{batch_id}"
 
 
-def frame_to_ipc(frame: pd.DataFrame) -> bytes:
-    table = pa.Table.from_pandas(frame, preserve_index=False)
+def frame_to_ipc(frame: pd.DataFrame | pa.Table) -> bytes:
+    """Arrow IPC of a frame or, without a pandas round trip, of a table built as Arrow."""
+    table = (
+        frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    )
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
@@ -74,7 +78,7 @@ def ipc_to_frame(data: bytes) -> pd.DataFrame:
 
 
 def put_batch(
-    redis: Redis, batch_id: str, frames: dict[str, pd.DataFrame], ttl_seconds: int
+    redis: Redis, batch_id: str, frames: Mapping[str, pd.DataFrame | pa.Table], ttl_seconds: int
 ) -> None:
     """Store named frames as Arrow IPC in one hash (types survive exactly, unlike JSON)."""
     key = _batch_key(batch_id)

@@ -16,6 +16,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+import pyarrow as pa
 from pydantic import BaseModel, Field
 
 SCHEMA: Final = "marketpipe"
@@ -188,6 +189,21 @@ QUARANTINE_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
     ("quarantined_at", "timestamptz"),
 )
 QUARANTINE_KEY: Final = ("payload_id", "row_key", "reason")
+
+
+# Arrow type of each SQL type in a batch's tables (Redis, Arrow IPC), as the transformer writes
+# them: times in microseconds (PostgreSQL's resolution), a ``date`` as its midnight (the loader
+# casts), jsonb as its JSON text. The loader casts each to the type it stages from.
+BATCH_ARROW_TYPES: Final[dict[str, pa.DataType]] = {
+    "text": pa.string(),
+    "jsonb": pa.string(),
+    "double precision": pa.float64(),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "timestamp": pa.timestamp("us"),
+    "date": pa.timestamp("us"),
+    "boolean": pa.bool_(),
+    "integer": pa.int64(),
+}
 
 
 def column_names(columns: tuple[tuple[str, str], ...]) -> list[str]:

@@ -34,26 +34,37 @@ def lagged(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last ``window`` values; NaN until the window is full or if one is NaN."""
+def _windows(values: np.ndarray, window: int, start: int) -> tuple[int, np.ndarray]:
+    """The full windows ending at ``start`` or later: (the first one's end, the windows)."""
+    first_end = max(start, window - 1)
+    if first_end >= len(values):
+        return first_end, np.empty((0, window))
+    return first_end, sliding_window_view(values[first_end - window + 1 :], window)
+
+
+def rolling_mean(values: np.ndarray, window: int, start: int = 0) -> np.ndarray:
+    """Mean of the last ``window`` values; NaN until the window is full or if one is NaN.
+
+    Only positions from ``start`` on are computed (NaN before): a continuation emits only its
+    new bars, and each window is reduced on its own, so the values do not depend on ``start``.
+    """
     out = np.full(len(values), np.nan)
-    if len(values) >= window:
-        out[window - 1 :] = sliding_window_view(values, window).mean(axis=1)
+    first_end, windows = _windows(values, window, start)
+    out[first_end:] = windows.mean(axis=1)
     return out
 
 
-def rolling_std(values: np.ndarray, window: int, *, ddof: int) -> np.ndarray:
+def rolling_std(values: np.ndarray, window: int, *, ddof: int, start: int = 0) -> np.ndarray:
     """Standard deviation of the last ``window`` values: ddof=0 population, ddof=1 sample.
 
     Two-pass (squared deviations from the window's mean, as numpy's std), never sum of squares
     minus squared sum, which loses most digits when the spread is small against the level. The
     std does not change when every value moves by the same amount: taken of the differences to
-    the window's first value, a flat window gives exactly 0.
+    the window's first value, a flat window gives exactly 0. ``start``: as for rolling_mean.
     """
     out = np.full(len(values), np.nan)
-    if len(values) >= window:
-        windows = sliding_window_view(values, window)
-        out[window - 1 :] = (windows - windows[:, :1]).std(axis=1, ddof=ddof)
+    first_end, windows = _windows(values, window, start)
+    out[first_end:] = (windows - windows[:, :1]).std(axis=1, ddof=ddof)
     return out
 
 
@@ -147,11 +158,18 @@ def session_vwap(
     NULL once a bar of the day so far has no volume (crypto, forex), and while the day's
     cumulative volume is 0.
     """
-    day = pd.Series(trading_date)
     typical = (high + low + close) / 3.0
-    traded = pd.Series(typical * volume).groupby(day, sort=False).cumsum().to_numpy()
-    shares = pd.Series(volume).groupby(day, sort=False).cumsum().to_numpy()
-    missing_so_far = pd.Series(np.isnan(volume)).groupby(day, sort=False).cummax().to_numpy()
+    # Bars are in time order, so each day is one run: number the runs (grouping by an integer
+    # is ~0.3 ms cheaper a call than by datetime64), one grouped cumsum for the three totals.
+    day = np.cumsum(trading_date[1:] != trading_date[:-1])
+    day_number = np.concatenate(([0], day))[: len(trading_date)]
+    so_far = (
+        pd.DataFrame({"traded": typical * volume, "shares": volume, "missing": np.isnan(volume)})
+        .groupby(day_number, sort=False)
+        .cumsum()
+    )
+    traded, shares = so_far["traded"].to_numpy(), so_far["shares"].to_numpy()
+    missing_so_far = so_far["missing"].to_numpy() > 0
     with np.errstate(invalid="ignore", divide="ignore"):
         vwap = traded / shares
     return np.where(missing_so_far | ~(shares > 0), np.nan, vwap)
@@ -266,9 +284,12 @@ def indicator_columns(
     macd = ema_fast - ema_slow
     # macd starts where the slow EMA does
     macd_signal = ema(macd, signal, first=slow - 1, known=known("macd_signal"))
-    bb_middle = rolling_mean(close, periods.bollinger)
+    # Windows only for the bars returned (each is computed from its own window's values).
+    bb_middle = rolling_mean(close, periods.bollinger, start=stored)
     # Bollinger: population std
-    bb_spread = periods.bollinger_width * rolling_std(close, periods.bollinger, ddof=0)
+    bb_spread = periods.bollinger_width * rolling_std(
+        close, periods.bollinger, ddof=0, start=stored
+    )
     start = history.series_start if history is not None else None
     high_52w, low_52w = fifty_two_week_extremes(times, high, low, start)
     gains = (at, state["rsi_avg_gain"], state["rsi_avg_loss"]) if seeded else None
@@ -279,7 +300,7 @@ def indicator_columns(
         "change": change,
         "pct_change": change / previous * 100.0,
         "log_return": log_return,
-        **{f"sma_{n}": rolling_mean(close, n) for n in periods.sma},
+        **{f"sma_{n}": rolling_mean(close, n, start=stored) for n in periods.sma},
         **{
             f"ema_{n}": emas[n] if n in emas else ema(close, n, known=known(f"ema_{n}"))
             for n in periods.ema
@@ -297,7 +318,9 @@ def indicator_columns(
             true_range(high, low, close), periods.atr, first=1, known=known(f"atr_{periods.atr}")
         ),
         # Close-to-close volatility: sample std (ddof=1) of log returns, annualised.
-        f"volatility_{periods.volatility}": rolling_std(log_return, periods.volatility, ddof=1)
+        f"volatility_{periods.volatility}": rolling_std(
+            log_return, periods.volatility, ddof=1, start=stored
+        )
         * np.sqrt(bars_per_year),
         "vwap_session": session_vwap(days, high, low, close, volume),
         "high_52w": high_52w,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from functools import cache, partial
 
 import pandas as pd
+import pyarrow as pa
 
 from marketpipe import broker, raw
 from marketpipe.db import adbc_connect
@@ -27,9 +28,15 @@ def load_job_id(batch_id: str) -> str:
     return f"load-{batch_id}"
 
 
-def series_frame(symbol: str, interval: str, version: int) -> pd.DataFrame:
+def series_frame(symbol: str, interval: str, version: int) -> pa.Table:
     """The batch's series and the version of the stored state its bars continue."""
-    return pd.DataFrame({"symbol": [symbol], "interval": [interval], "seen_version": [version]})
+    return pa.table(
+        {
+            "symbol": pa.array([symbol], pa.string()),
+            "interval": pa.array([interval], pa.string()),
+            "seen_version": pa.array([version], pa.int64()),
+        }
+    )
 
 
 def transform_payload(payload_id: str) -> dict[str, int]:
@@ -54,10 +61,8 @@ def transform(settings: Settings, payload_id: str) -> dict[str, int]:
         redis,
         payload_id,
         {
-            "bars": result.bars,
-            "quarantine": result.quarantine,
+            **result.tables(),
             "series": series_frame(payload.symbol, payload.interval, result.series_version),
-            "observed": result.observed,
         },
         settings.blob_ttl_seconds,
     )
@@ -77,13 +82,13 @@ def transform(settings: Settings, payload_id: str) -> dict[str, int]:
         payload.symbol,
         payload.interval,
         rows_in,
-        len(result.bars),
-        len(result.quarantine),
-        max(0, rows_in - len(result.bars) - len(result.quarantine)),
+        result.bars_columns.size,
+        result.quarantine_columns.size,
+        max(0, rows_in - result.bars_columns.size - result.quarantine_columns.size),
     )
     return {
-        "bars": len(result.bars),
-        "quarantined": len(result.quarantine),
+        "bars": result.bars_columns.size,
+        "quarantined": result.quarantine_columns.size,
     }
 
 

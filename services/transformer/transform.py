@@ -21,13 +21,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from marketpipe.contract import OBSERVED_COLUMNS, OLAP_COLUMNS, QUARANTINE_COLUMNS, RawPayload
 from marketpipe.indicators import StoredHistory
-from services.transformer.enrich import contract_frame, empty_frame, enrich, observed
+from services.transformer.enrich import ContractColumns, empty_columns, enrich, observed
 from services.transformer.flatten import PayloadRejection, flatten
 from services.transformer.validate import QuarantineRecord, rejection_record, validate
 from services.transformer.warmup import drop_before_series, drop_warmup
@@ -35,11 +37,35 @@ from services.transformer.warmup import drop_before_series, drop_warmup
 
 @dataclass(frozen=True)
 class TransformResult:
-    bars: pd.DataFrame  # exactly OLAP_COLUMNS, in order
-    quarantine: pd.DataFrame  # exactly QUARANTINE_COLUMNS, in order ("raw" holds JSON text)
+    """The batch's tables as columns; ``bars`` & co. build their frames on first use."""
+
+    bars_columns: ContractColumns  # exactly OLAP_COLUMNS, in order
+    quarantine_columns: ContractColumns  # QUARANTINE_COLUMNS ("raw" holds JSON text)
     series_version: int = 0  # marketpipe.series_versions as the history was read (0: none)
     # OBSERVED_COLUMNS of every valid bar, warm-up included: what the restatement check compares
-    observed: pd.DataFrame = field(default_factory=lambda: empty_frame(OBSERVED_COLUMNS))
+    observed_columns: ContractColumns = field(
+        default_factory=lambda: empty_columns(OBSERVED_COLUMNS)
+    )
+
+    @cached_property
+    def bars(self) -> pd.DataFrame:
+        return self.bars_columns.frame()
+
+    @cached_property
+    def quarantine(self) -> pd.DataFrame:
+        return self.quarantine_columns.frame()
+
+    @cached_property
+    def observed(self) -> pd.DataFrame:
+        return self.observed_columns.frame()
+
+    def tables(self) -> dict[str, pa.Table]:
+        """The batch's bars, quarantine and observed tables as the loader reads them."""
+        return {
+            "bars": self.bars_columns.table(),
+            "quarantine": self.quarantine_columns.table(),
+            "observed": self.observed_columns.table(),
+        }
 
 
 # The stored history before a first new bar (UTC), with the series' version.
@@ -74,8 +100,10 @@ def transform_series(
     flat = flatten(payload)
     if isinstance(flat, PayloadRejection):
         return TransformResult(
-            bars=empty_frame(OLAP_COLUMNS),
-            quarantine=quarantine_frame([rejection_record(payload, flat)], transformed_at),
+            bars_columns=empty_columns(OLAP_COLUMNS),
+            quarantine_columns=quarantine_columns(
+                [rejection_record(payload, flat)], transformed_at
+            ),
         )
     checked = validate(flat)
     kept = drop_warmup(checked.bars, payload)
@@ -87,20 +115,21 @@ def transform_series(
             kept = continued
             if len(kept):
                 stored, version = history(first_time(kept))
-    bars = enrich(kept, flat, transformed_at=transformed_at, history=stored)
     return TransformResult(
-        bars=bars.reset_index(drop=True),
-        quarantine=quarantine_frame(checked.quarantine, transformed_at),
+        bars_columns=enrich(kept, flat, transformed_at=transformed_at, history=stored),
+        quarantine_columns=quarantine_columns(checked.quarantine, transformed_at),
         series_version=version,
-        observed=observed(checked.bars, flat),
+        observed_columns=observed(checked.bars, flat),
     )
 
 
-def quarantine_frame(records: list[QuarantineRecord], transformed_at: pd.Timestamp) -> pd.DataFrame:
+def quarantine_columns(
+    records: list[QuarantineRecord], transformed_at: pd.Timestamp
+) -> ContractColumns:
     values: dict[str, Any] = {
         name: [record.get(name) for record in records]
         for name, _ in QUARANTINE_COLUMNS
         if name != "quarantined_at"
     }
     values["quarantined_at"] = transformed_at
-    return contract_frame(QUARANTINE_COLUMNS, values, len(records))
+    return ContractColumns(QUARANTINE_COLUMNS, values, len(records))

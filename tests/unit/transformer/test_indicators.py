@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -206,3 +207,18 @@ def test_a_known_value_continues_the_average_instead_of_seeding_it() -> None:
     resumed = ind.ema(values, 12, known=(20, full[20]))
     assert np.isnan(resumed[:20]).all()
     np.testing.assert_array_equal(resumed[20:], full[20:])
+
+
+@pytest.mark.parametrize("start", [0, 3, 19, 20, 57, 60, 61, 90])
+def test_windows_from_a_start_are_the_whole_series_windows(start: int) -> None:
+    """A continuation computes only its new bars' windows: exactly the values a pass over the
+    whole series gives there, NaN before ``start``."""
+    values = 100 + np.cumsum(np.random.default_rng(start).normal(0, 1, 60))
+    for window in (2, 4, 20):
+        mean, whole_mean = ind.rolling_mean(values, window, start), ind.rolling_mean(values, window)
+        std = ind.rolling_std(values, window, ddof=1, start=start)
+        whole_std = ind.rolling_std(values, window, ddof=1)
+        for got, whole in ((mean, whole_mean), (std, whole_std)):
+            assert len(got) == len(values)
+            assert np.isnan(got[:start]).all()
+            np.testing.assert_array_equal(got[start:], whole[start:])

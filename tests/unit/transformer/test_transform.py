@@ -6,9 +6,12 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from marketpipe.contract import (
+    BATCH_ARROW_TYPES,
+    OBSERVED_COLUMNS,
     OLAP_COLUMNS,
     QUARANTINE_COLUMNS,
     RawPayload,
@@ -75,6 +78,23 @@ def test_columns_order_and_dtypes_are_the_contract(case: str) -> None:
             name: SQL_DTYPES[sql] for name, sql in columns
         }
         assert frame.index.equals(pd.RangeIndex(len(frame)))
+
+
+@pytest.mark.parametrize("case", list(results()))
+def test_the_batch_tables_hold_the_frames_values(case: str) -> None:
+    """What the job sends (Arrow, built without pandas) is the frames as ``from_pandas`` sends
+    them: the same values, NaN and NaT as NULL, each column in its contract Arrow type."""
+    result = results()[case]
+    tables = result.tables()
+    for name, frame, columns in (
+        ("bars", result.bars, OLAP_COLUMNS),
+        ("quarantine", result.quarantine, QUARANTINE_COLUMNS),
+        ("observed", result.observed, OBSERVED_COLUMNS),
+    ):
+        table = tables[name]
+        assert table.schema == pa.schema([(c, BATCH_ARROW_TYPES[sql]) for c, sql in columns])
+        via_pandas = pa.Table.from_pandas(frame, preserve_index=False)
+        assert table.to_pylist() == via_pandas.to_pylist(), name
 
 
 def test_what_each_case_yields() -> None:
