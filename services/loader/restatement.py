@@ -167,9 +167,7 @@ def detect(stored: pa.Table, observed: pa.Table, payload_id: str) -> Finding | N
     served = pa.table(
         {"bar_time": times, **{f"new_{c}": served[c].cast(pa.float64()) for c in columns}}
     )
-    overlap = served.join(
-        prior.select(["bar_time", *columns]), keys="bar_time", join_type="inner"
-    )
+    overlap = served.join(prior.select(["bar_time", *columns]), keys="bar_time", join_type="inner")
     if overlap.num_rows == 0:
         return None
     overlap = overlap.take(pc.sort_indices(overlap, [("bar_time", "ascending")]))
