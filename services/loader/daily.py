@@ -36,9 +36,9 @@ from marketpipe.indicators import indicator_columns
 from marketpipe.market import DAILY_SOURCE_INTERVAL, bars_per_year, venue
 from services.loader.upsert import upsert
 
+_OHLCV: Final = ("open", "high", "low", "close", "volume")
 DERIVED: Final = ("previous_close", "change", "pct_change", *DAILY_INDICATORS)
 DAILY_LINEAGE: Final = ("payload_id", "transformed_at")
-_OHLCV: Final = ("open", "high", "low", "close", "volume")
 
 # A day's bars share one local calendar date, and no UTC offset exceeds 14 h: every bar of the
 # days [first, last] lies in [first - 1 day, last + 2 days) UTC. One series (a batch is one,
@@ -46,9 +46,19 @@ _OHLCV: Final = ("open", "high", "low", "close", "volume")
 # range of the primary key (tests/integration/loader/test_query_plans.py). A join with a staged,
 # unanalysed table of the touched days was planned as a parallel seq scan of the whole table plus
 # a sort (0.4 s a job at 500k bars); the trading_date test keeps the range exact.
+# What a day is aggregated from, per stored bar.
+STORED_BAR_COLUMNS: Final = (
+    "symbol",
+    "trading_date",
+    "bar_time",
+    "asset_class",
+    *_OHLCV,
+    "is_complete",
+    "payload_id",
+    "transformed_at",
+)
 _STORED_BARS_SQL: Final = (
-    "SELECT symbol, trading_date, bar_time, asset_class, open, high, low, close, volume,"
-    " is_complete, payload_id, transformed_at FROM marketpipe.bars"
+    f"SELECT {', '.join(STORED_BAR_COLUMNS)} FROM marketpipe.bars"  # noqa: S608
     " WHERE symbol = $1 AND interval = $2 AND bar_time >= $3::timestamptz"
     " AND bar_time < $4::timestamptz AND trading_date BETWEEN $5::date AND $6::date"
 )
@@ -183,17 +193,26 @@ def rebuilt_days(stored: pa.Table, aggregated: pa.Table) -> pa.Table:
     return series.filter(pc.greater_equal(series["trading_date"], pa.scalar(first_fresh)))
 
 
-def rebuild_daily(cur: Any, bars: pa.Table) -> int:
+def rebuild_daily(cur: Any, bars: pa.Table, stored: pa.Table | None = None) -> int:
     """Re-aggregate the days ``bars`` touch from the stored bars, and the symbol's indicators.
 
     ``bars`` is the batch (one series) just upserted, under its lock; returns how many daily rows
-    were written (new or changed).
+    were written (new or changed). ``stored``: the series' bars as now stored over at least the
+    touched days (:meth:`TouchedDays.parameters`' range, :data:`STORED_BAR_COLUMNS`), when the
+    caller knows them; else they are read.
     """
     touched = touched_days(bars)
     if touched is None:
         return 0
-    cur.execute(_STORED_BARS_SQL, touched.parameters())
-    stored_bars = cur.fetch_arrow_table()
+    if stored is None:
+        cur.execute(_STORED_BARS_SQL, touched.parameters())
+        stored = cur.fetch_arrow_table()
+    stored_bars = stored.filter(
+        pc.and_(
+            pc.greater_equal(stored["trading_date"], pa.scalar(touched.first_day)),
+            pc.less_equal(stored["trading_date"], pa.scalar(touched.last_day)),
+        )
+    )
     cur.execute(_STORED_DAYS_SQL, (touched.symbol,))
     stored_days = cur.fetch_arrow_table()
     aggregated = aggregate_days(stored_bars.take(pc.sort_indices(stored_bars, _BAR_ORDER)))

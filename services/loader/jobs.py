@@ -13,7 +13,7 @@ retry, a replay or the same job run twice changes no row.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Final
 
@@ -32,9 +32,9 @@ from marketpipe.queues import RESTATEMENT_PENDING_KEY, restatement_batch_id
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
 from services.loader import restatement
-from services.loader.daily import rebuild_daily
-from services.loader.recompute import LOCK_SQL, bump_version, recompute, series_version
-from services.loader.upsert import prepare_session, upsert
+from services.loader.daily import STORED_BAR_COLUMNS, rebuild_daily, touched_days
+from services.loader.recompute import LOCK_SQL, bump_version, recompute
+from services.loader.upsert import prepare_session, upsert, upsert_known
 
 log = logging.getLogger("marketpipe.loader")
 
@@ -87,11 +87,22 @@ def advance_watermarks(cur: Any, bars: pa.Table) -> None:
         cur.executemany(_ADVANCE_WATERMARKS, latest)
 
 
-_STORED_IN_STRETCH: Final = (
-    "SELECT count(*) FILTER (WHERE bar_time <= $4::timestamptz),"
-    " count(*) FILTER (WHERE bar_time > $4::timestamptz) > 0"
-    " FROM (SELECT bar_time FROM marketpipe.bars WHERE symbol = $1 AND interval = $2"
-    " AND bar_time >= $3::timestamptz ORDER BY bar_time LIMIT $5 + 1) AS stretch"
+# Under the series' lock, one round trip: whether the raw payload was landed, the version of
+# the stored series and whether stored bars continue after the batch's last one.
+_FACTS_SQL: Final = (
+    "SELECT EXISTS (SELECT 1 FROM marketpipe.raw_payloads WHERE payload_id = $1),"
+    " coalesce((SELECT version FROM marketpipe.series_versions"
+    " WHERE symbol = $2 AND interval = $3), 0),"
+    " EXISTS (SELECT 1 FROM marketpipe.bars WHERE symbol = $2 AND interval = $3"
+    " AND bar_time > $4::timestamptz)"
+)
+# The stored bars of the series over the batch's span: what the restatement check compares,
+# which bars are new, and what the days it touches are aggregated from (services/loader/daily.py).
+# One range of the primary key.
+_STORED_SQL: Final = (
+    f"SELECT {', '.join(STORED_BAR_COLUMNS)} FROM marketpipe.bars"  # noqa: S608
+    " WHERE symbol = $1 AND interval = $2 AND bar_time >= $3::timestamptz"
+    " AND bar_time < $4::timestamptz ORDER BY bar_time"
 )
 
 
@@ -101,33 +112,54 @@ def _seen_version(tables: dict[str, pa.Table]) -> int | None:
     return int(series["seen_version"][0].as_py()) if series is not None else None
 
 
+def _span(bars: pa.Table, observed: pa.Table) -> tuple[datetime, datetime]:
+    """The UTC range of stored bars a load reads: the observed bars and the batch's days."""
+    times = [t["bar_time"] for t in (bars, observed) if t.num_rows]
+    first = min(pc.min(t).as_py() for t in times)
+    last = max(pc.max(t).as_py() for t in times)
+    touched = touched_days(bars) if bars.num_rows else None
+    if touched is not None:
+        _, _, day_first, day_last, _, _ = touched.parameters()
+        first, last = min(first, day_first), max(last, day_last)
+    return first, last + timedelta(microseconds=1)
+
+
+def stored_now(stored: pa.Table, bars: pa.Table, written: pa.Array) -> pa.Table:
+    """``stored`` (read before the upsert) as it is after it: the written bars replace theirs."""
+    times = written.cast(stored.schema.field("bar_time").type)
+    kept = stored.filter(pc.invert(pc.is_in(stored["bar_time"], value_set=times)))
+    batch_times = bars["bar_time"].cast(times.type)
+    fresh = bars.filter(pc.is_in(batch_times, value_set=times))
+    fresh = fresh.select(list(STORED_BAR_COLUMNS)).cast(stored.schema)
+    return pa.concat_tables([kept, fresh])
+
+
 def keep_series_exact(
-    cur: Any, series: tuple[str, str], bars: pa.Table, seen: int | None, changed: int
+    cur: Any,
+    series: tuple[str, str],
+    bars: pa.Table,
+    stale: bool,
+    changed: int,
 ) -> int:
     """After the bars' upsert, under its lock: recompute what went stale; bars rewritten.
 
-    Stale: another load changed the series after the transformer read it (the version moved),
-    or this batch changed bars that stored bars continue (newer ones after it, or stored ones
-    within its span that it does not hold).
+    Stale (``stale``, the caller's finding): another load changed the series after the
+    transformer read it (the version moved), or this batch changed bars that stored bars
+    continue (newer ones after it, or stored ones within its span that it does not hold).
     """
     symbol, interval = series
     first, last = pc.min(bars["bar_time"]).as_py(), pc.max(bars["bar_time"]).as_py()
-    moved = seen is None or series_version(cur, symbol, interval) != seen
-    if not moved and changed:
-        cur.execute(_STORED_IN_STRETCH, (symbol, interval, first, last, bars.num_rows))
-        within, after = cur.fetchone()
-        moved = bool(after) or int(within) != bars.num_rows
-    recomputed = recompute(cur, symbol, interval, first, last) if moved else 0
+    recomputed = recompute(cur, symbol, interval, first, last) if stale else 0
     if changed or recomputed:
         bump_version(cur, symbol, interval)
     return recomputed
 
 
-def _held_back(cur: Any, payload_id: str, observed: pa.Table | None) -> tuple[str, int] | None:
+def _held_back(
+    cur: Any, payload_id: str, stored: pa.Table, observed: pa.Table
+) -> tuple[str, int] | None:
     """Why the batch must not be merged and the restatement its bars reveal (recorded), or None."""
-    if observed is None or observed.num_rows == 0:
-        return None  # a batch from before the observed table existed: nothing to compare
-    finding = restatement.detect(cur, observed, payload_id)
+    finding = restatement.detect(stored, observed, payload_id)
     if finding is None:
         return None
     symbol, interval = series_of({"observed": observed})
@@ -152,20 +184,50 @@ def write_batch(
     Returns the bars changed and the restatement the batch revealed, if any: such a batch
     merges no bar (services/loader/restatement.py).
     """
-    series = series_of(tables)
+    symbol, interval = series = series_of(tables)
     prepare_session(cur)
-    cur.execute("SELECT 1 FROM marketpipe.raw_payloads WHERE payload_id = $1", (payload_id,))
-    if cur.fetchone() is None:
-        raise PayloadNotLandedError(f"batch {payload_id}: its raw payload was never landed")
     bars, quarantine = tables["bars"], tables["quarantine"]
-    held = _held_back(cur, payload_id, tables.get("observed"))
-    if held is not None:
-        bars = bars.slice(0, 0)
-    changed = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
+    # A batch from before the observed table existed: nothing to compare.
+    observed = tables.get("observed", bars.slice(0, 0))
+    present = bars.num_rows > 0 or observed.num_rows > 0
+    if present:
+        # The lock every writer of the series takes (upsert.lock_sql): what is read next stays
+        # true until the commit.
+        cur.execute(LOCK_SQL, (symbol,))
+        cur.fetchall()
+    last = pc.max(bars["bar_time"]).as_py() if bars.num_rows else None
+    cur.execute(_FACTS_SQL, (payload_id, symbol, interval, last))
+    landed, version, continued = cur.fetchone()
+    if not landed:
+        raise PayloadNotLandedError(f"batch {payload_id}: its raw payload was never landed")
+    held, changed = None, 0
+    if present:
+        cur.execute(_STORED_SQL, (symbol, interval, *_span(bars, observed)))
+        stored = cur.fetch_arrow_table()
+        held = _held_back(cur, payload_id, stored, observed) if observed.num_rows else None
+        if held is not None:
+            bars = bars.slice(0, 0)
     if bars.num_rows:
-        changed += keep_series_exact(cur, series, bars, _seen_version(tables), changed)
-    # From the bars now stored, never from the transformer's frames (services/loader/daily.py).
-    rebuild_daily(cur, bars)
+        written = upsert_known(
+            cur, "bars", bars, stored["bar_time"], OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE
+        )
+        changed = len(written)
+        seen = _seen_version(tables)
+        stale = seen is None or int(version) != seen
+        if not stale and changed:
+            first = pc.min(bars["bar_time"]).as_py()
+            span = stored.filter(
+                pc.and_(
+                    pc.greater_equal(stored["bar_time"], pa.scalar(first)),
+                    pc.less_equal(stored["bar_time"], pa.scalar(last)),
+                )
+            )
+            batch_times = bars["bar_time"].cast(span.schema.field("bar_time").type)
+            missing = pc.sum(pc.invert(pc.is_in(span["bar_time"], value_set=batch_times)))
+            stale = bool(continued) or (missing.as_py() or 0) > 0
+        changed += keep_series_exact(cur, series, bars, stale, changed)
+        # From the bars now stored, never from the transformer's frames (services/loader/daily.py).
+        rebuild_daily(cur, bars, stored_now(stored, bars, written))
     upsert(
         cur,
         "quarantine",

@@ -74,15 +74,6 @@ _BUMP_SQL: Final = (
     "INSERT INTO marketpipe.series_versions AS v (symbol, interval, version) VALUES ($1, $2, 1)"
     " ON CONFLICT (symbol, interval) DO UPDATE SET version = v.version + 1, updated_at = now()"
 )
-_VERSION_SQL: Final = (
-    "SELECT coalesce((SELECT version FROM marketpipe.series_versions"
-    " WHERE symbol = $1 AND interval = $2), 0)"
-)
-
-
-def series_version(cur: Any, symbol: str, interval: str) -> int:
-    cur.execute(_VERSION_SQL, (symbol, interval))
-    return int(cur.fetchone()[0])
 
 
 def bump_version(cur: Any, symbol: str, interval: str) -> None:
