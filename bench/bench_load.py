@@ -56,6 +56,7 @@ import pyarrow.csv as pa_csv
 import requests
 from redis import Redis
 from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from marketpipe import broker
 from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY, RawPayload, column_names
@@ -290,7 +291,11 @@ def adbc_one_connection(settings: Settings, batches: list[pa.Table]) -> None:
 
 
 def to_sql_baseline(settings: Settings, frames: list[pd.DataFrame]) -> None:
-    engine = create_engine(settings.admin_url.set(drivername="postgresql+psycopg2"))
+    # NullPool: a fresh connection per batch, as every other method gets (a pooled engine kept
+    # one connection for all batches, which an RQ work horse cannot do).
+    engine = create_engine(
+        settings.admin_url.set(drivername="postgresql+psycopg2"), poolclass=NullPool
+    )
     for frame in frames:
         with engine.begin() as conn:
             frame.to_sql("stage_sql", conn, schema="marketpipe", if_exists="replace", index=False)
