@@ -1,6 +1,6 @@
 """The hourly tick on real workers: the first tick against the steady tick (gap + overlap).
 
-Run: .venv/bin/python -m bench.bench_tick [--symbols 8,50] [--steady 3] [--workers 2]
+Run: .venv/bin/python -m bench.bench_tick [--symbols 8,50] [--steady 3] [--workers 2] [--in-process]
 
 Per symbol count, on its own scratch database and Redis db: the sandbox in-process (HTTP,
 unlimited credits, its clock frozen on a Wednesday mid-session and moved an hour per tick), the
@@ -203,10 +203,13 @@ def _query(settings: Settings, statement: str, *params: object) -> list[tuple[An
 
 
 @contextmanager
-def worker_processes(settings: Settings, redis: Redis, count: int, logs: Path) -> Iterator[None]:
+def worker_processes(
+    settings: Settings, redis: Redis, count: int, logs: Path, *, in_process: bool
+) -> Iterator[None]:
     """``count`` transformer and ``count`` loader workers, registered before it yields."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWELVE_DATA_", "SANDBOX_"))}
     env.update(
+        WORKER_IN_PROCESS="1" if in_process else "0",
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         LOG_LEVEL="WARNING",
@@ -355,7 +358,9 @@ def bench_symbols(
         redis = Redis.from_url(redis_url)
         ctx = build_context(settings, clock=InProcessClock(sandbox.clock), redis=redis)
         ctx.client = TimedClient(ctx.client)
-        stack.enter_context(worker_processes(settings, redis, args.workers, logs))
+        stack.enter_context(
+            worker_processes(settings, redis, args.workers, logs, in_process=args.in_process)
+        )
         known: set[str] = set()
         first = run_tick(ctx, settings, known)
         steady: list[Tick] = []
@@ -388,12 +393,16 @@ def main() -> int:
     parser.add_argument("--symbols", default="8,50", help="symbol counts, comma-separated")
     parser.add_argument("--steady", type=int, default=3, help="steady ticks per symbol count")
     parser.add_argument("--workers", type=int, default=2, help="transformers (and loaders)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="WORKER_IN_PROCESS=true: no fork per job"
+    )
     args = parser.parse_args()
     ok = True
     counts = [int(n) for n in args.symbols.split(",")]
     print(
         f"sandbox over HTTP, unlimited credits; {args.workers} transformer + {args.workers}"
-        " loader workers; FETCH_OUTPUTSIZE 300, FETCH_OVERLAP_BARS 24"
+        f" loader workers ({'jobs in process' if args.in_process else 'a fork per job'});"
+        " FETCH_OUTPUTSIZE 300, FETCH_OVERLAP_BARS 24"
     )
     for index, count in enumerate(counts):
         symbols = (*DEFAULT_SYMBOLS, *MORE_SYMBOLS)[:count]

@@ -81,7 +81,9 @@ def test_a_worker_starts_afresh_after_max_jobs_and_finishes_every_job(
     jobs = [queue.enqueue("time.time", job_id=f"noop-{n}") for n in range(5)]
     workers = Workers(tmp_path)
     try:
-        process = workers.start("services.transformer", base_settings, WORKER_MAX_JOBS=2)
+        process = workers.start(
+            "services.transformer", base_settings, WORKER_MAX_JOBS=2, WORKER_IN_PROCESS=1
+        )
         wait_for(lambda: queue.finished_job_registry.count == 5, 120, "five jobs finished")
         names = {
             Job.fetch(j.id, connection=redis, serializer=JSONSerializer).worker_name for j in jobs
@@ -105,13 +107,13 @@ def test_a_worker_killed_mid_job_leaves_it_to_be_retried(
     job = queue.enqueue("time.sleep", args=(60,), job_id="long", retry=broker.default_retry())
     workers = Workers(tmp_path)
     try:
-        doomed = workers.start("services.transformer", base_settings)
+        doomed = workers.start("services.transformer", base_settings, WORKER_IN_PROCESS=1)
         wait_for(lambda: job.get_status() == JobStatus.STARTED, 120, "the job started")
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait()
         assert queue.started_job_registry.get_job_ids() == ["long"]
 
-        workers.start("services.transformer", base_settings)
+        workers.start("services.transformer", base_settings, WORKER_IN_PROCESS=1)
         # The new worker reaps the dead one's job at its start: a retry is scheduled.
         wait_for(lambda: job.get_status() == JobStatus.SCHEDULED, 120, "the job rescheduled")
         assert queue.started_job_registry.count == 0

@@ -15,7 +15,6 @@ from typing import Any
 import psycopg2
 import pytest
 from redis import Redis
-from rq import Worker
 from rq.job import Job
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
@@ -134,11 +133,6 @@ def child_pids(pid: int) -> list[int]:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except (FileNotFoundError, ProcessLookupError):
         return []
-
-
-def busy_worker_pids(redis: Redis) -> set[int]:
-    """Pids of the worker processes running a job now (RQ's own state of each worker)."""
-    return {w.pid for w in Worker.all(connection=redis) if w.state == "busy" and w.pid}
 
 
 def horse_pids(worker_pid: int) -> list[int]:
