@@ -53,7 +53,7 @@ chaos: $(STAMP) ## crash, outage, bad-input and security tests on real processes
 	$(BIN)/python scripts/chaos.py
 
 .PHONY: soak
-soak: $(STAMP) ## a simulated month on the whole stack (~20 min): equal to a clean backfill, flat memory
+soak: $(STAMP) ## a simulated month on the whole stack (~15 min): equal to a clean backfill, flat memory
 	$(BIN)/pytest tests/soak -p no:cacheprovider -s -o tmp_path_retention_policy=failed
 
 .PHONY: test-unit

@@ -404,11 +404,20 @@ class Dashboard:
         _csv_button(display.with_local_times(spark_frame, "UTC"), "sparklines_7d")
         self._overview_table(table, spark, window_label, since)
         best, worst = metrics.best_and_worst(table, PERFORMERS)
+        # A ranking, not a verdict: with few instruments (or a falling market) the top half can
+        # hold losses, so the titles say "highest" and "lowest", never "best" for a loss.
         left, right = st.columns(2)
         with left:
-            _chart(charts.performers_figure(best), best, "best", f"Best over {window_label}")
+            title = f"Highest returns over {window_label}"
+            _chart(charts.performers_figure(best), best, "best", title)
         with right:
-            _chart(charts.performers_figure(worst), worst, "worst", f"Worst over {window_label}")
+            title = f"Lowest returns over {window_label}"
+            _chart(charts.performers_figure(worst), worst, "worst", title)
+        if len(best) + len(worst) < 2 * PERFORMERS:
+            st.caption(
+                f"{len(best) + len(worst)} instruments with a return over {window_label}: the"
+                " ranking is split in halves, so no instrument is listed twice."
+            )
 
     def _cards(self, table: pd.DataFrame, spark: dict[str, list[float]], window_label: str) -> None:
         with st.container(key="cards"):
@@ -783,7 +792,7 @@ class Dashboard:
             st.success(f"All {len(fresh)} symbols are fresh.", icon="✅")
         st.subheader("Freshness per symbol")
         st.dataframe(
-            fresh,
+            display.styled(fresh, counts=("fetch_age_minutes",)),
             placeholder=theme.MISSING,
             hide_index=True,
             column_order=(
@@ -800,7 +809,7 @@ class Dashboard:
                 "status": st.column_config.TextColumn("Status"),
                 "symbol": st.column_config.TextColumn("Symbol"),
                 "last_fetch": st.column_config.DatetimeColumn("Last fetch (UTC)", format=MINUTES),
-                "fetch_age_minutes": st.column_config.NumberColumn("Age, min", format="%d"),
+                "fetch_age_minutes": st.column_config.NumberColumn("Age, min"),
                 "last_bar": st.column_config.DatetimeColumn("Newest bar (UTC)", format=MINUTES),
                 "is_complete": st.column_config.CheckboxColumn("Bar closed"),
                 "loaded_at": st.column_config.DatetimeColumn("Loaded (UTC)", format=MINUTES),
@@ -944,9 +953,23 @@ class Dashboard:
             fetches,
             placeholder=theme.MISSING,
             hide_index=True,
+            # The message before the long run id, which comes last and narrow (the whole id is
+            # in the CSV): at 1440 px the id pushed "Message" out of the table's box.
+            column_order=(
+                "finished_at",
+                "component",
+                "status",
+                "message",
+                "symbols_asked",
+                "symbols_new",
+                "credits",
+                "waited_seconds",
+                "api_errors",
+                "run_id",
+            ),
             column_config={
                 **_RUN_COLUMNS,
-                "run_id": "Run",
+                "run_id": st.column_config.TextColumn("Run", width="small"),
                 "symbols_asked": st.column_config.NumberColumn("Symbols asked"),
                 "symbols_new": st.column_config.NumberColumn("With new data"),
                 "credits": st.column_config.NumberColumn("Credits"),

@@ -21,7 +21,7 @@ from typing import Any
 from marketpipe.market import asset_class_of, latest_bar_end, venue
 from services.fetcher.client import SeriesAnswer, SeriesQuery, is_transient
 from services.fetcher.context import FetchContext
-from services.fetcher.handoff import BAD_SYMBOL_PREFIX, land, record_error
+from services.fetcher.handoff import BAD_SYMBOL_PREFIX, land, record_error, served_again
 from services.fetcher.limiter import duration_text
 from services.fetcher.reference import instruments
 from services.fetcher.request import fetch_series
@@ -100,7 +100,10 @@ def _take(
             report.deferred[symbol] = answer.error.message
             log.error("time_series for %s failed, next tick retries: %s", symbol, answer.error)
         else:
-            report.api_errors[symbol] = record_error(ctx, answer, request)
+            served_before = state.fetch_from is not None
+            report.api_errors[symbol] = record_error(
+                ctx, answer, request, served_before=served_before
+            )
         return
     view = view_series(answer.body, interval, answer.served_at)
     if not has_new_data(view, state.seen, state.open_signature):
@@ -150,7 +153,10 @@ def run_cycle(
     }
 
     query = SeriesQuery(interval, outputsize=settings.fetch_outputsize)
+    answered: list[str] = []
     for answer, asked in fetch_series(ctx, wanted, query, outputsizes=sizes):
+        if answer.error is None:
+            answered.append(answer.symbol)
         state = states[answer.symbol]
         request = {
             "symbol": answer.symbol,
@@ -163,6 +169,7 @@ def run_cycle(
         }
         instrument = attrs.get(answer.symbol, {})
         _take(ctx, report, answer, request, state, instrument, ends.get(answer.symbol))
+    served_again(ctx, answered)
     report.credits = ctx.limiter.taken - taken_before
     report.waited_seconds = ctx.limiter.waited - waited_before
     # A scheduled tick names its run (a retried tick rewrites its row); any other gets its own.

@@ -8,6 +8,7 @@ travel the same way as the API's own error object, so the loader writes them to
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, Final
 
 from marketpipe import broker, raw
@@ -22,6 +23,8 @@ log = logging.getLogger("marketpipe.fetcher")
 
 ENQUEUED_PREFIX: Final = "marketpipe:fetch:enqueued"
 BAD_SYMBOL_PREFIX: Final = "marketpipe:fetch:bad-symbol"
+# A symbol the API served before and refused at its last ask: one more refusal, the day off.
+REFUSED_ONCE_PREFIX: Final = "marketpipe:fetch:refused-once"
 
 
 def hand_on(ctx: FetchContext, payload: RawPayload, view: SeriesView | None = None) -> bool:
@@ -89,15 +92,36 @@ def payload_of(
     )
 
 
-def record_error(ctx: FetchContext, answer: SeriesAnswer, request: dict[str, Any]) -> str:
-    """A permanent error goes to the run log via the pipeline; never retried. Its message."""
+def record_error(
+    ctx: FetchContext, answer: SeriesAnswer, request: dict[str, Any], *, served_before: bool = False
+) -> str:
+    """A permanent error goes to the run log via the pipeline; never retried. Its message.
+
+    A refused symbol takes the day off (REFERENCE_REFRESH_HOURS), except at its first refusal
+    after being served (``served_before``: the series has bars): see :func:`_refuse`.
+    """
     message = str(answer.body.get("message", answer.body))
     log.warning("API error for %s: %s", answer.symbol, message)
     land(ctx, answer, request, {})
     if isinstance(answer.error, SymbolRefused):
-        ctx.redis.set(
-            f"{BAD_SYMBOL_PREFIX}:{answer.symbol}",
-            message[:500],
-            ex=int(ctx.settings.reference_refresh_hours * 3600),
-        )
+        _refuse(ctx, answer.symbol, message, served_before)
     return message
+
+
+def _refuse(ctx: FetchContext, symbol: str, message: str, served_before: bool) -> None:
+    """Skip a refused symbol for the day, unless the API served it before and this refusal is
+    the first since: then the next tick asks again. A lone "not found" for a series we hold is
+    more likely the API's hiccup than a delisting, and a day off would hold its bars back a day
+    (the soak's March phase lost a Monday of MSFT to one); refused twice in a row, it is off."""
+    day = int(ctx.settings.reference_refresh_hours * 3600)
+    once = f"{REFUSED_ONCE_PREFIX}:{symbol}"
+    if served_before and ctx.redis.set(once, message[:500], nx=True, ex=2 * day):
+        log.warning("%s was served before: asking again at the next tick", symbol)
+        return
+    ctx.redis.set(f"{BAD_SYMBOL_PREFIX}:{symbol}", message[:500], ex=day)
+
+
+def served_again(ctx: FetchContext, symbols: Sequence[str]) -> None:
+    """These symbols were answered: a refusal before them no longer counts towards a day off."""
+    if symbols:
+        ctx.redis.delete(*[f"{REFUSED_ONCE_PREFIX}:{s}" for s in symbols])

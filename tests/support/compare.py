@@ -59,13 +59,16 @@ def snapshot(url: str) -> dict[str, Rows]:
     return {table: keyed_rows(url, table) for table in COMPARED}
 
 
-def compare(soaked: str, clean: str) -> tuple[dict[str, int], list[str]]:
-    """Row for row: lost (in the clean backfill only), duplicated (in the soak only), different."""
-    return compare_snapshots(snapshot(soaked), snapshot(clean))
+def compare(soaked: str, clean: str, examples: int = 3) -> tuple[dict[str, int], list[str]]:
+    """Row for row: lost (in the clean backfill only), duplicated (in the soak only), different.
+
+    Also up to ``examples`` rows of each kind per table, described.
+    """
+    return compare_snapshots(snapshot(soaked), snapshot(clean), examples)
 
 
 def compare_snapshots(
-    soaked: dict[str, Rows], clean: dict[str, Rows]
+    soaked: dict[str, Rows], clean: dict[str, Rows], examples_each: int = 3
 ) -> tuple[dict[str, int], list[str]]:
     """:func:`compare` of two :func:`snapshot` results."""
     counts = {"rows": 0, "lost": 0, "duplicated": 0, "different": 0}
@@ -79,7 +82,7 @@ def compare_snapshots(
         counts["duplicated"] += len(surplus)
         counts["different"] += len(different)
         for label, keys in (("lost", lost), ("surplus", surplus), ("different", different)):
-            for k in sorted(keys, key=repr)[:3]:
+            for k in sorted(keys, key=repr)[:examples_each]:
                 detail = ""
                 if label == "different":
                     detail = str(

@@ -6,7 +6,9 @@ waits by polling the DOM against a deadline, and saves a screenshot of every pag
 width (and the overview in the dark theme) under artifacts/screenshots/. Each page must draw
 without an exception box, without a metric cut short (text wider than its box, or "…"),
 without two Plotly labels (titles, legend, annotations, tick labels of one axis) overlapping or
-leaving the figure, and without the page growing wider than the window. The time from
+leaving the figure, without a table cut off at desktop width, and without the page growing
+wider than the window. docs/dashboard-checks.md maps each point the issue saw on screen to its
+check. The time from
 navigation to drawn charts is recorded per page and width in artifacts/screenshots/timings.json,
 after one untimed page load that warms the server (its first run imports the libraries).
 """
@@ -42,6 +44,7 @@ DEADLINE_SECONDS = 90.0
 WIDTHS = (1440, 800, 390)
 PHONE_WIDTH = 480  # at or below: emulate a phone (touch, mobile viewport)
 HEIGHT = 1000
+WIDE_TABLES_FROM = 1400  # a window at least this wide shows every table whole
 TIMINGS: dict[str, float] = {}
 # A prepared large database instead of the loaded test one: `bench/bench_dashboard.py --browser`
 # fills 10 M bars and runs this test against it, to record the pages' time to drawn charts there.
@@ -230,6 +233,7 @@ PAGE_STATE_JS = """
 # or leave their figure, a heatmap squeezed thin, and a page wider than the window.
 LAYOUT_FAULTS_JS = """
 (() => {
+  const WIDE_TABLES_FROM = {wide_tables_from};
   const faults = [];
   const box = e => e.getBoundingClientRect();
   const overlap = (a, b) => a.width > 0 && b.width > 0 && a.left < b.right - 1
@@ -246,6 +250,16 @@ LAYOUT_FAULTS_JS = """
   document.querySelectorAll('[data-testid="stButtonGroup"]').forEach(g => {
     if (g.scrollWidth > g.clientWidth + 1) faults.push('controls cut off: ' + g.innerText);
   });
+  // at desktop width every table shows all its columns (the freshness table and the fetch
+  // cycles' "Message" were seen cut off at 1440 px); narrower windows may scroll a table
+  if (window.innerWidth >= WIDE_TABLES_FROM)
+    document.querySelectorAll('[data-testid="stDataFrame"]').forEach(table => {
+      const scroller = table.querySelector('.dvn-scroller');
+      if (scroller && scroller.scrollWidth > scroller.clientWidth + 1)
+        faults.push(`table cut off by ${scroller.scrollWidth - scroller.clientWidth}px: `
+          + (table.closest('[data-testid="stVerticalBlock"]')?.querySelector('h3')?.innerText
+             || table.innerText.slice(0, 40)));
+    });
   document.querySelectorAll('.js-plotly-plot').forEach((plot, index) => {
     const frame = box(plot);
     const labels = [...plot.querySelectorAll(
@@ -285,7 +299,7 @@ LAYOUT_FAULTS_JS = """
   if (wide > 1) faults.push(`page ${wide}px wider than the window`);
   return faults;
 })()
-"""
+""".replace("{wide_tables_from}", str(WIDE_TABLES_FROM))
 
 
 def set_width(browser: DevTools, width: int, height: int = HEIGHT) -> None:

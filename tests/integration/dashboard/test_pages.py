@@ -7,12 +7,15 @@ is filled at its first use and kept to the end of the module.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import psycopg2
+import pyarrow as pa
 import pytest
 from psycopg2 import sql
 from redis import Redis
@@ -162,11 +165,15 @@ def test_overview_cards_table_and_performers(loaded_settings: Settings, open_app
     assert set(table["symbol"]) == symbols
     assert table["day_pct_change"].notna().all()
     assert len(app.get("plotly_chart")) == 2
-    assert chart_titles(app) == ["Best over 5D", "Worst over 5D"]
+    assert chart_titles(app) == ["Highest returns over 5D", "Lowest returns over 5D"]
     best, worst = _bars(app, 0), _bars(app, 1)
     assert best and worst and not set(best) & set(worst)  # no symbol in both lists
     assert downloads(app) == ["sparklines_7d", "overview", "best", "worst"]
     assert "Last updated" in app.caption[-1].value
+    # one open/closed badge per venue: the stocks' exchange and crypto's 24/7
+    (badges,) = [m.value for m in app.markdown if "badge[" in m.value]
+    assert ":green-badge[Crypto · open 24/7]" in badges
+    assert "open until" in badges or "closed, opens" in badges, badges
 
 
 def _bars(app: AppTest, index: int) -> list[str]:
@@ -193,6 +200,62 @@ def test_overview_asset_class_filter(loaded_settings: Settings, open_app: OpenAp
     table = app.dataframe[0].value
     assert set(table["asset_class"]) == {"crypto"}
     assert all("crypto" in m.label for m in page_metrics(app))
+
+
+@contextmanager
+def copies_of(settings: Settings, symbol: str, names: list[str]) -> Iterator[None]:
+    """``symbol``'s bars stored again under each of ``names`` (more instruments than the
+    loaded eight), removed again afterwards."""
+    conn = psycopg2.connect(settings.database_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "CREATE TEMP TABLE copied AS SELECT * FROM marketpipe.bars WHERE symbol = %s", (symbol,)
+        )
+        for name in names:
+            cur.execute("UPDATE copied SET symbol = %s", (name,))
+            cur.execute("INSERT INTO marketpipe.bars SELECT * FROM copied")
+    conn.close()
+    try:
+        yield
+    finally:
+        conn = psycopg2.connect(settings.database_url)
+        with conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM marketpipe.bars WHERE symbol = ANY(%s)", (names,))
+        conn.close()
+
+
+def test_more_instruments_than_the_cards_cap_show_the_table_alone(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    """Cards are for a glance at up to 12 instruments (50 cards took 2.5 s to draw); beyond,
+    the table holds them all, and choosing fewer brings the cards back."""
+    extra = [f"AAPL{n}" for n in range(1, 6)]  # 8 loaded + 5 = 13
+    with copies_of(loaded_settings, "AAPL", extra):
+        app = open_app(loaded_settings, view="overview", window="5d")
+        assert not page_metrics(app)
+        assert any("13 instruments" in c.value and "at most 12" in c.value for c in app.caption)
+        assert len(app.dataframe[0].value) == 13
+        app.pills(key="asset_classes").set_value(["crypto"]).run()
+        assert not app.exception
+        assert {m.label.split(" · ")[0] for m in page_metrics(app)} == {
+            "BTC/USD",
+            "ETH/USD",
+            "SOL/USD",
+        }
+
+
+def test_performers_are_a_ranking_titled_highest_and_lowest(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    """Stocks alone (five): the upper half of the ranking can hold losses, so it is "highest
+    returns", not "best" (a "Best" list with a loss was seen), split so none is listed twice."""
+    app = open_app(loaded_settings, view="overview", window="5d")
+    app.pills(key="asset_classes").set_value(["stock"]).run()
+    assert not app.exception
+    assert chart_titles(app) == ["Highest returns over 5D", "Lowest returns over 5D"]
+    highest, lowest = _bars(app, 0), _bars(app, 1)
+    assert len(highest) == 3 and len(lowest) == 2 and not set(highest) & set(lowest)
+    assert any("split in halves" in c.value for c in app.caption)
 
 
 def test_instrument_view_with_overlays_and_open_bar(
@@ -260,6 +323,20 @@ def test_compare_rebased_summary_and_correlation(
     assert summary["volatility_pct"].gt(0).all()
 
 
+def test_compare_leaves_a_short_history_out_of_the_rebased_chart_and_says_so(
+    loaded_settings: Settings, open_app: OpenApp
+) -> None:
+    """A month with five days of crypto: crypto rebased mid-window under "rebased at the start
+    of the window" was seen; now it is left out of that chart and the notice says why."""
+    app = open_app(loaded_settings, view="compare", symbols="AAPL,BTC/USD", window="1m")
+    (notice,) = [i for i in infos(app) if "Backfill" in i]
+    assert "BTC/USD" in notice and "left out of rebased and relative charts" in notice
+    assert chart_titles(app)[0] == "Performance, rebased to 100 at the start of the window"
+    drawn = trace_names(app, 0)
+    assert "BTC/USD" not in drawn
+    assert ("AAPL" in drawn) == ("AAPL (" not in notice)  # drawn unless its history is short
+
+
 @pytest.mark.parametrize(("relative", "drawn"), [("peers", 3), ("BTC/USD", 2)])
 def test_compare_relative_to_a_benchmark_or_the_peers(
     loaded_settings: Settings, open_app: OpenApp, relative: str, drawn: int
@@ -303,10 +380,11 @@ def test_health_page_freshness_runs_queues_and_quarantine(
     frames = [frame.value for frame in app.dataframe]
     freshness, fetches, runs, depths, failed = frames[:5]
     assert set(freshness["status"]) == {"stale"}
-    # "Age, min" is whole minutes (3 decimals were seen)
+    # "Age, min" is whole minutes (3 decimals were seen) with thousands separators (384355)
     assert str(freshness["fetch_age_minutes"].dtype) == "Int64"
-    age_column = json.loads(app.dataframe[0].proto.columns)["fetch_age_minutes"]
-    assert age_column["type_config"]["format"] == "%d"
+    ages = shown_texts(app.dataframe[0])["fetch_age_minutes"]
+    assert all(re.fullmatch(r"\d{1,3}(,\d{3})*", age) for age in ages), list(ages)
+    assert any("," in age for age in ages)  # the frozen sandbox's fetches are months old
     # The fetch cycle's own row: what it asked, what was new, what it cost.
     cycle = fetches[fetches["component"] == "fetcher"].iloc[0]
     assert cycle["symbols_asked"] == len(loaded_settings.symbols) == cycle["symbols_new"]
@@ -318,6 +396,11 @@ def test_health_page_freshness_runs_queues_and_quarantine(
     assert failed["error"].iloc[0] == FAILED_JOB_ERROR
     reasons = frames[5]
     assert QUARANTINE_REASON in set(reasons["reason"])
+
+
+def shown_texts(table: Any) -> pd.DataFrame:
+    """A styled table's cells as the page shows them (the Styler's formatted strings)."""
+    return pa.ipc.open_stream(table.proto.arrow_data.styler.display_values).read_pandas()
 
 
 def header_labels(table: Any) -> list[str]:

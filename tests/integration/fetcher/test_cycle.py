@@ -112,6 +112,22 @@ def test_a_still_open_bar_that_changed_is_new_data(
     assert run_cycle(ctx).enqueued == ["ETH/USD"]
 
 
+def test_a_served_symbol_refused_twice_in_a_row_takes_the_day_off(
+    make_context: Callable[..., FetchContext], free_sandbox: SandboxServer
+) -> None:
+    ctx = make_context(symbols=["AAPL", "MSFT"])
+    assert sorted(run_cycle(ctx).enqueued) == ["AAPL", "MSFT"]  # served: MSFT has bars
+    outcomes = []
+    for refusals in (1, 0, 1, 1, 0):  # "not found" for MSFT (the request's last symbol) or not
+        free_sandbox.clock.advance(3600)
+        if refusals:
+            free_sandbox.faults.script("unknown_symbol")
+        report = run_cycle(ctx)
+        outcomes.append(("refused" if report.api_errors else "") + ",".join(report.skipped))
+    # Refused once: asked again and served, which forgives it; refused twice in a row: skipped.
+    assert outcomes == ["refused", "", "refused", "refused", "MSFT"]
+
+
 @pytest.mark.parametrize("transport", ["modern", "legacy"])
 def test_a_bad_symbol_is_logged_with_the_api_message_and_never_sinks_the_batch(
     make_context: Callable[..., FetchContext],

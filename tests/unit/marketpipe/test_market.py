@@ -151,6 +151,24 @@ def test_market_open_follows_the_exchange_calendar(
     assert market_open(NYSE, at) == (is_open, pd.Timestamp(change, tz="UTC"))
 
 
+@pytest.mark.parametrize(
+    ("at", "is_open", "change"),
+    [
+        # Tokyo, a Wednesday morning: open until the 11:30 JST lunch break
+        (datetime(2026, 3, 11, 1, 0, tzinfo=UTC), True, "2026-03-11 02:30"),
+        # in the break: closed until 12:30 JST, not until the next day's open
+        (datetime(2026, 3, 11, 3, 0, tzinfo=UTC), False, "2026-03-11 03:30"),
+        # after the 15:30 JST close: closed until Thursday's 09:00 JST open
+        (datetime(2026, 3, 11, 7, 0, tzinfo=UTC), False, "2026-03-12 00:00"),
+    ],
+)
+def test_market_open_knows_a_lunch_break(at: datetime, is_open: bool, change: str) -> None:
+    assert market_open(venue("stock", "Asia/Tokyo"), at) == (
+        is_open,
+        pd.Timestamp(change, tz="UTC"),
+    )
+
+
 def test_crypto_never_closes_and_forex_rests_at_the_weekend() -> None:
     saturday = datetime(2026, 3, 14, 12, 0, tzinfo=UTC)
     assert market_open(venue("crypto", None), saturday) == (True, None)
