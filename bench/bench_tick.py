@@ -1,6 +1,6 @@
 """The hourly tick on real workers: the first tick against the steady tick (gap + overlap).
 
-Run: .venv/bin/python -m bench.bench_tick [--symbols 8,50] [--steady 3] [--workers 2]
+Run: .venv/bin/python -m bench.bench_tick [--symbols 8,50] [--steady 3] [--workers 2] [--in-process]
 
 Per symbol count, on its own scratch database and Redis db: the sandbox in-process (HTTP,
 unlimited credits, its clock frozen on a Wednesday mid-session and moved an hour per tick), the
@@ -31,10 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ from marketpipe.migrate import migrate
 from marketpipe.queues import LOAD_QUEUE, TRANSFORM_QUEUE
 from marketpipe.settings import DEFAULT_SYMBOLS, Settings
 from services.fetcher.__main__ import build_context
-from services.fetcher.client import SeriesQuery
+from services.fetcher.client import MarketDataClient, SeriesAnswer, SeriesQuery
 from services.fetcher.context import FetchContext
 from services.fetcher.cycle import run_cycle
 from services.fetcher.series import warmup_bars
@@ -77,25 +78,118 @@ class Tick:
     raw_bytes: int
     # Per queue: mean seconds a job waited (enqueued -> started) and ran (started -> ended).
     jobs: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Where the tick's time went (:func:`timeline`), seconds by phase.
+    phases: dict[str, float] = field(default_factory=dict)
 
 
-def job_times(redis: Redis, settings: Settings, ids: list[str]) -> dict[str, tuple[float, float]]:
+@dataclass
+class TimedClient:
+    """The fetcher's API client, its calls timed (wall clock, as RQ stamps its jobs)."""
+
+    client: MarketDataClient
+    calls: list[tuple[float, float]] = field(default_factory=list)
+
+    def time_series(self, symbols: Sequence[str], query: SeriesQuery) -> list[SeriesAnswer]:
+        started = time.time()
+        try:
+            return self.client.time_series(symbols, query)
+        finally:
+            self.calls.append((started, time.time()))
+
+    def reference(self, endpoint: str, symbol: str = "") -> list[dict[str, Any]]:
+        started = time.time()
+        try:
+            return self.client.reference(endpoint, symbol)
+        finally:
+            self.calls.append((started, time.time()))
+
+    def sync_clock(self) -> None:
+        self.client.sync_clock()
+
+
+@dataclass
+class JobStamps:
+    queue: str
+    worker: str
+    enqueued: float
+    dequeued: float  # the worker took it (its execution was made)
+    started: float  # the job function was called
+    ended: float  # it returned
+    finished: float  # RQ stored its result (ms precision: a Redis stream id)
+
+
+def tick_jobs(redis: Redis, ids: list[str]) -> list[JobStamps]:
     """RQ's own stamps of this tick's transform and load jobs."""
-    times = {}
+    stamps = []
     for queue in (TRANSFORM_QUEUE, LOAD_QUEUE):
         registry = FinishedJobRegistry(queue, connection=redis, serializer=JSONSerializer)
-        jobs = [
-            j
-            for j in Job.fetch_many(
-                registry.get_job_ids(), connection=redis, serializer=JSONSerializer
+        for job in Job.fetch_many(
+            registry.get_job_ids(), connection=redis, serializer=JSONSerializer
+        ):
+            if job is None or not job.args or job.args[0] not in ids:
+                continue
+            result = job.latest_result()
+            assert result is not None and result.execution_started_at is not None
+            assert job.enqueued_at and job.started_at and job.ended_at
+            stamps.append(
+                JobStamps(
+                    queue,
+                    job.worker_name or "",
+                    job.enqueued_at.timestamp(),
+                    result.execution_started_at.timestamp(),
+                    job.started_at.timestamp(),
+                    job.ended_at.timestamp(),
+                    result.created_at.timestamp(),
+                )
             )
-            if j is not None and j.args and j.args[0] in ids
-        ]
+    return stamps
+
+
+def job_times(stamps: list[JobStamps]) -> dict[str, tuple[float, float]]:
+    """Per queue: mean seconds a job waited (enqueued -> started) and ran (started -> ended)."""
+    times = {}
+    for queue in (TRANSFORM_QUEUE, LOAD_QUEUE):
+        jobs = [s for s in stamps if s.queue == queue]
         if jobs:
-            waits = [(j.started_at - j.enqueued_at).total_seconds() for j in jobs]
-            runs = [(j.ended_at - j.started_at).total_seconds() for j in jobs]
-            times[queue] = (statistics.mean(waits), statistics.mean(runs))
+            waits = statistics.mean(s.started - s.enqueued for s in jobs)
+            times[queue] = (waits, statistics.mean(s.ended - s.started for s in jobs))
     return times
+
+
+def timeline(
+    started: float, calls: list[tuple[float, float]], stamps: list[JobStamps], done: float
+) -> dict[str, float]:
+    """Where one tick's time went: the fetch, queue waits, RQ's part of a job, the job bodies.
+
+    Means are per job. RQ's part of a job: ``rq before`` (dequeued -> function called: the
+    fork and the start bookkeeping), ``rq after`` (returned -> result stored) and ``rq between``
+    (result stored -> the same worker's next dequeue, when that job was already waiting: the
+    horse's exit, heartbeat and dequeue).
+    """
+    transform = [s for s in stamps if s.queue == TRANSFORM_QUEUE]
+    load = [s for s in stamps if s.queue == LOAD_QUEUE]
+    phases = {
+        "http calls": sum(end - begin for begin, end in calls),
+        "first enqueue": min(s.enqueued for s in transform) - started,
+        "last enqueue": max(s.enqueued for s in transform) - started,
+    }
+    for name, jobs in (("transform", transform), ("load", load)):
+        phases[f"{name} wait"] = statistics.mean(s.dequeued - s.enqueued for s in jobs)
+        phases[f"{name} rq before"] = statistics.mean(s.started - s.dequeued for s in jobs)
+        phases[f"{name} body"] = statistics.mean(s.ended - s.started for s in jobs)
+        phases[f"{name} rq after"] = statistics.mean(s.finished - s.ended for s in jobs)
+        gaps = []
+        by_worker: dict[str, list[JobStamps]] = {}
+        for s in jobs:
+            by_worker.setdefault(s.worker, []).append(s)
+        for runs in by_worker.values():
+            runs.sort(key=lambda s: s.dequeued)
+            gaps += [b.dequeued - a.finished for a, b in pairwise(runs) if b.enqueued < a.finished]
+        phases[f"{name} rq between"] = statistics.mean(gaps) if gaps else 0.0
+    last = max(load, key=lambda s: s.ended)
+    phases["last load ended"] = last.ended - started
+    phases["last bar seen queryable"] = done - started
+    return phases
 
 
 def _query(settings: Settings, statement: str, *params: object) -> list[tuple[Any, ...]]:
@@ -109,10 +203,13 @@ def _query(settings: Settings, statement: str, *params: object) -> list[tuple[An
 
 
 @contextmanager
-def worker_processes(settings: Settings, redis: Redis, count: int, logs: Path) -> Iterator[None]:
+def worker_processes(
+    settings: Settings, redis: Redis, count: int, logs: Path, *, in_process: bool
+) -> Iterator[None]:
     """``count`` transformer and ``count`` loader workers, registered before it yields."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWELVE_DATA_", "SANDBOX_"))}
     env.update(
+        WORKER_IN_PROCESS="1" if in_process else "0",
         DATABASE_URL=settings.database_url,
         REDIS_URL=settings.redis_url,
         LOG_LEVEL="WARNING",
@@ -161,6 +258,10 @@ def free_redis_db(redis_base: str) -> Iterator[str]:
 
 def run_tick(ctx: FetchContext, settings: Settings, known: set[str]) -> Tick:
     """One fetch cycle, timed until every payload it landed is loaded."""
+    client = ctx.client
+    assert isinstance(client, TimedClient)
+    calls_before = len(client.calls)
+    wall_started = time.time()
     started = time.perf_counter()
     run_cycle(ctx)
     landed = _query(
@@ -190,9 +291,18 @@ def run_tick(ctx: FetchContext, settings: Settings, known: set[str]) -> Tick:
     finally:
         conn.close()
     seconds = time.perf_counter() - started
+    loaded_at = time.time()
     known.update(ids)
-    jobs = job_times(ctx.redis, settings, ids)
-    return Tick(seconds, len(ids), sum(r[2] for r in landed), sum(r[1] for r in landed), jobs)
+    stamps = tick_jobs(ctx.redis, ids)
+    calls = client.calls[calls_before:]
+    return Tick(
+        seconds,
+        len(ids),
+        sum(r[2] for r in landed),
+        sum(r[1] for r in landed),
+        job_times(stamps),
+        timeline(wall_started, calls, stamps, loaded_at),
+    )
 
 
 def warmup_design_tick(
@@ -247,7 +357,10 @@ def bench_symbols(
         )
         redis = Redis.from_url(redis_url)
         ctx = build_context(settings, clock=InProcessClock(sandbox.clock), redis=redis)
-        stack.enter_context(worker_processes(settings, redis, args.workers, logs))
+        ctx.client = TimedClient(ctx.client)
+        stack.enter_context(
+            worker_processes(settings, redis, args.workers, logs, in_process=args.in_process)
+        )
         known: set[str] = set()
         first = run_tick(ctx, settings, known)
         steady: list[Tick] = []
@@ -280,12 +393,16 @@ def main() -> int:
     parser.add_argument("--symbols", default="8,50", help="symbol counts, comma-separated")
     parser.add_argument("--steady", type=int, default=3, help="steady ticks per symbol count")
     parser.add_argument("--workers", type=int, default=2, help="transformers (and loaders)")
+    parser.add_argument(
+        "--in-process", action="store_true", help="WORKER_IN_PROCESS=true: no fork per job"
+    )
     args = parser.parse_args()
     ok = True
     counts = [int(n) for n in args.symbols.split(",")]
     print(
         f"sandbox over HTTP, unlimited credits; {args.workers} transformer + {args.workers}"
-        " loader workers; FETCH_OUTPUTSIZE 300, FETCH_OVERLAP_BARS 24"
+        f" loader workers ({'jobs in process' if args.in_process else 'a fork per job'});"
+        " FETCH_OUTPUTSIZE 300, FETCH_OVERLAP_BARS 24"
     )
     for index, count in enumerate(counts):
         symbols = (*DEFAULT_SYMBOLS, *MORE_SYMBOLS)[:count]
@@ -316,6 +433,14 @@ def main() -> int:
             print(
                 f"    {queue} jobs of a steady tick: mean wait {wait:.2f} s, mean run {run:.2f} s"
             )
+        print("  timeline of the median steady tick (s from its start; per job: means):")
+        middle = sorted(steady, key=lambda t: t.seconds)[len(steady) // 2]
+        for phase, seconds in middle.phases.items():
+            print(f"    {phase}: {seconds:.3f}")
+        print(
+            "    first tick: "
+            + ", ".join(f"{phase} {seconds:.3f}" for phase, seconds in first.phases.items())
+        )
         if "day" in figures:
             raw_bytes, table = figures["day"]
             days_design = design_bytes * 24 * count / max(1, one.payloads)

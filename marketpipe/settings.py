@@ -121,6 +121,12 @@ class Settings(BaseSettings):
 
     blob_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     job_timeout_seconds: int = Field(default=300, ge=1)
+    # Run jobs in the worker process instead of a horse forked per job (marketpipe/worker.py;
+    # off by default: the crash chaos test fails with it). Such a worker starts afresh
+    # (re-executes itself) after this many jobs, or once its memory grew this much.
+    worker_in_process: bool = False
+    worker_max_jobs: int = Field(default=1000, ge=1)
+    worker_max_rss_growth_mb: int = Field(default=256, ge=1)
     dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # text for people, json (one object per line) for log shippers; see marketpipe/logs.py.

@@ -1,8 +1,28 @@
 """Starts an RQ worker the way every marketpipe worker needs it.
 
-Heavy modules are imported by the caller *before* this runs, so every forked work horse inherits
-them (a job importing pandas after the fork pays ~0.2 s); database connections are opened inside
-jobs, after the fork, so no socket is ever shared between processes.
+By default RQ's way: a work horse forked per job (:class:`ForkingWorker`). With
+WORKER_IN_PROCESS=true jobs run in the worker process itself (:class:`MarketpipeWorker`), which
+is faster but NOT yet the default: ``tests/chaos/test_crashes.py`` (its kills adapted to
+workers without horses) failed 2 of 2 runs with it (7 and 8 rows of crypto bars and daily bars
+differ beyond 1e-12 from the clean run; the forking worker passed the same test), cause not
+found yet. Measured 2026-12-03 on this machine, RQ's part of a job
+(dequeue -> function called, returned -> next dequeue) was ~47 ms with a fork per job against
+~5 ms without, in the 50-symbol tick of ``bench/bench_tick.py``; a no-op job costs 12.4 ms
+forked against 3.9 ms in-process (``bench/bench_worker.py``). A 50-symbol tick is 100 jobs on
+2 cores, so the fork was ~2.3 s of its wall time. In-process, what the fork gave is kept:
+
+- **timeouts**: RQ's SIGALRM death penalty stops a job at its timeout (as it did inside the
+  horse); a job that ignores it (stuck in C code) is ended as RQ's forking worker ends a horse,
+  at timeout + 60 s, by restarting the worker process (its job is then reaped and retried);
+- **nothing lost on a crash**: a worker killed mid-job leaves its job in RQ's StartedJobRegistry
+  and the next worker start (or any worker's maintenance) reaps it at once (below);
+- **bounded memory**: the worker starts afresh after WORKER_MAX_JOBS jobs or once its resident
+  memory grew WORKER_MAX_RSS_GROWTH_MB since its first job (RQ's ``--max-jobs``, by re-executing
+  its own command line: same pid, a new registration, the old one ended cleanly);
+- **heavy imports before the fork, connections after it**: heavy modules are imported by the
+  caller before this runs (so a job never imports pandas); no connection is ever inherited,
+  because no fork runs jobs: the worker's Redis connection is made in its own process, jobs open
+  theirs per job, and the only fork left, RQ's scheduler, makes its own connection.
 
 A worker killed outright (SIGKILL, OOM, a container stopped hard) leaves its job in RQ's
 StartedJobRegistry. RQ retries such a job (or fails it with AbandonedJobError) only once the
@@ -25,19 +45,21 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker, Worker
 from rq.defaults import DEFAULT_LOGGING_DATE_FORMAT, DEFAULT_LOGGING_FORMAT
 from rq.executions import Execution
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
+from rq.worker.base import BaseWorker
 
 from marketpipe import broker
 from marketpipe.db import adbc_database
@@ -181,7 +203,9 @@ class OutageTolerantScheduler(RQScheduler):
             self.stop()  # type: ignore[no-untyped-call]
 
 
-class MarketpipeWorker(Worker):
+class _MarketpipeWorkerBase(BaseWorker):
+    """What every marketpipe worker adds to RQ's, whichever way it executes a job."""
+
     max_connection_wait_time = MAX_REDIS_WAIT_SECONDS
     # Touched after every heartbeat RQ got into Redis: the container's healthcheck reads it.
     heartbeat_file: Path | None = None
@@ -231,6 +255,84 @@ class MarketpipeWorker(Worker):
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
 
 
+class ForkingWorker(_MarketpipeWorkerBase, Worker):
+    """RQ's default execution, a work horse forked per job (the services' default)."""
+
+
+# RQ's forking worker kills a horse that outlived its job's timeout by this much.
+HARD_TIMEOUT_GRACE_SECONDS: Final = 60
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def restart_process() -> NoReturn:
+    """Replace this process by a fresh run of its own command line (same pid)."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Our own interpreter and command line, no shell: nothing from outside is interpreted.
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606
+
+
+class MarketpipeWorker(_MarketpipeWorkerBase, SimpleWorker):
+    """Runs each job in this process (RQ's SimpleWorker) and says when to start afresh.
+
+    ``recycle_reason`` is set (and the work loop stopped) after ``max_jobs`` jobs or once the
+    resident memory grew ``max_rss_growth`` bytes since the first job; the caller restarts.
+    """
+
+    max_jobs: int = 1000
+    max_rss_growth: int = 256 * 2**20
+    recycle_reason: str | None = None
+    jobs_done: int = 0
+    _rss_baseline: int | None = None
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        limit = job.timeout or queue.DEFAULT_TIMEOUT
+        guard = None
+        if limit > 0:
+            guard = threading.Timer(limit + HARD_TIMEOUT_GRACE_SECONDS, self._overran, (job.id,))
+            guard.daemon = True
+            guard.start()
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if guard is not None:
+                guard.cancel()
+        self.jobs_done += 1
+        rss = resident_bytes()
+        if self._rss_baseline is None:
+            self._rss_baseline = rss  # after the first job: its caches are warm
+        if self.jobs_done >= self.max_jobs:
+            self.recycle_reason = f"{self.jobs_done} jobs done"
+        elif rss - self._rss_baseline > self.max_rss_growth:
+            grown = (rss - self._rss_baseline) / 2**20
+            self.recycle_reason = f"resident memory grew {grown:.0f} MB since the first job"
+        if self.recycle_reason is not None:
+            self._stop_requested = True  # the work loop ends before its next dequeue
+
+    def _overran(self, job_id: str) -> None:
+        """The job ignored its timeout's SIGALRM: end this process as RQ ends such a horse."""
+        log.error(
+            "job %s outlived its timeout by %d s; restarting the worker (the job is retried)",
+            job_id,
+            HARD_TIMEOUT_GRACE_SECONDS,
+        )
+        scheduler = self.scheduler._process if self.scheduler is not None else None
+        if scheduler is not None and scheduler.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(scheduler.pid, signal.SIGKILL)
+        restart_process()
+
+
 def start_checks(settings: Settings, database_role: ServiceRole | None) -> list[Check]:
     """What must answer before the worker registers (until then its healthcheck fails)."""
     checks: list[Check] = [lambda: check_redis(settings.redis_url)]
@@ -259,13 +361,14 @@ def run_worker(
     prepare_database(settings, database_role)
     log.info("%s worker taking jobs from %s", service, queue_name)
     redis = broker.redis_from(settings)
-    # Everything loaded so far is shared with the forked work horses: moved out of the
-    # collector's reach, a horse's collections no longer touch (and so copy) those pages.
+    # Everything loaded so far lives as long as the process: out of the collector's reach, a
+    # job's full collections no longer walk it (nor, in RQ's forked scheduler, copy its pages).
     gc.freeze()
     quick_failures = 0
     while True:
         started_at = time.monotonic()
-        worker = MarketpipeWorker(
+        worker_class = MarketpipeWorker if settings.worker_in_process else ForkingWorker
+        worker = worker_class(
             [broker.queue(queue_name, redis, settings)],
             connection=redis,
             serializer=JSONSerializer,
@@ -276,6 +379,9 @@ def run_worker(
             maintenance_interval=MAINTENANCE_INTERVAL_SECONDS,
             worker_ttl=WORKER_TTL_SECONDS,
         )
+        if isinstance(worker, MarketpipeWorker):
+            worker.max_jobs = settings.worker_max_jobs
+            worker.max_rss_growth = settings.worker_max_rss_growth_mb * 2**20
         if settings.heartbeat_file:
             worker.heartbeat_file = Path(settings.heartbeat_file)
         try:
@@ -284,7 +390,13 @@ def run_worker(
         except REDIS_LOST as exc:
             log.warning("lost Redis (%s)", exc)
         # SIGTERM/SIGINT (warm or cold shutdown) is recorded by RQ as a shutdown request.
-        if args.burst or worker._stop_requested or worker._shutdown_requested_date is not None:
+        if worker._shutdown_requested_date is not None:
+            return
+        if isinstance(worker, MarketpipeWorker) and worker.recycle_reason is not None:
+            # Registered dead and its scheduler stopped by RQ's teardown: a clean start.
+            log.info("worker starting afresh: %s", worker.recycle_reason)
+            restart_process()
+        if args.burst or worker._stop_requested:
             return
         # RQ retries a lost connection only around its dequeue; anywhere else (heartbeats,
         # registries) work() logs the error and returns. The process stays up and starts a new

@@ -110,7 +110,7 @@ def _take(
         report.no_new_data.append(symbol)
         log.debug("no new data for %s %s", symbol, interval)
         return
-    enqueued = land(ctx, answer, request, instrument)
+    enqueued = land(ctx, answer, request, instrument, view)
     (report.enqueued if enqueued else report.already_queued).append(symbol)
     save_state(ctx.redis, symbol, interval, view.newest_complete, view.open_signature)
 
