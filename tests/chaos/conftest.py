@@ -123,6 +123,40 @@ def lost_by_series(
     return out
 
 
+def differences(
+    expected: dict[str, list[tuple[Any, ...]]],
+    found: dict[str, list[tuple[Any, ...]]],
+    limit: int = 8,
+) -> list[str]:
+    """For a failure message: found rows no expected row matches, each with the expected row of
+    the same non-float values and the float positions (column order, lineage left out) that
+    differ beyond the rule, both values shown; or "no expected row" when none shares them."""
+    out: list[str] = []
+    for table in sorted(found):
+        by_exact: dict[tuple[Any, ...], list[tuple[float, ...]]] = {}
+        for row in expected.get(table, []):
+            exact, floats = _split(row)
+            by_exact.setdefault(exact, []).append(floats)
+        for row in found[table]:
+            exact, floats = _split(row)
+            candidates = by_exact.get(exact, [])
+            if any(_same(c, floats) for c in candidates):
+                continue
+            if not candidates:
+                out.append(f"{table} {row[:3]}: no expected row with the same non-float values")
+            else:
+                near = candidates[0]
+                cols = [
+                    f"float#{i} {x!r} expected {y!r}"
+                    for i, (x, y) in enumerate(zip(floats, near, strict=True))
+                    if abs(x - y) > RELATIVE_TOLERANCE * max(abs(x), abs(y))
+                ]
+                out.append(f"{table} {row[:3]}: {'; '.join(cols)}")
+            if len(out) >= limit:
+                return out
+    return out
+
+
 @pytest.fixture
 def chaos_record(request: pytest.FixtureRequest) -> Iterator[Callable[..., None]]:
     lines: list[dict[str, Any]] = []

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from redis import Redis
 
 from marketpipe.settings import Settings
-from tests.chaos.conftest import compare, jobs_run, lost_by_series, snapshot
+from tests.chaos.conftest import compare, differences, jobs_run, lost_by_series, snapshot
 from tests.integration.conftest import REPO_ROOT, settings_env
 from tests.integration.reliability.conftest import (
     Workers,
@@ -118,4 +118,8 @@ def test_killed_workers_lose_and_duplicate_nothing(
         **result,
     )
     assert len(kills) == KILLS, kills
-    assert result["lost"] == 0 and result["duplicated"] == 0, (result, lost_by_series(clean, found))
+    assert result["lost"] == 0 and result["duplicated"] == 0, (
+        result,
+        lost_by_series(clean, found),
+        differences(clean, found),
+    )
