@@ -146,6 +146,28 @@ def key_bounds(source: str, key: Sequence[str]) -> str:
     )
 
 
+def _matching(
+    source: str,
+    columns: Sequence[tuple[str, str]],
+    key: Sequence[str],
+    lineage: Sequence[str],
+    touch: str | None,
+    bounded: bool,
+) -> tuple[str, str, str, str]:
+    """What :func:`merge_sql` and :func:`update_sql` share: the staged select list, the join
+    on the key (bounded: :func:`key_bounds`), the SET list and the change rule, against ``s``."""
+    # Casts to the column's own type are no-ops; jsonb's is the one that does work.
+    select = ", ".join(f'"{c}"::{t} AS "{c}"' for c, t in columns)
+    on = " AND ".join(f't."{c}" = s."{c}"' for c in key)
+    if bounded:
+        on += " AND " + key_bounds(source, key)
+    assignments = [f'"{c}" = s."{c}"' for c, _ in columns if c not in key]
+    if touch:
+        assignments.append(f'"{touch}" = now()')
+    compared = [(c, t) for c, t in columns if c not in lineage]
+    return select, on, ", ".join(assignments), changed_condition(compared, key, "s")
+
+
 def merge_sql(
     source: str,
     target: str,
@@ -168,20 +190,12 @@ def merge_sql(
     baselines' ON CONFLICT 129 ms).
     """
     names = [c for c, _ in columns]
-    # Casts to the column's own type are no-ops; jsonb's is the one that does work.
-    select = ", ".join(f'"{c}"::{t} AS "{c}"' for c, t in columns)
-    on = " AND ".join(f't."{c}" = s."{c}"' for c in key)
-    if bounded:
-        on += " AND " + key_bounds(source, key)
-    assignments = [f'"{c}" = s."{c}"' for c in names if c not in key]
-    if touch:
-        assignments.append(f'"{touch}" = now()')
-    compared = [(c, t) for c, t in columns if c not in lineage]
+    select, on, assignments, changed = _matching(source, columns, key, lineage, touch, bounded)
     # Identifiers and types come from marketpipe.contract, never from data.
     return (
         f"MERGE INTO {target} AS t USING (SELECT {select} FROM {source}) AS s ON {on}"  # noqa: S608
-        f" WHEN MATCHED AND {changed_condition(compared, key, 's')}"
-        f" THEN UPDATE SET {', '.join(assignments)}"
+        f" WHEN MATCHED AND {changed}"
+        f" THEN UPDATE SET {assignments}"
         f" WHEN NOT MATCHED THEN INSERT ({', '.join(f'{chr(34)}{c}{chr(34)}' for c in names)})"
         f" VALUES ({', '.join(f's.{chr(34)}{c}{chr(34)}' for c in names)})"
     )
@@ -201,16 +215,11 @@ def update_sql(
     :func:`merge_sql` for rows known to be stored, with the rows it rewrote returned (MERGE has
     no RETURNING before PostgreSQL 17); the same key bounds and change rule.
     """
-    select = ", ".join(f'"{c}"::{t} AS "{c}"' for c, t in columns)
-    on = " AND ".join(f't."{c}" = s."{c}"' for c in key) + " AND " + key_bounds(source, key)
-    assignments = [f'"{c}" = s."{c}"' for c, _ in columns if c not in key]
-    if touch:
-        assignments.append(f'"{touch}" = now()')
-    compared = [(c, t) for c, t in columns if c not in lineage]
+    select, on, assignments, changed = _matching(source, columns, key, lineage, touch, True)
     return (
-        f"UPDATE {target} AS t SET {', '.join(assignments)}"  # noqa: S608
+        f"UPDATE {target} AS t SET {assignments}"  # noqa: S608
         f" FROM (SELECT {select} FROM {source}) AS s WHERE {on}"
-        f' AND {changed_condition(compared, key, "s")} RETURNING t."{key[-1]}"'
+        f' AND {changed} RETURNING t."{key[-1]}"'
     )
 
 
