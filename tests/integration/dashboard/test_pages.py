@@ -33,6 +33,7 @@ from tests.integration.dashboard.conftest import (
     QUARANTINE_REASON,
     add_failed_job,
 )
+from tests.support.sql import query
 
 OpenApp = Callable[..., AppTest]
 PAGES = ("overview", "instrument", "compare", "health")
@@ -549,14 +550,11 @@ def test_instrument_daily_bars_come_from_the_api_when_stored(
             aggregated = queries.daily_bars(engine, "AAPL", since, until)
         finally:
             engine.dispose()
-        conn = psycopg2.connect(loaded_settings.database_url)
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                "SELECT bar_time_local::date, close FROM marketpipe.bars"
-                " WHERE symbol = 'AAPL' AND interval = '1day' ORDER BY bar_time"
-            )
-            api_days = cur.fetchall()
-        conn.close()
+        api_days = query(
+            loaded_settings.database_url,
+            "SELECT bar_time_local::date, close FROM marketpipe.bars"
+            " WHERE symbol = 'AAPL' AND interval = '1day' ORDER BY bar_time",
+        )
         assert len(drawn) == len(api_days) > len(aggregated)  # 1day reaches further back
         assert [(t.date(), c) for t, c in zip(drawn["bar_time"], drawn["close"], strict=True)] == [
             (d, c) for d, c in api_days
