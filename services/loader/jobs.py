@@ -134,6 +134,20 @@ def stored_now(stored: pa.Table, bars: pa.Table, written: pa.Array) -> pa.Table:
     return pa.concat_tables([kept, fresh])
 
 
+def _stored_within_not_in(stored: pa.Table, bars: pa.Table) -> bool:
+    """Whether a stored bar inside the batch's first..last span is not one of the batch's."""
+    times = stored["bar_time"]
+    first, last = pc.min(bars["bar_time"]), pc.max(bars["bar_time"])
+    span = times.filter(
+        pc.and_(
+            pc.greater_equal(times, first.cast(times.type)),
+            pc.less_equal(times, last.cast(times.type)),
+        )
+    )
+    batch_times = bars["bar_time"].cast(times.type)
+    return bool(pc.any(pc.invert(pc.is_in(span, value_set=batch_times))).as_py())
+
+
 def keep_series_exact(
     cur: Any,
     series: tuple[str, str],
@@ -215,16 +229,7 @@ def write_batch(
         seen = _seen_version(tables)
         stale = seen is None or int(version) != seen
         if not stale and changed:
-            first = pc.min(bars["bar_time"]).as_py()
-            span = stored.filter(
-                pc.and_(
-                    pc.greater_equal(stored["bar_time"], pa.scalar(first)),
-                    pc.less_equal(stored["bar_time"], pa.scalar(last)),
-                )
-            )
-            batch_times = bars["bar_time"].cast(span.schema.field("bar_time").type)
-            missing = pc.sum(pc.invert(pc.is_in(span["bar_time"], value_set=batch_times)))
-            stale = bool(continued) or (missing.as_py() or 0) > 0
+            stale = bool(continued) or _stored_within_not_in(stored, bars)
         changed += keep_series_exact(cur, series, bars, stale, changed)
         # From the bars now stored, never from the transformer's frames (services/loader/daily.py).
         rebuild_daily(cur, bars, stored_now(stored, bars, written))
