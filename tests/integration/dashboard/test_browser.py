@@ -19,6 +19,7 @@ import base64
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -181,6 +182,7 @@ def browser() -> Iterator[DevTools]:
         chromium = subprocess.Popen(
             [CHROMIUM, *flags],
             preexec_fn=die_with_test_run,
+            start_new_session=True,  # its renderers and helpers share one process group
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -204,8 +206,29 @@ def browser() -> Iterator[DevTools]:
                 devtools.call("Page.enable")
                 yield devtools
         finally:
-            chromium.terminate()
-            chromium.wait(timeout=30)
+            stop_process_group(chromium)
+
+
+def stop_process_group(leader: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a group and wait until none of it is left (they write to the profile to the end)."""
+    # Stopping only the browser process left helpers writing under the profile while
+    # TemporaryDirectory removed it: "Directory not empty: 'Default'" failed a CI run.
+    os.killpg(leader.pid, signal.SIGTERM)
+    leader.wait(timeout=DEADLINE_SECONDS)
+
+    def group_gone() -> bool:
+        # A zombie nobody reaps (PID 1 in a container may not) writes nothing: it does not count.
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited while we looked
+            state, group = fields[0], int(fields[2])
+            if group == leader.pid and state != "Z":
+                return False
+        return True
+
+    wait_for(group_gone, "Chromium's helper processes to exit")
 
 
 # True once the run finished and everything the page should draw is drawn; or an error text.
