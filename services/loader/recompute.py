@@ -68,7 +68,7 @@ _UPDATE_SQL: Final = (
     + ", ".join(f'"{c}" = s."{c}"' for c in DERIVED)
     + ", loaded_at = now() FROM pg_temp.stage_recomputed s"
     " WHERE t.symbol = s.symbol AND t.interval = s.interval AND t.bar_time = s.bar_time AND "
-    + changed_condition([(c, "double precision") for c in DERIVED], (), "s")
+    + changed_condition([(c, "double precision") for c in DERIVED], (), "s", priced=True)
 )
 _BUMP_SQL: Final = (
     "INSERT INTO marketpipe.series_versions AS v (symbol, interval, version) VALUES ($1, $2, 1)"

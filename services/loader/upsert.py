@@ -34,11 +34,16 @@ a quarantined row), all in one sorted statement: loaders of overlapping series s
 later one sees the earlier one's rows, and two loaders cannot wait on each other in a cycle.
 
 What counts as changed: a ``double precision`` value only when it differs from the stored one
-by more than ``RELATIVE_TOLERANCE`` (|old - new| > 1e-12 * max(|old|, |new|)) or exactly one of
-them is NULL; any other column when ``IS DISTINCT FROM``. A bar re-sent from a request of another
-depth has sums over another stretch of history, off by ~1e-14 relative: such a row is left
-exactly as it is (same ``loaded_at``, no new row version, not counted). Key and lineage columns
-(which payload, when transformed) are not compared; they are rewritten with a changed row.
+by more than ``RELATIVE_TOLERANCE`` of its scale, or exactly one of them is NULL; any other
+column when ``IS DISTINCT FROM``. The scale is max(|old|, |new|), and for a column in the price
+unit (``contract.PRICE_UNIT_COLUMNS``) also the stored row's |close|: such a value's rounding
+error follows the price it is computed from, so MACD near zero (two EMAs of ~2,500 apart by a
+few units in the last place) is not "changed" when only the order of loads moved its rounding
+(seen in the crash chaos test: 1.8e-12 absolute, 1.05e-12 of MACD, 7e-16 of the close). A bar
+re-sent from a request of another depth has sums over another stretch of history, off by ~1e-14
+relative: such a row is left exactly as it is (same ``loaded_at``, no new row version, not
+counted). Key and lineage columns (which payload, when transformed) are not compared; they are
+rewritten with a changed row.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from marketpipe.contract import PRICE_SCALE_COLUMN, PRICE_UNIT_COLUMNS
 
 # A float is "changed" only beyond this relative difference (see the module docstring).
 RELATIVE_TOLERANCE: Final = 1e-12
@@ -95,19 +102,29 @@ def stage(cur: Any, name: str, table: pa.Table) -> str:
     return f"pg_temp.stage_{name}"
 
 
-def _beyond_tolerance(column: str, new: str) -> str:
+def _beyond_tolerance(column: str, new: str, price_scaled: bool) -> str:
     old, new = f't."{column}"', f'{new}."{column}"'
+    scale = [f"abs({old})", f"abs({new})"]
+    if price_scaled:
+        scale.append(f'abs(t."{PRICE_SCALE_COLUMN}")')  # greatest() skips a NULL
     # Both present: the relative test; otherwise (abs() is NULL) changed iff exactly one is NULL.
     return (
         f"coalesce(abs({old} - {new}) > {RELATIVE_TOLERANCE!r}::float8"
-        f" * greatest(abs({old}), abs({new})), ({old} IS NULL) <> ({new} IS NULL))"
+        f" * greatest({', '.join(scale)}), ({old} IS NULL) <> ({new} IS NULL))"
     )
 
 
 def changed_condition(
-    columns: Sequence[tuple[str, str]], key: Sequence[str], new: str = "EXCLUDED"
+    columns: Sequence[tuple[str, str]],
+    key: Sequence[str],
+    new: str = "EXCLUDED",
+    *,
+    priced: bool = False,
 ) -> str:
-    """SQL true when the row ``new`` differs from the stored row ``t`` (see the docstring)."""
+    """SQL true when the row ``new`` differs from the stored row ``t`` (see the docstring).
+
+    ``priced``: ``t`` has the price-scale column, so price-unit columns are scaled by it too.
+    """
     compared = [(c, t) for c, t in columns if c not in key]
     floats = [c for c, t in compared if t == "double precision"]
     exact = [c for c, t in compared if t != "double precision"]
@@ -119,7 +136,7 @@ def changed_condition(
     # The exact row comparison first: it settles an identical replay (the common case) at once,
     # and only rows that differ at all pay for the per-column tolerance.
     differs = [f"{row('t', exact)} IS DISTINCT FROM {row(new, exact)}"] if exact else []
-    differs += [_beyond_tolerance(c, new) for c in floats]
+    differs += [_beyond_tolerance(c, new, priced and c in PRICE_UNIT_COLUMNS) for c in floats]
     return (
         f"{row('t', all_names)} IS DISTINCT FROM {row(new, all_names)} AND ({' OR '.join(differs)})"
     )
@@ -165,7 +182,9 @@ def _matching(
     if touch:
         assignments.append(f'"{touch}" = now()')
     compared = [(c, t) for c, t in columns if c not in lineage]
-    return select, on, ", ".join(assignments), changed_condition(compared, key, "s")
+    priced = any(c == PRICE_SCALE_COLUMN for c, _ in columns)
+    changed = changed_condition(compared, key, "s", priced=priced)
+    return select, on, ", ".join(assignments), changed
 
 
 def merge_sql(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from redis import Redis
 from marketpipe import broker
 from marketpipe.queues import LOAD_QUEUE, TRANSFORM_QUEUE
 from marketpipe.settings import Settings
-from services.loader.upsert import RELATIVE_TOLERANCE
 
 # The integration fixtures (own database, own Redis db, sandbox) and the worker pool, shared.
 from tests.integration.conftest import (  # noqa: F401
@@ -34,10 +32,11 @@ from tests.integration.conftest import (  # noqa: F401
     sandbox,
     server_urls,
 )
-from tests.integration.reliability.conftest import table_rows, workers  # noqa: F401
+from tests.integration.reliability.conftest import workers  # noqa: F401
+from tests.support.compare import BETWEEN_LOAD_ORDERS, Rows, agree, changed_columns
+from tests.support.compare import snapshot as support_snapshot
 
 REPORT = Path(os.environ.get("CHAOS_REPORT", REPO_ROOT / ".chaos" / "results.jsonl"))
-KEYED = ("bars", "daily_bars", "watermarks")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,53 +53,27 @@ def jobs_run(client: Redis, settings: Settings) -> int:
     )
 
 
-def snapshot(settings: Settings) -> dict[str, list[tuple[Any, ...]]]:
-    return {table: table_rows(settings, table) for table in KEYED}
+def snapshot(settings: Settings) -> dict[str, Rows]:
+    """bars, daily bars and watermarks by primary key, lineage left out."""
+    return support_snapshot(settings.database_url)
 
 
-_FLOAT = object()  # where a float stood, in a row's exact part
-
-
-def _same(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    """The loader's own rule for "unchanged": every float within RELATIVE_TOLERANCE."""
-    return all(
-        abs(x - y) <= RELATIVE_TOLERANCE * max(abs(x), abs(y)) for x, y in zip(a, b, strict=True)
-    )
-
-
-def _split(row: tuple[Any, ...]) -> tuple[tuple[Any, ...], tuple[float, ...]]:
-    """(the row with its floats masked: key, NULLs and text compared exactly; the floats)."""
-    return (
-        tuple(_FLOAT if isinstance(v, float) else v for v in row),
-        tuple(v for v in row if isinstance(v, float)),
-    )
-
-
-def compare(
-    expected: dict[str, list[tuple[Any, ...]]], found: dict[str, list[tuple[Any, ...]]]
-) -> dict[str, int]:
+def compare(expected: dict[str, Rows], found: dict[str, Rows]) -> dict[str, int]:
     """Row for row: lost = expected rows missing, duplicated = surplus or unexpected rows.
 
-    Two rows are the same row when their non-float values are equal and their floats agree to
-    the loader's 1e-12 relative rule (services/loader/upsert.py), which is also what makes a
-    re-sent bar count as unchanged: indicators seeded over a different stretch of history
-    differ below it, depending on load order.
+    Two rows with the same key are the same row when their values agree by the loader's rule
+    within BETWEEN_LOAD_ORDERS (tests/support/compare.py: each run's stored values are within
+    the loader's tolerance of a full recomputation, so two runs within twice it). A row that
+    differs counts as lost (the expected one) and duplicated (the one found).
     """
     lost = duplicated = 0
     for table in expected.keys() | found.keys():
-        unmatched: dict[tuple[Any, ...], list[tuple[float, ...]]] = {}
-        for row in expected.get(table, []):
-            key, floats = _split(row)
-            unmatched.setdefault(key, []).append(floats)
-        for row in found.get(table, []):
-            key, floats = _split(row)
-            candidates = unmatched.get(key, [])
-            match = next((i for i, c in enumerate(candidates) if _same(c, floats)), None)
-            if match is None:
-                duplicated += 1
-            else:
-                candidates.pop(match)
-        lost += sum(len(c) for c in unmatched.values())
+        ours, theirs = found.get(table, {}), expected.get(table, {})
+        different = sum(
+            not agree(ours[k], theirs[k], BETWEEN_LOAD_ORDERS) for k in ours.keys() & theirs.keys()
+        )
+        lost += len(theirs.keys() - ours.keys()) + different
+        duplicated += len(ours.keys() - theirs.keys()) + different
     return {
         "rows_expected": sum(len(rows) for rows in expected.values()),
         "rows_found": sum(len(rows) for rows in found.values()),
@@ -110,48 +83,34 @@ def compare(
 
 
 def lost_by_series(
-    expected: dict[str, list[tuple[Any, ...]]], found: dict[str, list[tuple[Any, ...]]]
+    expected: dict[str, Rows], found: dict[str, Rows]
 ) -> dict[str, tuple[int, str, str]]:
-    """For a failure message: per table and symbol, how many rows are missing and their span
+    """For a failure message: per table and symbol, how many keys are missing and their span
     (a gap at one end of a series points at the fetch, holes inside it at a lost job)."""
     out = {}
     for table, rows in expected.items():
-        missing = Counter(rows) - Counter(found.get(table, []))
-        for symbol in sorted({r[0] for r in missing}):
-            keys = sorted(str(r[1:3]) for r in missing if r[0] == symbol)
+        missing = rows.keys() - found.get(table, {}).keys()
+        for symbol in sorted({k[0] for k in missing}):
+            keys = sorted(str(k[1:]) for k in missing if k[0] == symbol)
             out[f"{table} {symbol}"] = (len(keys), keys[0], keys[-1])
     return out
 
 
-def differences(
-    expected: dict[str, list[tuple[Any, ...]]],
-    found: dict[str, list[tuple[Any, ...]]],
-    limit: int = 8,
-) -> list[str]:
-    """For a failure message: found rows no expected row matches, each with the expected row of
-    the same non-float values and the float positions (column order, lineage left out) that
-    differ beyond the rule, both values shown; or "no expected row" when none shares them."""
+def differences(expected: dict[str, Rows], found: dict[str, Rows], limit: int = 8) -> list[str]:
+    """For a failure message: rows found under an expected key that :func:`compare` calls
+    different, with each differing column's value found and expected; or surplus keys."""
     out: list[str] = []
     for table in sorted(found):
-        by_exact: dict[tuple[Any, ...], list[tuple[float, ...]]] = {}
-        for row in expected.get(table, []):
-            exact, floats = _split(row)
-            by_exact.setdefault(exact, []).append(floats)
-        for row in found[table]:
-            exact, floats = _split(row)
-            candidates = by_exact.get(exact, [])
-            if any(_same(c, floats) for c in candidates):
-                continue
-            if not candidates:
-                out.append(f"{table} {row[:3]}: no expected row with the same non-float values")
-            else:
-                near = candidates[0]
+        theirs = expected.get(table, {})
+        for key, row in sorted(found[table].items(), key=repr):
+            if key not in theirs:
+                out.append(f"{table} {key}: no expected row with this key")
+            elif not agree(row, theirs[key], BETWEEN_LOAD_ORDERS):
                 cols = [
-                    f"float#{i} {x!r} expected {y!r}"
-                    for i, (x, y) in enumerate(zip(floats, near, strict=True))
-                    if abs(x - y) > RELATIVE_TOLERANCE * max(abs(x), abs(y))
+                    f"{c} {row[c]!r} expected {theirs[key][c]!r}"
+                    for c in changed_columns(row, theirs[key], BETWEEN_LOAD_ORDERS)
                 ]
-                out.append(f"{table} {row[:3]}: {'; '.join(cols)}")
+                out.append(f"{table} {key}: {'; '.join(cols)}")
             if len(out) >= limit:
                 return out
     return out

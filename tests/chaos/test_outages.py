@@ -36,11 +36,12 @@ from tests.integration.reliability.conftest import (
     wait_for,
 )
 from tests.support.clock import InProcessClock
+from tests.support.compare import Rows
 from tests.support.processes import die_with_test_run
 from tests.support.scratch import empty_claimed_redis
 
 
-def expected_after_one_cycle(settings: Settings, redis: Redis) -> dict[str, list[tuple]]:
+def expected_after_one_cycle(settings: Settings, redis: Redis) -> dict[str, Rows]:
     """The clean run's tables: one cycle, burst workers, nothing broken."""
     run_pipeline(settings)
     clean = snapshot(settings)

@@ -1,4 +1,4 @@
-"""The upsert on real PostgreSQL: a value changes only beyond a relative 1e-12."""
+"""The upsert on real PostgreSQL: a value changes only beyond a relative 1e-12 of its scale."""
 
 from __future__ import annotations
 
@@ -93,6 +93,25 @@ def test_a_change_beyond_the_tolerance_is_written(clean_db: Settings, loaded: pa
     (when,) = changed
     assert after[when][0] != before[when][0]
     assert after[when][3] > before[when][3]  # loaded_at says when the row was rewritten
+
+
+def replaced(bars: pa.Table, column: str, values: np.ndarray) -> pa.Table:
+    return bars.set_column(bars.schema.get_field_index(column), column, pa.array(values))
+
+
+@pytest.mark.parametrize(("column", "rewritten"), [("macd", 0), ("pct_change", BARS)])
+def test_a_price_unit_value_is_compared_on_the_scale_of_the_close(
+    clean_db: Settings, loaded: pa.Table, column: str, rewritten: int
+) -> None:
+    # A value near zero (MACD where the two EMAs meet), moved by less than 1e-12 of the close
+    # but by far more than 1e-12 of itself: rounding for MACD (price unit), a change for
+    # pct_change (a ratio, not computed from the price scale).
+    close = loaded["close"].to_numpy()
+    near_zero = np.full(BARS, 1e-6)
+    assert upsert_bars(clean_db, replaced(loaded, column, near_zero)) == BARS
+    moved = near_zero + 0.5 * RELATIVE_TOLERANCE * close
+    assert (np.abs(moved - near_zero) > 1e3 * RELATIVE_TOLERANCE * near_zero).all()
+    assert upsert_bars(clean_db, replaced(loaded, column, moved)) == rewritten
 
 
 def test_null_to_value_and_text_changes_are_written(clean_db: Settings, loaded: pa.Table) -> None:
