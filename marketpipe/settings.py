@@ -127,6 +127,9 @@ class Settings(BaseSettings):
     worker_in_process: bool = False
     worker_max_jobs: int = Field(default=1000, ge=1)
     worker_max_rss_growth_mb: int = Field(default=256, ge=1)
+    # In-process: a job still running this long after its timeout (it ignored the SIGALRM, or is
+    # stuck in C code) ends by restarting the worker process, as RQ kills such a horse.
+    worker_hard_timeout_grace_seconds: int = Field(default=60, ge=1, le=3600)
     dashboard_refresh_seconds: int = Field(default=60, ge=5, le=86400)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # text for people, json (one object per line) for log shippers; see marketpipe/logs.py.

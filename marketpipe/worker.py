@@ -259,7 +259,8 @@ class ForkingWorker(_MarketpipeWorkerBase, Worker):
     """RQ's default execution, a work horse forked per job (the services' default)."""
 
 
-# RQ's forking worker kills a horse that outlived its job's timeout by this much.
+# RQ's forking worker kills a horse that outlived its job's timeout by this much (the default of
+# WORKER_HARD_TIMEOUT_GRACE_SECONDS, which the in-process worker follows).
 HARD_TIMEOUT_GRACE_SECONDS: Final = 60
 
 
@@ -291,6 +292,7 @@ class MarketpipeWorker(_MarketpipeWorkerBase, SimpleWorker):
 
     max_jobs: int = 1000
     max_rss_growth: int = 256 * 2**20
+    hard_timeout_grace: int = HARD_TIMEOUT_GRACE_SECONDS
     recycle_reason: str | None = None
     jobs_done: int = 0
     _rss_baseline: int | None = None
@@ -299,7 +301,7 @@ class MarketpipeWorker(_MarketpipeWorkerBase, SimpleWorker):
         limit = job.timeout or queue.DEFAULT_TIMEOUT
         guard = None
         if limit > 0:
-            guard = threading.Timer(limit + HARD_TIMEOUT_GRACE_SECONDS, self._overran, (job.id,))
+            guard = threading.Timer(limit + self.hard_timeout_grace, self._overran, (job.id,))
             guard.daemon = True
             guard.start()
         try:
@@ -324,7 +326,7 @@ class MarketpipeWorker(_MarketpipeWorkerBase, SimpleWorker):
         log.error(
             "job %s outlived its timeout by %d s; restarting the worker (the job is retried)",
             job_id,
-            HARD_TIMEOUT_GRACE_SECONDS,
+            self.hard_timeout_grace,
         )
         scheduler = self.scheduler._process if self.scheduler is not None else None
         if scheduler is not None and scheduler.pid is not None:
@@ -382,6 +384,7 @@ def run_worker(
         if isinstance(worker, MarketpipeWorker):
             worker.max_jobs = settings.worker_max_jobs
             worker.max_rss_growth = settings.worker_max_rss_growth_mb * 2**20
+            worker.hard_timeout_grace = settings.worker_hard_timeout_grace_seconds
         if settings.heartbeat_file:
             worker.heartbeat_file = Path(settings.heartbeat_file)
         try:

@@ -121,3 +121,37 @@ def test_a_worker_killed_mid_job_leaves_it_to_be_retried(
         assert job.retries_left == len(broker.default_retry().intervals) - 1
     finally:
         workers.stop()
+
+
+def test_a_job_that_ignores_its_timeout_restarts_the_worker_and_is_retried(
+    redis: Redis, base_settings: Settings, tmp_path: Path
+) -> None:
+    queue = broker.queue(TRANSFORM_QUEUE, redis, base_settings)
+    job = queue.enqueue(
+        "tests.support.jobs.outlive_timeout",
+        args=(600,),
+        job_id="stuck",
+        job_timeout=1,
+        retry=broker.default_retry(),
+    )
+    workers = Workers(tmp_path)
+    try:
+        process = workers.start(
+            "services.transformer",
+            base_settings,
+            WORKER_IN_PROCESS=1,
+            WORKER_HARD_TIMEOUT_GRACE_SECONDS=2,
+        )
+        wait_for(lambda: job.get_status() == JobStatus.STARTED, 120, "the job started")
+        # 1 s timeout + 2 s grace: the process re-executes itself (same pid), its new worker
+        # reaps the old registration's job, and a retry is scheduled.
+        wait_for(lambda: job.get_status() == JobStatus.SCHEDULED, 120, "the job rescheduled")
+        assert process.poll() is None
+        assert "job stuck outlived its timeout by 2 s; restarting the worker" in workers.logs()
+        assert queue.started_job_registry.count == 0
+        job.refresh()
+        assert job.retries_left == len(broker.default_retry().intervals) - 1
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        workers.stop()
