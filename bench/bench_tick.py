@@ -1,6 +1,7 @@
 """The hourly tick on real workers: the first tick against the steady tick (gap + overlap).
 
-Run: .venv/bin/python -m bench.bench_tick [--symbols 8,50] [--steady 3] [--workers 2] [--in-process]
+Run: .venv/bin/python -m bench.bench_tick [--symbols 8,50] [--steady 3] [--workers 2]
+     [--fork-per-job]
 
 Per symbol count, on its own scratch database and Redis db: the sandbox in-process (HTTP,
 unlimited credits, its clock frozen on a Wednesday mid-session and moved an hour per tick), the
@@ -394,7 +395,11 @@ def main() -> int:
     parser.add_argument("--steady", type=int, default=3, help="steady ticks per symbol count")
     parser.add_argument("--workers", type=int, default=2, help="transformers (and loaders)")
     parser.add_argument(
-        "--in-process", action="store_true", help="WORKER_IN_PROCESS=true: no fork per job"
+        "--fork-per-job",
+        dest="in_process",
+        action="store_false",
+        help="WORKER_IN_PROCESS=false: RQ's work horse forked per job (the default runs jobs in"
+        " the worker process)",
     )
     args = parser.parse_args()
     ok = True

@@ -122,9 +122,9 @@ class Settings(BaseSettings):
     blob_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     job_timeout_seconds: int = Field(default=300, ge=1)
     # Run jobs in the worker process instead of a horse forked per job (marketpipe/worker.py;
-    # off by default: the crash chaos test fails with it). Such a worker starts afresh
-    # (re-executes itself) after this many jobs, or once its memory grew this much.
-    worker_in_process: bool = False
+    # false: RQ's fork per job). Such a worker starts afresh (re-executes itself) after this
+    # many jobs, or once its memory grew this much.
+    worker_in_process: bool = True
     worker_max_jobs: int = Field(default=1000, ge=1)
     worker_max_rss_growth_mb: int = Field(default=256, ge=1)
     # In-process: a job still running this long after its timeout (it ignored the SIGALRM, or is

@@ -1,11 +1,10 @@
 """Starts an RQ worker the way every marketpipe worker needs it.
 
-By default RQ's way: a work horse forked per job (:class:`ForkingWorker`). With
-WORKER_IN_PROCESS=true jobs run in the worker process itself (:class:`MarketpipeWorker`), which
-is faster but NOT yet the default: ``tests/chaos/test_crashes.py`` (its kills adapted to
-workers without horses) failed 2 of 2 runs with it (7 and 8 rows of crypto bars and daily bars
-differ beyond 1e-12 from the clean run; the forking worker passed the same test), cause not
-found yet. Measured 2026-12-03 on this machine, RQ's part of a job
+By default jobs run in the worker process itself (:class:`MarketpipeWorker`); with
+WORKER_IN_PROCESS=false RQ's way, a work horse forked per job (:class:`ForkingWorker`). The
+in-process worker became the default once ``tests/chaos/test_crashes.py`` passed with it (it
+runs both modes; its earlier failures were rounding compared too tightly, not lost work).
+Measured 2026-12-03 on this machine, RQ's part of a job
 (dequeue -> function called, returned -> next dequeue) was ~47 ms with a fork per job against
 ~5 ms without, in the 50-symbol tick of ``bench/bench_tick.py``; a no-op job costs 12.4 ms
 forked against 3.9 ms in-process (``bench/bench_worker.py``). A 50-symbol tick is 100 jobs on

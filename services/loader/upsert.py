@@ -17,8 +17,8 @@ INSERT ... WHERE NOT EXISTS ... ON CONFLICT (three index probes per row; 3.6-7.5
 3.2-5.3 s), the stage sorted by the key (rows of a series already come in key order), ANALYZE
 or an index on the stage (the plan does not change, +0.6-1 s), factoring the per-series
 attributes out of the stage (detecting them costs more than the COPY it saves). A connection
-kept across jobs does not apply: every job opens its own (in a work horse forked per job by
-default; with ``WORKER_IN_PROCESS`` jobs still never share one).
+kept across jobs does not apply: every job opens its own (jobs run in the worker process by
+default and still never share one; with a work horse forked per job they cannot).
 
 A load job knows which of its bars are stored (it reads the series' span under its lock for the
 restatement check and the daily bars anyway), so it uses :func:`upsert_known`: the new bars are
