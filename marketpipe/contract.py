@@ -119,43 +119,6 @@ OLAP_COLUMNS: Final[tuple[tuple[str, str], ...]] = (
 )
 OLAP_KEY: Final = ("symbol", "interval", "bar_time")
 
-# Columns in the instrument's price unit, computed from its prices. Their rounding error follows
-# the price, not the value: MACD (a difference of two EMAs of ~2,500) near zero carries an error
-# of a few units in the last place of 2,500, which can be more than 1e-12 of MACD itself. So
-# the loader's "changed" rule scales their tolerance by the row's close as well
-# (services/loader/upsert.py). Volume, ratios and RSI (0-100) keep the plain relative rule.
-PRICE_UNIT_COLUMNS: Final = frozenset(
-    {
-        "open",
-        "high",
-        "low",
-        "close",
-        "previous_close",
-        "change",
-        "range",
-        "vwap",
-        "vwap_session",
-        "sma_20",
-        "sma_50",
-        "sma_200",
-        "ema_12",
-        "ema_26",
-        "macd",
-        "macd_signal",
-        "macd_hist",
-        "bb_middle",
-        "bb_upper",
-        "bb_lower",
-        "atr_14",
-        "high_52w",
-        "low_52w",
-        "rsi_avg_gain",
-        "rsi_avg_loss",
-    }
-)
-# The column of marketpipe.bars and daily_bars that sets that price scale.
-PRICE_SCALE_COLUMN: Final = "close"
-
 # What a payload says about each bar it holds, warm-up included (the batch's "observed" table):
 # the loader compares it with the stored bars to detect restatements
 # (services/loader/restatement.py).
@@ -189,6 +152,21 @@ DAILY_INDICATORS: Final = (
     "high_52w",
     "low_52w",
 )
+
+# Columns in the instrument's price unit, computed from its prices. Their rounding error follows
+# the price, not the value: MACD (a difference of two EMAs of ~2,500) near zero carries an error
+# of a few units in the last place of 2,500, which can be more than 1e-12 of MACD itself. So
+# the loader's "changed" rule scales their tolerance by the row's close as well
+# (services/loader/upsert.py). Volume, ratios and RSI (0-100) keep the plain relative rule.
+PRICE_UNIT_COLUMNS: Final = frozenset(
+    {
+        *(name for name in DAILY_INDICATORS if name != "rsi_14"),
+        *("open", "high", "low", "close", "previous_close", "change", "range"),
+        *("vwap", "vwap_session", "rsi_avg_gain", "rsi_avg_loss"),
+    }
+)
+# The column of marketpipe.bars and daily_bars that sets that price scale.
+PRICE_SCALE_COLUMN: Final = "close"
 
 # marketpipe.daily_bars: one row per symbol and trading day (exchange session or UTC day), built
 # by the loader from the stored bars of market.DAILY_SOURCE_INTERVAL (``source_interval``).
