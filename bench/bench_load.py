@@ -24,7 +24,7 @@ machine), the slow ones once:
   one read of its stored bars over the batch's span -> restatement check -> new bars binary-
   COPYed straight into the table, stored ones staged and updated where changed -> recompute
   check -> daily bars, quarantine, watermark and run log in the same transaction); and its bars
-  upsert alone (lock, read of the stored bar times, upsert) from the Arrow table in memory;
+  upsert alone (lock, read of the stored bars, upsert) from the Arrow table in memory;
 - ADBC: ``adbc_ingest`` of the batch's Arrow table into a staging table (its defaults: a plain
   table), then the same upsert statement; shown too on one connection kept for all batches
   (which an RQ work horse cannot do), for what a connection is worth;
@@ -60,12 +60,11 @@ from sqlalchemy.pool import NullPool
 
 from marketpipe import broker
 from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY, RawPayload, column_names
-from marketpipe.db import connect
+from marketpipe.db import adbc_connect, connect
 from marketpipe.migrate import migrate
 from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
 from services.loader.jobs import LINEAGE, load
-from services.loader.recompute import LOCK_SQL
 from services.loader.upsert import changed_condition, prepare_session, upsert_known
 from services.sandbox.app import SandboxServer
 from services.sandbox.market import all_instruments
@@ -252,20 +251,19 @@ def same_upsert(cur: Any, source: str) -> None:
 
 def loader_upsert(settings: Settings, batches: list[pa.Table]) -> None:
     """What the loader does with the bars, minus reading them from Redis and the other tables:
-    the series' lock, the read of its stored bar times over the batch's span, the upsert."""
+    on a connection made as the loader makes it, the series' lock, the read of its stored bars
+    over the batch's span, the upsert."""
     for batch in batches:
-        with adbc.connect(adbc_uri(settings, "loader")) as conn, conn.cursor() as cur:
-            prepare_session(cur)
+        with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
             symbol, interval = batch["symbol"][0].as_py(), batch["interval"][0].as_py()
-            cur.execute(LOCK_SQL, (symbol,))
-            cur.fetchall()
+            prepare_session(cur, lock_series=symbol)
             span = pc.min_max(batch["bar_time"]).as_py()
             cur.execute(
-                "SELECT bar_time FROM marketpipe.bars WHERE symbol = $1 AND interval = $2"
-                " AND bar_time BETWEEN $3 AND $4",
+                f"SELECT {', '.join(COLUMNS)} FROM marketpipe.bars WHERE symbol = $1"
+                " AND interval = $2 AND bar_time BETWEEN $3 AND $4",
                 (symbol, interval, span["min"], span["max"]),
             )
-            stored = cur.fetch_arrow_table()["bar_time"]
+            stored = cur.fetch_arrow_table()
             upsert_known(cur, "bars", batch, stored, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
             conn.commit()
 

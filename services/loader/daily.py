@@ -10,8 +10,9 @@ Runs on the loader's ADBC cursor after the bars' upsert, under its series' lock:
 the stored bars of the days the batch (one series) touches, one of the symbol's stored daily
 series; the days are aggregated (Arrow) and the indicators computed (numpy) here, and every
 day from the first touched one on (indicators only look back) is written once, aggregates and
-derived values together, by the loader's upsert (services/loader/upsert.py: a float counts as
-changed beyond 1e-12 relative; an unchanged day is not rewritten).
+derived values together, by the loader's upsert against the stored days already read
+(services/loader/upsert.py: a float counts as changed beyond 1e-12 relative; an unchanged day
+is not rewritten).
 
 Why not in SQL as before (the plain reference, kept in tests/integration/loader/test_daily.py):
 on bench_load's 200k bars (27k days, then in one batch) its GROUP BY with six ``ORDER BY
@@ -34,7 +35,7 @@ import pyarrow.compute as pc
 from marketpipe.contract import DAILY_COLUMNS, DAILY_INDICATORS, DAILY_KEY
 from marketpipe.indicators import indicator_columns
 from marketpipe.market import DAILY_SOURCE_INTERVAL, bars_per_year, venue
-from services.loader.upsert import upsert
+from services.loader.upsert import upsert_known
 
 _OHLCV: Final = ("open", "high", "low", "close", "volume")
 DERIVED: Final = ("previous_close", "change", "pct_change", *DAILY_INDICATORS)
@@ -219,6 +220,8 @@ def rebuild_daily(cur: Any, bars: pa.Table, stored: pa.Table | None = None) -> i
     if aggregated.num_rows == 0:
         return 0
     rows = rebuilt_days(stored_days, aggregated)
-    written = upsert(cur, "daily_bars", rows, DAILY_COLUMNS, DAILY_KEY, lineage=DAILY_LINEAGE)
-    cur.execute("DROP TABLE pg_temp.stage_daily_bars")
-    return written
+    # Every stored day of the symbol is in hand: compared here, only new or changed days written.
+    written = upsert_known(
+        cur, "daily_bars", rows, stored_days, DAILY_COLUMNS, DAILY_KEY, lineage=DAILY_LINEAGE
+    )
+    return len(written)

@@ -26,6 +26,7 @@ from marketpipe.contract import (
     OLAP_KEY,
     QUARANTINE_COLUMNS,
     QUARANTINE_KEY,
+    column_names,
 )
 from marketpipe.db import adbc_connect
 from marketpipe.queues import RESTATEMENT_PENDING_KEY, restatement_batch_id
@@ -33,7 +34,7 @@ from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
 from services.loader import restatement
 from services.loader.daily import STORED_BAR_COLUMNS, rebuild_daily, touched_days
-from services.loader.recompute import LOCK_SQL, bump_version, recompute
+from services.loader.recompute import bump_version, recompute
 from services.loader.upsert import prepare_session, upsert, upsert_known
 
 log = logging.getLogger("marketpipe.loader")
@@ -79,12 +80,11 @@ def run_status(bars: int, quarantined: int) -> str:
 
 
 def advance_watermarks(cur: Any, bars: pa.Table) -> None:
-    """Each series' watermark moves up to its last complete bar in ``bars``, never back."""
-    series = bars.select(["symbol", "interval", "bar_time", "is_complete"])
-    complete = series.filter(series["is_complete"])
-    latest = complete.group_by(["symbol", "interval"]).aggregate([("bar_time", "max")])
-    if latest.num_rows:
-        cur.executemany(_ADVANCE_WATERMARKS, latest)
+    """The series' watermark moves up to its last complete bar in ``bars``, never back."""
+    complete = bars.filter(bars["is_complete"])
+    if complete.num_rows:
+        symbol, interval = series_of({"bars": complete})
+        cur.execute(_ADVANCE_WATERMARKS, (symbol, interval, pc.max(complete["bar_time"]).as_py()))
 
 
 # Under the series' lock, one round trip: whether the raw payload was landed, the version of
@@ -96,11 +96,11 @@ _FACTS_SQL: Final = (
     " EXISTS (SELECT 1 FROM marketpipe.bars WHERE symbol = $2 AND interval = $3"
     " AND bar_time > $4::timestamptz)"
 )
-# The stored bars of the series over the batch's span: what the restatement check compares,
-# which bars are new, and what the days it touches are aggregated from (services/loader/daily.py).
-# One range of the primary key.
+# The stored bars of the series over the batch's span, every column: what the restatement check
+# compares, which bars are new or changed (upsert.upsert_known), and what the days it touches are
+# aggregated from (services/loader/daily.py). One range of the primary key.
 _STORED_SQL: Final = (
-    f"SELECT {', '.join(STORED_BAR_COLUMNS)} FROM marketpipe.bars"  # noqa: S608
+    f"SELECT {', '.join(column_names(OLAP_COLUMNS))} FROM marketpipe.bars"  # noqa: S608
     " WHERE symbol = $1 AND interval = $2 AND bar_time >= $3::timestamptz"
     " AND bar_time < $4::timestamptz ORDER BY bar_time"
 )
@@ -126,6 +126,7 @@ def _span(bars: pa.Table, observed: pa.Table) -> tuple[datetime, datetime]:
 
 def stored_now(stored: pa.Table, bars: pa.Table, written: pa.Array) -> pa.Table:
     """``stored`` (read before the upsert) as it is after it: the written bars replace theirs."""
+    stored = stored.select(list(STORED_BAR_COLUMNS))
     times = written.cast(stored.schema.field("bar_time").type)
     kept = stored.filter(pc.invert(pc.is_in(stored["bar_time"], value_set=times)))
     batch_times = bars["bar_time"].cast(times.type)
@@ -199,16 +200,13 @@ def write_batch(
     merges no bar (services/loader/restatement.py).
     """
     symbol, interval = series = series_of(tables)
-    prepare_session(cur)
     bars, quarantine = tables["bars"], tables["quarantine"]
     # A batch from before the observed table existed: nothing to compare.
     observed = tables.get("observed", bars.slice(0, 0))
     present = bars.num_rows > 0 or observed.num_rows > 0
-    if present:
-        # The lock every writer of the series takes (upsert.lock_sql): what is read next stays
-        # true until the commit.
-        cur.execute(LOCK_SQL, (symbol,))
-        cur.fetchall()
+    # With the lock every writer of the series takes (upsert.lock_sql): what is read next stays
+    # true until the commit.
+    prepare_session(cur, lock_series=symbol if present else None)
     last = pc.max(bars["bar_time"]).as_py() if bars.num_rows else None
     cur.execute(_FACTS_SQL, (payload_id, symbol, interval, last))
     landed, version, continued = cur.fetchone()
@@ -222,9 +220,7 @@ def write_batch(
         if held is not None:
             bars = bars.slice(0, 0)
     if bars.num_rows:
-        written = upsert_known(
-            cur, "bars", bars, stored["bar_time"], OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE
-        )
+        written = upsert_known(cur, "bars", bars, stored, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
         changed = len(written)
         seen = _seen_version(tables)
         stale = seen is None or int(version) != seen
@@ -271,10 +267,12 @@ def series_of(tables: dict[str, pa.Table]) -> tuple[str, str]:
     found: set[tuple[str, str]] = set()
     for table in tables.values():
         if table.num_rows and {"symbol", "interval"} <= set(table.column_names):
-            pairs = table.group_by(["symbol", "interval"]).aggregate([])
-            found.update(
-                zip(pairs["symbol"].to_pylist(), pairs["interval"].to_pylist(), strict=True)
-            )
+            symbols = pc.unique(table["symbol"]).to_pylist()
+            intervals = pc.unique(table["interval"]).to_pylist()
+            if len(symbols) * len(intervals) > 1:  # rare: only then the pairs themselves
+                pairs = table.group_by(["symbol", "interval"]).aggregate([])
+                symbols, intervals = pairs["symbol"].to_pylist(), pairs["interval"].to_pylist()
+            found.update(zip(symbols, intervals, strict=True))
     if len(found) > 1:
         shown = ", ".join(f"{s} {i}" for s, i in sorted(found, key=str))
         raise MixedBatchError(f"a batch is one series; this one holds {len(found)}: {shown}")
@@ -283,7 +281,7 @@ def series_of(tables: dict[str, pa.Table]) -> tuple[str, str]:
 
 def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     """Load one batch in one transaction; the job's JSON result."""
-    tables = broker.get_batch_tables(broker.redis_from(settings), batch_id)
+    tables = broker.get_batch_tables(broker.kept_redis(settings), batch_id)
     started_at = datetime.now(UTC)
     with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
         changed, revealed = write_batch(cur, batch_id, tables, started_at)
@@ -303,7 +301,7 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     if revealed is None:
         return {"bars": bars, "bars_changed": changed}
     # After the commit, so the fetcher that sees the flag finds the row.
-    broker.redis_from(settings).set(RESTATEMENT_PENDING_KEY, revealed)
+    broker.kept_redis(settings).set(RESTATEMENT_PENDING_KEY, revealed)
     return {"bars": bars, "bars_changed": changed, "restatement": revealed}
 
 
@@ -335,9 +333,7 @@ def recompute_stored(
 ) -> dict[str, Any]:
     """:func:`recompute_series` with explicit settings."""
     with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
-        prepare_session(cur)
-        cur.execute(LOCK_SQL, (symbol,))
-        cur.fetchall()
+        prepare_session(cur, lock_series=symbol)
         changed = recompute(cur, symbol, interval, changed_from, changed_through)
         if changed:
             bump_version(cur, symbol, interval)

@@ -38,9 +38,6 @@ DERIVED: Final = tuple(
 HORIZON_BARS: Final = INDICATORS.settle_horizon_bars()
 _RANGE: Final = f"{FIFTY_TWO_WEEKS.days} days"
 
-# The series lock the loader's upsert takes (upsert.lock_sql: the table and the symbol).
-LOCK_SQL: Final = "SELECT pg_advisory_xact_lock(hashtextextended('marketpipe.bars|' || $1, 0))"
-
 # $1 symbol, $2 interval, $3 changed_from, $4 changed_through. When the change is the series'
 # start (older history was just prepended), bars up to a year after the old first bar (the first
 # one after the change) may now reach 52 weeks back.
@@ -90,7 +87,7 @@ def recompute(
 ) -> int:
     """Rewrite the derived columns of the stored bars a change in [from, through] can move.
 
-    Call under the series' lock (:data:`LOCK_SQL`, or the loader's upsert) in the transaction
+    Call under the series' lock (``upsert.LOCK_SQL``, or the loader's upsert) in the transaction
     that changed it; returns how many bars changed. ``changed_through`` None: to the series' end.
     """
     history, _ = read_history(cur, symbol, interval, changed_from)

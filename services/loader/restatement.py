@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 
 from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY
 from marketpipe.runs import restatement_run_id
-from services.loader.upsert import RELATIVE_TOLERANCE, upsert
+from services.loader.upsert import LOCK_SQL, RELATIVE_TOLERANCE, upsert
 
 log = logging.getLogger("marketpipe.loader.restatement")
 
@@ -209,11 +209,6 @@ def record(
 
 # --- the swap -------------------------------------------------------------------------------
 
-_LOCK_SERIES_SQL: Final = (
-    # The same advisory lock the bars' upsert takes (upsert.lock_sql): tick loads of this symbol
-    # wait for the swap, and the swap for them.
-    "SELECT pg_advisory_xact_lock(hashtextextended('marketpipe.bars|' || $1, 0))"
-)
 _CLAIM_SQL: Final = (
     "SELECT symbol, interval FROM marketpipe.restatements"
     " WHERE restatement_id = $1 AND status = 'detected' FOR UPDATE"
@@ -268,7 +263,9 @@ def swap_series(
     if not found:
         return None
     symbol, interval = str(found[0][0]), str(found[0][1])
-    cur.execute(_LOCK_SERIES_SQL, (symbol,))
+    # The series' lock (upsert.SERIES_LOCK): tick loads of this symbol wait for the swap, and
+    # the swap for them.
+    cur.execute(LOCK_SQL, (symbol,))
     cur.fetchall()
     cur.execute(_CLAIM_SQL, (restatement_id,))
     if not cur.fetchall():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
 import numpy as np
@@ -12,25 +13,54 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from redis import Redis
 
 from marketpipe import broker
-from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY
+from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY, column_names
+from marketpipe.db import adbc_connect
 from marketpipe.settings import Settings
 from services.loader.jobs import LINEAGE
-from services.loader.upsert import RELATIVE_TOLERANCE, prepare_session, upsert
+from services.loader.upsert import (
+    RELATIVE_TOLERANCE,
+    changed_condition,
+    changed_rows,
+    prepare_session,
+    stage,
+    upsert,
+    upsert_known,
+)
 from tests.integration.loader.conftest import put_batch
 
 BARS = 72
 FLOATS = [name for name, sql_type in OLAP_COLUMNS if sql_type == "double precision"]
 
 
-def upsert_bars(settings: Settings, bars: pa.Table) -> int:
-    """One upsert of ``bars`` into marketpipe.bars in its own transaction, as the loader runs it."""
-    uri = settings.role_url("loader").render_as_string(hide_password=False)
-    with adbc.connect(uri) as conn, conn.cursor() as cur:
-        prepare_session(cur)
-        written = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
+WRITES = ("merge", "known")
+
+
+def upsert_bars(settings: Settings, bars: pa.Table, write: str = "merge") -> int:
+    """One upsert of ``bars`` into marketpipe.bars in its own transaction; rows written.
+
+    ``write``: "merge" stages and MERGEs (:func:`upsert`, the plain reference); "known" reads
+    the stored rows under the series' lock and compares them in Arrow (:func:`upsert_known`,
+    what a load job does).
+    """
+    with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
+        if write == "merge":
+            prepare_session(cur)
+            written = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
+        else:
+            prepare_session(cur, lock_series=bars["symbol"][0].as_py())
+            cur.execute(
+                f"SELECT {', '.join(column_names(OLAP_COLUMNS))} FROM marketpipe.bars"
+                " WHERE symbol = $1 AND interval = $2",
+                (bars["symbol"][0].as_py(), bars["interval"][0].as_py()),
+            )
+            known = cur.fetch_arrow_table()
+            keys = upsert_known(cur, "bars", bars, known, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
+            written = len(keys)
         conn.commit()
     return written
 
@@ -64,7 +94,15 @@ def loaded(clean_db: Settings, redis: Redis) -> pa.Table:
     return bars
 
 
-def test_noise_below_the_tolerance_rewrites_no_row(clean_db: Settings, loaded: pa.Table) -> None:
+@pytest.fixture(params=WRITES)
+def write(request: pytest.FixtureRequest) -> str:
+    """Each change-rule test runs through both write paths: they must agree."""
+    return str(request.param)
+
+
+def test_noise_below_the_tolerance_rewrites_no_row(
+    clean_db: Settings, loaded: pa.Table, write: str
+) -> None:
     before = stored(clean_db)
     rng = np.random.default_rng(12)
     # What a re-sent bar computed from a longer history looks like: every float off by up to
@@ -77,16 +115,18 @@ def test_noise_below_the_tolerance_rewrites_no_row(clean_db: Settings, loaded: p
         pa.array(["another-payload"] * BARS),
     )
     assert not noisy["close"].equals(loaded["close"])
-    assert upsert_bars(clean_db, noisy) == 0
+    assert upsert_bars(clean_db, noisy, write) == 0
     assert stored(clean_db) == before  # same values, loaded_at and row version
 
 
-def test_a_change_beyond_the_tolerance_is_written(clean_db: Settings, loaded: pa.Table) -> None:
+def test_a_change_beyond_the_tolerance_is_written(
+    clean_db: Settings, loaded: pa.Table, write: str
+) -> None:
     before = stored(clean_db)
     one = np.zeros(BARS)
     one[5] = 1.0
     revised = scaled(loaded, lambda n: 1 + one * 3 * RELATIVE_TOLERANCE, ["close"])
-    assert upsert_bars(clean_db, revised) == 1
+    assert upsert_bars(clean_db, revised, write) == 1
     after = stored(clean_db)
     changed = {t for t in before if after[t] != before[t]}
     assert len(changed) == 1
@@ -101,20 +141,22 @@ def replaced(bars: pa.Table, column: str, values: np.ndarray) -> pa.Table:
 
 @pytest.mark.parametrize(("column", "rewritten"), [("macd", 0), ("pct_change", BARS)])
 def test_a_price_unit_value_is_compared_on_the_scale_of_the_close(
-    clean_db: Settings, loaded: pa.Table, column: str, rewritten: int
+    clean_db: Settings, loaded: pa.Table, column: str, rewritten: int, write: str
 ) -> None:
     # A value near zero (MACD where the two EMAs meet), moved by less than 1e-12 of the close
     # but by far more than 1e-12 of itself: rounding for MACD (price unit), a change for
     # pct_change (a ratio, not computed from the price scale).
     close = loaded["close"].to_numpy()
     near_zero = np.full(BARS, 1e-6)
-    assert upsert_bars(clean_db, replaced(loaded, column, near_zero)) == BARS
+    assert upsert_bars(clean_db, replaced(loaded, column, near_zero), write) == BARS
     moved = near_zero + 0.5 * RELATIVE_TOLERANCE * close
     assert (np.abs(moved - near_zero) > 1e3 * RELATIVE_TOLERANCE * near_zero).all()
-    assert upsert_bars(clean_db, replaced(loaded, column, moved)) == rewritten
+    assert upsert_bars(clean_db, replaced(loaded, column, moved), write) == rewritten
 
 
-def test_null_to_value_and_text_changes_are_written(clean_db: Settings, loaded: pa.Table) -> None:
+def test_null_to_value_and_text_changes_are_written(
+    clean_db: Settings, loaded: pa.Table, write: str
+) -> None:
     before = stored(clean_db)
     assert all(row[1] is None for row in before.values())  # 72 bars: no SMA 200 yet
     sma = pa.array([1.0] + [None] * (BARS - 1), pa.float64())
@@ -125,9 +167,34 @@ def test_null_to_value_and_text_changes_are_written(clean_db: Settings, loaded: 
         "instrument_name",
         pc.coalesce(name, edited["instrument_name"].cast(pa.large_string())),
     )
-    assert upsert_bars(clean_db, edited) == 2  # row 0 has both edits, row 1 the name
+    assert upsert_bars(clean_db, edited, write) == 2  # row 0 has both edits, row 1 the name
     after = stored(clean_db)
     assert sum(after[t] != before[t] for t in before) == 2
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stored_rows_in_many_runs_are_replaced_exactly_and_new_ones_added(
+    clean_db: Settings, redis: Redis, seed: int
+) -> None:
+    # Stored: every bar but a random few; the batch changes a random pattern of the stored ones
+    # (runs of every length, the first and last bar included), leaves the others, adds the rest.
+    rng = np.random.default_rng(seed)
+    bars = broker.get_batch_tables(redis, put_batch(redis, clean_db, "BTC/USD", BARS))["bars"]
+    held = rng.random(BARS) < 0.8
+    assert upsert_bars(clean_db, bars.filter(pa.array(held))) == held.sum()
+    before = stored(clean_db)
+    change = held & (rng.random(BARS) < 0.5)
+    change[0] = change[-1] = held[0] and held[-1]
+    revised = scaled(bars, lambda n: 1 + change * 1e-6, ["close"])
+    assert upsert_bars(clean_db, revised, "known") == change.sum() + (~held).sum()
+    after = stored(clean_db)
+    assert len(after) == BARS  # nothing lost, nothing doubled
+    times = sorted(after)  # PostgreSQL's text of a UTC time sorts as the time
+    rewritten = {t for t in before if after[t] != before[t]}
+    assert len(rewritten) == change.sum()
+    for when, changed in zip(times, change, strict=True):
+        if changed:
+            assert after[when][0] != before[when][0]
 
 
 def wait_until_blocked(settings: Settings, pid: int) -> None:
@@ -177,3 +244,71 @@ def test_two_loaders_on_overlapping_keys_both_land_and_count_exactly(
         )
         assert dict(cur.fetchall()) == closes  # the overlap holds the later loader's values
     conn.close()
+
+
+# Values around a stored one: within and beyond the tolerance, either way, NULL on either side.
+AGREEMENT_COLUMNS = (
+    ("symbol", "text"),
+    ("bar_time", "timestamptz"),
+    ("close", "double precision"),
+    ("macd", "double precision"),
+    ("pct_change", "double precision"),
+    ("instrument_name", "text"),
+)
+_OFFSETS = (0.0, 0.4, -0.4, 0.9, 1.1, -1.1, 3.0, 1e6)
+NAMES = st.sampled_from(["Name", "Renamed", None])
+
+
+@st.composite
+def value_pairs(draw: st.DrawFn) -> tuple[float | None, float | None]:
+    old = draw(st.one_of(st.none(), st.sampled_from([0.0, 1e-6, 0.37, -2.5, 2_500.0, 6.4e4])))
+    if old is None or draw(st.booleans()) is False:
+        new = draw(st.one_of(st.none(), st.floats(-1e5, 1e5, allow_subnormal=False)))
+    else:
+        new = old + draw(st.sampled_from(_OFFSETS)) * RELATIVE_TOLERANCE * max(abs(old), 1.0)
+    return old, new
+
+
+@given(
+    rows=st.lists(
+        st.tuples(value_pairs(), value_pairs(), value_pairs(), st.tuples(NAMES, NAMES)),
+        min_size=1,
+        max_size=30,
+    )
+)
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_the_arrow_change_rule_agrees_with_the_sql_one(
+    clean_db: Settings,
+    rows: list[tuple[tuple[Any, Any], ...]],
+) -> None:
+    times = pa.array(range(len(rows)), pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+
+    def side(index: int) -> pa.Table:
+        names = [r[3][index] for r in rows]
+        return pa.table(
+            {
+                "symbol": pa.array(["X"] * len(rows), pa.large_string()),
+                "bar_time": times,
+                "close": pa.array([r[0][index] for r in rows], pa.float64()),
+                "macd": pa.array([r[1][index] for r in rows], pa.float64()),
+                "pct_change": pa.array([r[2][index] for r in rows], pa.float64()),
+                "instrument_name": pa.array(names, pa.large_string()),
+            }
+        )
+
+    old, new = side(0), side(1)
+    key = ("symbol", "bar_time")
+    arrow_rule = changed_rows(old, new, AGREEMENT_COLUMNS, key).to_pylist()
+    with adbc_connect(clean_db.role_url("loader")) as conn, conn.cursor() as cur:
+        prepare_session(cur)
+        stored_rows, batch_rows = stage(cur, "old", old), stage(cur, "new", new)
+        rule = changed_condition(AGREEMENT_COLUMNS, key, "s", priced=True)
+        cur.execute(
+            f"SELECT {rule} FROM {stored_rows} t JOIN {batch_rows} s USING (bar_time)"
+            " ORDER BY bar_time"
+        )
+        sql_rule = [bool(v) for v in cur.fetch_arrow_table().column(0).to_pylist()]
+        conn.rollback()
+    assert arrow_rule == sql_rule
