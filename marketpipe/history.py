@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from marketpipe.db import utc_text
 from marketpipe.indicators import FIFTY_TWO_WEEKS, STATE_COLUMNS, StoredHistory
 from marketpipe.market import INDICATORS
 
@@ -91,10 +92,10 @@ def read_history(
     cur: Any, symbol: str, interval: str, before: datetime
 ) -> tuple[StoredHistory, int]:
     """The stored history new bars from ``before`` (UTC) continue, and the series' version."""
-    cur.execute(HISTORY_SQL, (symbol, interval, before, False))
+    cur.execute(HISTORY_SQL, (symbol, interval, utc_text(before), False))
     history, version = history_from(cur.fetch_arrow_table())
     if not history.from_start and any(np.isnan(v) for v in history.state.values()):
         # Bars stored without a state column (before migration 0008): the whole series, once.
-        cur.execute(HISTORY_SQL, (symbol, interval, before, True))
+        cur.execute(HISTORY_SQL, (symbol, interval, utc_text(before), True))
         history, version = history_from(cur.fetch_arrow_table())
     return history, version

@@ -28,7 +28,7 @@ from marketpipe.contract import (
     QUARANTINE_KEY,
     column_names,
 )
-from marketpipe.db import adbc_connect
+from marketpipe.db import adbc_connect, utc_text
 from marketpipe.queues import RESTATEMENT_PENDING_KEY, restatement_batch_id
 from marketpipe.raw import PayloadNotLandedError
 from marketpipe.settings import Settings, load_settings
@@ -45,7 +45,7 @@ LINEAGE: Final = ("payload_id", "transformed_at")
 # of the 200k-row stage took 0.15-0.3 s in bench_load).
 _ADVANCE_WATERMARKS: Final = (
     "INSERT INTO marketpipe.watermarks AS w (symbol, interval, last_complete_bar)"
-    " VALUES ($1, $2, $3)"
+    " VALUES ($1, $2, $3::timestamptz)"
     " ON CONFLICT (symbol, interval) DO UPDATE"
     " SET last_complete_bar = EXCLUDED.last_complete_bar, updated_at = now()"
     " WHERE EXCLUDED.last_complete_bar > w.last_complete_bar"
@@ -56,7 +56,7 @@ _LOG_RUN: Final = (
     "INSERT INTO marketpipe.pipeline_runs AS r (run_id, component, status, symbol, interval,"
     " payload_id, rows_in, rows_loaded, rows_quarantined, message, started_at)"
     " SELECT 'load:' || payload_id, 'loader', $2, symbol, interval, payload_id, $3, $4, $5,"
-    " NULLIF($6, ''), $7 FROM marketpipe.raw_payloads WHERE payload_id = $1"
+    " NULLIF($6, ''), $7::timestamptz FROM marketpipe.raw_payloads WHERE payload_id = $1"
     " ON CONFLICT (run_id) DO UPDATE SET status = EXCLUDED.status, rows_in = EXCLUDED.rows_in,"
     " rows_loaded = EXCLUDED.rows_loaded, rows_quarantined = EXCLUDED.rows_quarantined,"
     " message = EXCLUDED.message, started_at = EXCLUDED.started_at, finished_at = now()"
@@ -84,7 +84,8 @@ def advance_watermarks(cur: Any, bars: pa.Table) -> None:
     complete = bars.filter(bars["is_complete"])
     if complete.num_rows:
         symbol, interval = series_of({"bars": complete})
-        cur.execute(_ADVANCE_WATERMARKS, (symbol, interval, pc.max(complete["bar_time"]).as_py()))
+        last = utc_text(pc.max(complete["bar_time"]).as_py())
+        cur.execute(_ADVANCE_WATERMARKS, (symbol, interval, last))
 
 
 # Under the series' lock, one round trip: whether the raw payload was landed, the version of
@@ -208,13 +209,14 @@ def write_batch(
     # true until the commit.
     prepare_session(cur, lock_series=symbol if present else None)
     last = pc.max(bars["bar_time"]).as_py() if bars.num_rows else None
-    cur.execute(_FACTS_SQL, (payload_id, symbol, interval, last))
+    cur.execute(_FACTS_SQL, (payload_id, symbol, interval, utc_text(last)))
     landed, version, continued = cur.fetchone()
     if not landed:
         raise PayloadNotLandedError(f"batch {payload_id}: its raw payload was never landed")
     held, changed = None, 0
     if present:
-        cur.execute(_STORED_SQL, (symbol, interval, *_span(bars, observed)))
+        first, end = _span(bars, observed)
+        cur.execute(_STORED_SQL, (symbol, interval, utc_text(first), utc_text(end)))
         stored = cur.fetch_arrow_table()
         held = _held_back(cur, payload_id, stored, observed) if observed.num_rows else None
         if held is not None:
@@ -253,7 +255,7 @@ def write_batch(
             changed,
             quarantine.num_rows,
             "; ".join(reasons)[:2000],
-            started_at,
+            utc_text(started_at),
         ),
     )
     return changed, None if held is None else held[1]

@@ -266,7 +266,7 @@ def changed_rows(
 
 
 def _delete_stored(
-    cur: Any, target: str, key: Sequence[str], stored: pa.Table, rows: pa.Table
+    cur: Any, target: str, key: Sequence[tuple[str, str]], stored: pa.Table, rows: pa.Table
 ) -> None:
     """Delete the stored rows of ``rows``' keys: one series, one statement, by runs.
 
@@ -276,7 +276,7 @@ def _delete_stored(
     the primary key once per row: 12 ms for 2,500 bars against 2 ms for their one range
     (bench_load's shape, 2026-12-04); a steady tick's re-sent open bar is one run of one.
     """
-    *prefix, last = key
+    *prefix, (last, last_type) = key
     times = stored[last].combine_chunks()
     times = times.take(pc.sort_indices(times))
     deleted = np.asarray(pc.is_in(times, value_set=rows[last].cast(times.type)), dtype=np.int8)
@@ -284,19 +284,22 @@ def _delete_stored(
     first, final = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
 
     def one_list(values: pa.Array) -> pa.ListArray:
-        return pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values)
+        # As text, cast by the server (see marketpipe.db.utc_text: no time zone round trips).
+        text = values.cast(pa.string())
+        return pa.ListArray.from_arrays(pa.array([0, len(text)], pa.int32()), text)
 
     # One row of parameters: the series' leading key values, the runs' first and last keys.
     parameters = pa.record_batch(
         [
-            *(rows[c].slice(0, 1).combine_chunks() for c in prefix),
+            *(rows[c].slice(0, 1).combine_chunks() for c, _ in prefix),
             one_list(times.take(pa.array(first))),
             one_list(times.take(pa.array(final))),
         ],
-        names=[*prefix, "run_first", "run_last"],
+        names=[*(c for c, _ in prefix), "run_first", "run_last"],
     )
-    matches = " AND ".join(f't."{c}" = ${i}' for i, c in enumerate(prefix, start=1))
-    runs = f"unnest(${len(prefix) + 1}, ${len(prefix) + 2}) AS r(run_first, run_last)"
+    matches = " AND ".join(f't."{c}" = ${i}' for i, (c, _) in enumerate(prefix, start=1))
+    bounds = f"${len(prefix) + 1}::{last_type}[], ${len(prefix) + 2}::{last_type}[]"
+    runs = f"unnest({bounds}) AS r(run_first, run_last)"
     cur.execute(
         f"DELETE FROM {target} AS t USING {runs} WHERE {matches}"  # noqa: S608
         f' AND t."{last}" BETWEEN r.run_first AND r.run_last',
@@ -319,9 +322,9 @@ def upsert_known(
 
     ``stored``: every stored row of the series over a range of its key that holds the keys of
     ``rows``, with ``columns``, read under the series' lock the caller holds, so nothing can
-    change them meanwhile. Each row
-    is compared with its stored one here (:func:`changed_rows`); the changed stored rows are
-    deleted and they and the new ones binary-COPYed straight into the table: no stage, no join.
+    change them meanwhile. Each row is compared with its stored one here (:func:`changed_rows`);
+    the changed stored rows are deleted and they and the new ones binary-COPYed straight into
+    the table: no stage, no join.
     A row equal within the tolerance is left exactly as it is (its ``loaded_at``, its version).
     Every row of ``rows`` shares the key's leading columns (one series).
 
@@ -347,7 +350,8 @@ def upsert_known(
         replaced = staged.filter(replace)
     written = staged.filter(write)
     if replaced.num_rows:
-        _delete_stored(cur, f'{schema}."{table}"', key, stored, replaced)
+        types = dict(columns)
+        _delete_stored(cur, f'{schema}."{table}"', [(c, types[c]) for c in key], stored, replaced)
     if written.num_rows:
         cur.adbc_ingest(table, written, mode="append", db_schema_name=schema)
     return written[last].combine_chunks()

@@ -56,7 +56,7 @@ def transform(settings: Settings, payload_id: str) -> dict[str, int]:
             history=partial(read_history, cur, payload.symbol, payload.interval),
         )
         conn.rollback()
-    redis = broker.redis_from(settings)
+    redis = broker.kept_redis(settings)
     broker.put_batch(
         redis,
         payload_id,

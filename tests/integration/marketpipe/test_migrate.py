@@ -213,9 +213,15 @@ def test_the_analyst_role_has_select_and_execute_only(clean_db: Settings) -> Non
     assert flags == (False, True, False, False)
 
 
-def test_the_loader_role_cannot_drop_or_delete(clean_db: Settings) -> None:
+def test_the_loader_role_deletes_only_bars_it_replaces_and_drops_nothing(
+    clean_db: Settings,
+) -> None:
+    # A changed bar or daily bar is replaced: deleted and COPYed anew in one transaction (0015).
+    held = table_privileges(clean_db, "marketpipe_loader")
+    assert {t for t, privileges in held.items() if "DELETE" in privileges} == {"bars", "daily_bars"}
+    assert not any("TRUNCATE" in privileges for privileges in held.values())
     with pytest.raises(errors.InsufficientPrivilege):
-        _as(clean_db, "loader", "DELETE FROM marketpipe.bars")
+        _as(clean_db, "loader", "DELETE FROM marketpipe.quarantine")
     with pytest.raises(errors.InsufficientPrivilege):
         _as(clean_db, "loader", "DROP TABLE marketpipe.bars")
 
