@@ -396,7 +396,7 @@ def run_jobs(tick_payloads: int, tick_bars: int, repeats: int) -> Timing:
         # Warm the process (imports, the ADBC database object) as a worker is before its jobs.
         transformer_jobs.transform(settings, ids[0])
         steps = Breakdown()
-        steps.wrap(raw, "read_payload", "read payload (psycopg2 connect + SELECT)")
+        steps.wrap(raw, "read_payload", "read payload (pooled psycopg2, SELECT)")
         steps.wrap(transformer_jobs, "adbc_connect", "connect (ADBC)")
         steps.wrap(transformer_jobs, "read_history", "read history (SELECT)")
         steps.wrap(transformer_jobs, "transform_series", "transform_series")
