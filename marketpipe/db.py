@@ -101,7 +101,11 @@ def utc_text(moment: datetime | None) -> str | None:
     it back around the statement: three round trips more for each (server log, adbc-driver-
     postgresql 1.13); text cast by the server costs none.
     """
-    return None if moment is None else moment.astimezone(UTC).isoformat()
+    if moment is None:
+        return None
+    # A naive time is UTC, as ADBC bound one (it set the session's zone to UTC for it).
+    aware = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return aware.isoformat()
 
 
 def adbc_connect(url: URL) -> adbc_dbapi.Connection:
