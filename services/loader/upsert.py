@@ -333,7 +333,11 @@ def upsert_known(
     + COPY of the same rows 32 ms; comparing here needs the stored rows' every column, which the
     span read now returns (+11 ms). :func:`upsert` (stage, MERGE) stays the plain reference.
     """
-    last = key[-1]
+    *leading, last = key
+    for name in leading:
+        # The runs delete and the match by the last key column hold for one series only.
+        if pc.count_distinct(rows[name]).as_py() > 1:
+            raise ValueError(f"upsert_known is for one series; {table} rows hold several {name}")
     staged = to_stage(rows, columns)
     names = [c for c, _ in columns]
     times = staged[last]

@@ -312,3 +312,15 @@ def test_the_arrow_change_rule_agrees_with_the_sql_one(
         sql_rule = [bool(v) for v in cur.fetch_arrow_table().column(0).to_pylist()]
         conn.rollback()
     assert arrow_rule == sql_rule
+
+
+def test_upsert_known_refuses_rows_of_two_series(clean_db: Settings, loaded: pa.Table) -> None:
+    other = loaded.set_column(
+        loaded.schema.get_field_index("symbol"),
+        "symbol",
+        pa.array(["ETH/USD"] + ["BTC/USD"] * (BARS - 1), pa.large_string()),
+    )
+    before = stored(clean_db)
+    with pytest.raises(ValueError, match="one series"):
+        upsert_bars(clean_db, other, "known")
+    assert stored(clean_db) == before
