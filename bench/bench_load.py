@@ -45,7 +45,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -64,7 +64,7 @@ from marketpipe.db import adbc_connect, connect
 from marketpipe.migrate import migrate
 from marketpipe.raw import land_payload
 from marketpipe.settings import Settings
-from services.loader.jobs import LINEAGE, load
+from services.loader.jobs import LINEAGE, load, stored_bars
 from services.loader.upsert import changed_condition, prepare_session, upsert_known
 from services.sandbox.app import SandboxServer
 from services.sandbox.market import all_instruments
@@ -255,15 +255,10 @@ def loader_upsert(settings: Settings, batches: list[pa.Table]) -> None:
     over the batch's span, the upsert."""
     for batch in batches:
         with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
-            symbol, interval = batch["symbol"][0].as_py(), batch["interval"][0].as_py()
-            prepare_session(cur, lock_series=symbol)
+            series = batch["symbol"][0].as_py(), batch["interval"][0].as_py()
+            prepare_session(cur, lock_series=series[0])
             span = pc.min_max(batch["bar_time"]).as_py()
-            cur.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM marketpipe.bars WHERE symbol = $1"
-                " AND interval = $2 AND bar_time BETWEEN $3 AND $4",
-                (symbol, interval, span["min"], span["max"]),
-            )
-            stored = cur.fetch_arrow_table()
+            stored = stored_bars(cur, series, span["min"], span["max"] + timedelta(microseconds=1))
             upsert_known(cur, "bars", batch, stored, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
             conn.commit()
 

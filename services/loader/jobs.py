@@ -79,13 +79,12 @@ def run_status(bars: int, quarantined: int) -> str:
     return "partial" if quarantined else "ok"
 
 
-def advance_watermarks(cur: Any, bars: pa.Table) -> None:
+def advance_watermarks(cur: Any, series: tuple[str, str], bars: pa.Table) -> None:
     """The series' watermark moves up to its last complete bar in ``bars``, never back."""
     complete = bars.filter(bars["is_complete"])
     if complete.num_rows:
-        symbol, interval = series_of({"bars": complete})
         last = utc_text(pc.max(complete["bar_time"]).as_py())
-        cur.execute(_ADVANCE_WATERMARKS, (symbol, interval, last))
+        cur.execute(_ADVANCE_WATERMARKS, (*series, last))
 
 
 # Under the series' lock, one round trip: whether the raw payload was landed, the version of
@@ -105,6 +104,14 @@ _STORED_SQL: Final = (
     " WHERE symbol = $1 AND interval = $2 AND bar_time >= $3::timestamptz"
     " AND bar_time < $4::timestamptz ORDER BY bar_time"
 )
+
+
+def stored_bars(cur: Any, series: tuple[str, str], first: datetime, end: datetime) -> pa.Table:
+    """Every stored bar of ``series`` with ``first <= bar_time < end``, every column, in time
+    order: what :func:`upsert.upsert_known` compares a batch with (read under the series' lock)."""
+    cur.execute(_STORED_SQL, (*series, utc_text(first), utc_text(end)))
+    table: pa.Table = cur.fetch_arrow_table()
+    return table
 
 
 def _seen_version(tables: dict[str, pa.Table]) -> int | None:
@@ -172,13 +179,13 @@ def keep_series_exact(
 
 
 def _held_back(
-    cur: Any, payload_id: str, stored: pa.Table, observed: pa.Table
+    cur: Any, series: tuple[str, str], payload_id: str, stored: pa.Table, observed: pa.Table
 ) -> tuple[str, int] | None:
     """Why the batch must not be merged and the restatement its bars reveal (recorded), or None."""
     finding = restatement.detect(stored, observed, payload_id)
     if finding is None:
         return None
-    symbol, interval = series_of({"observed": observed})
+    symbol, interval = series
     restatement_id, opened = restatement.record(cur, symbol, interval, finding, payload_id)
     log.warning(
         "restatement %s %s %s: %s; batch %s held back until the series is restated (%s)",
@@ -193,14 +200,18 @@ def _held_back(
 
 
 def write_batch(
-    cur: Any, payload_id: str, tables: dict[str, pa.Table], started_at: datetime
+    cur: Any,
+    payload_id: str,
+    tables: dict[str, pa.Table],
+    started_at: datetime,
+    series: tuple[str, str],
 ) -> tuple[int, int | None]:
     """Bars, the daily bars rebuilt from them, quarantine, watermark and run log.
 
-    Returns the bars changed and the restatement the batch revealed, if any: such a batch
-    merges no bar (services/loader/restatement.py).
+    ``series``: the batch's :func:`series_of`. Returns the bars changed and the restatement the
+    batch revealed, if any: such a batch merges no bar (services/loader/restatement.py).
     """
-    symbol, interval = series = series_of(tables)
+    symbol, interval = series
     bars, quarantine = tables["bars"], tables["quarantine"]
     # A batch from before the observed table existed: nothing to compare.
     observed = tables.get("observed", bars.slice(0, 0))
@@ -215,10 +226,8 @@ def write_batch(
         raise PayloadNotLandedError(f"batch {payload_id}: its raw payload was never landed")
     held, changed = None, 0
     if present:
-        first, end = _span(bars, observed)
-        cur.execute(_STORED_SQL, (symbol, interval, utc_text(first), utc_text(end)))
-        stored = cur.fetch_arrow_table()
-        held = _held_back(cur, payload_id, stored, observed) if observed.num_rows else None
+        stored = stored_bars(cur, series, *_span(bars, observed))
+        held = _held_back(cur, series, payload_id, stored, observed) if observed.num_rows else None
         if held is not None:
             bars = bars.slice(0, 0)
     if bars.num_rows:
@@ -240,7 +249,7 @@ def write_batch(
         lineage=("quarantined_at",),
         touch=None,
     )
-    advance_watermarks(cur, bars)
+    advance_watermarks(cur, series, bars)
     reasons = sorted(pc.unique(quarantine["reason"]).to_pylist()) if quarantine.num_rows else []
     status = run_status(bars.num_rows, quarantine.num_rows)
     if held is not None:
@@ -285,10 +294,10 @@ def load(settings: Settings, batch_id: str) -> dict[str, Any]:
     """Load one batch in one transaction; the job's JSON result."""
     tables = broker.get_batch_tables(broker.kept_redis(settings), batch_id)
     started_at = datetime.now(UTC)
+    symbol, interval = series = series_of(tables)
     with adbc_connect(settings.role_url("loader")) as conn, conn.cursor() as cur:
-        changed, revealed = write_batch(cur, batch_id, tables, started_at)
+        changed, revealed = write_batch(cur, batch_id, tables, started_at, series)
         conn.commit()
-    symbol, interval = series_of(tables)
     bars, quarantined = tables["bars"].num_rows, tables["quarantine"].num_rows
     # The one line per batch: which series, and what it changed in the table.
     log.info(

@@ -222,22 +222,12 @@ def merge_sql(
     )
 
 
-def _beyond_tolerance_arrow(
-    old: pa.ChunkedArray, new: pa.ChunkedArray, scale: pa.ChunkedArray | None
+def _distinct(
+    old: pa.ChunkedArray, new: pa.ChunkedArray, differs: pa.ChunkedArray
 ) -> pa.ChunkedArray:
-    """:func:`_beyond_tolerance` on aligned Arrow columns (``scale``: the stored close)."""
-    magnitudes = [pc.abs(old), pc.abs(new), *([pc.abs(scale)] if scale is not None else [])]
-    bound = pc.multiply(pc.max_element_wise(*magnitudes, skip_nulls=True), RELATIVE_TOLERANCE)
-    beyond = pc.greater(pc.abs(pc.subtract(old, new)), bound)
-    return pc.if_else(_both_valid(old, new), beyond, _one_null(old, new))
-
-
-def _both_valid(old: pa.ChunkedArray, new: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.and_(pc.is_valid(old), pc.is_valid(new))
-
-
-def _one_null(old: pa.ChunkedArray, new: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.not_equal(pc.is_valid(old), pc.is_valid(new))
+    """``differs`` where both values are present; else whether exactly one is NULL."""
+    both = pc.and_(pc.is_valid(old), pc.is_valid(new))
+    return pc.if_else(both, differs, pc.not_equal(pc.is_valid(old), pc.is_valid(new)))
 
 
 def changed_rows(
@@ -253,15 +243,19 @@ def changed_rows(
     """
     compared = [(c, t) for c, t in columns if c not in key]
     priced = any(c == PRICE_SCALE_COLUMN for c, _ in compared)
-    changed = pa.chunked_array([pa.array([False] * new.num_rows)])
+    changed = pa.chunked_array([np.zeros(new.num_rows, dtype=bool)])
     for name, sql_type in compared:
         o, n = old[name], new[name]
         if sql_type == "double precision":
-            scale = old[PRICE_SCALE_COLUMN] if priced and name in PRICE_UNIT_COLUMNS else None
-            differs = _beyond_tolerance_arrow(o, n, scale)
+            # As _beyond_tolerance: the scale skips a NULL, the stored close for a price unit.
+            scale = [pc.abs(o), pc.abs(n)]
+            if priced and name in PRICE_UNIT_COLUMNS:
+                scale.append(pc.abs(old[PRICE_SCALE_COLUMN]))
+            bound = pc.multiply(pc.max_element_wise(*scale, skip_nulls=True), RELATIVE_TOLERANCE)
+            differs = pc.greater(pc.abs(pc.subtract(o, n)), bound)
         else:
-            differs = pc.if_else(_both_valid(o, n), pc.not_equal(o, n), _one_null(o, n))
-        changed = pc.or_(changed, differs)
+            differs = pc.not_equal(o, n)
+        changed = pc.or_(changed, _distinct(o, n, differs))
     return changed
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -13,15 +14,15 @@ import psycopg2
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from redis import Redis
 
 from marketpipe import broker
-from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY, column_names
+from marketpipe.contract import OLAP_COLUMNS, OLAP_KEY
 from marketpipe.db import adbc_connect
 from marketpipe.settings import Settings
-from services.loader.jobs import LINEAGE
+from services.loader.jobs import LINEAGE, stored_bars
 from services.loader.upsert import (
     RELATIVE_TOLERANCE,
     changed_condition,
@@ -52,13 +53,10 @@ def upsert_bars(settings: Settings, bars: pa.Table, write: str = "merge") -> int
             prepare_session(cur)
             written = upsert(cur, "bars", bars, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
         else:
-            prepare_session(cur, lock_series=bars["symbol"][0].as_py())
-            cur.execute(
-                f"SELECT {', '.join(column_names(OLAP_COLUMNS))} FROM marketpipe.bars"
-                " WHERE symbol = $1 AND interval = $2",
-                (bars["symbol"][0].as_py(), bars["interval"][0].as_py()),
-            )
-            known = cur.fetch_arrow_table()
+            series = bars["symbol"][0].as_py(), bars["interval"][0].as_py()
+            prepare_session(cur, lock_series=series[0])
+            span = pc.min_max(bars["bar_time"]).as_py()
+            known = stored_bars(cur, series, span["min"], span["max"] + timedelta(microseconds=1))
             keys = upsert_known(cur, "bars", bars, known, OLAP_COLUMNS, OLAP_KEY, lineage=LINEAGE)
             written = len(keys)
         conn.commit()
@@ -275,6 +273,15 @@ def value_pairs(draw: st.DrawFn) -> tuple[float | None, float | None]:
         min_size=1,
         max_size=30,
     )
+)
+# The cases the rules could part on, always run: MACD near zero moved by more than 1e-12 of itself
+# but less than 1e-12 of the close (unchanged only on the close's scale), a value and a text
+# turning NULL.
+@example(
+    rows=[
+        ((2_500.0, 2_500.0), (1e-6, 1e-6 + 1.1e-12), (0.37, 0.37), ("Name", "Name")),
+        ((2_500.0, 2_500.0), (0.5, None), (0.37, 0.37), ("Name", None)),
+    ]
 )
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
